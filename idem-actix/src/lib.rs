@@ -1,0 +1,1 @@
+//! actix-web glue for idem (see issue 3).

@@ -1,0 +1,18 @@
+-- One row per (tenant, operation, key). The row is inserted uncommitted to claim the key, the
+-- response is stored in the same transaction, and both commit with the business write: a
+-- committed row always carries its response.
+CREATE TABLE idempotency_keys (
+    tenant_id        TEXT    NOT NULL,
+    operation        TEXT    NOT NULL,
+    idempotency_key  TEXT    NOT NULL,
+    fingerprint      BLOB    NOT NULL,
+    entity_id        BLOB    NOT NULL,
+    attempt_id       INTEGER NOT NULL,
+    response_status  INTEGER,
+    response_headers TEXT,
+    response_body    BLOB,
+    created_at_ms    INTEGER NOT NULL,
+    PRIMARY KEY (tenant_id, operation, idempotency_key)
+) WITHOUT ROWID;
+
+CREATE INDEX idempotency_keys_created_at ON idempotency_keys (created_at_ms);

@@ -1,0 +1,167 @@
+//! How long keys live, how long twins wait, how often transient failures are retried.
+
+use std::time::Duration;
+
+/// The settings of an [`IdempotencyStore`](crate::IdempotencyStore).
+///
+/// ```
+/// use std::time::Duration;
+/// use idem_runtime::{RetryPolicy, StoreConfig};
+///
+/// let config = StoreConfig::default()
+///     .with_retention(Duration::from_secs(48 * 3600))
+///     .with_lock_timeout(Duration::from_secs(2))
+///     .with_retry(RetryPolicy::default().with_max_attempts(5));
+/// assert_eq!(config.lock_timeout(), Duration::from_secs(2));
+/// ```
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    retention: Duration,
+    lock_timeout: Duration,
+    retry_after: Duration,
+    retry: RetryPolicy,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(24 * 60 * 60),
+            lock_timeout: Duration::from_secs(5),
+            retry_after: Duration::from_secs(1),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl StoreConfig {
+    /// How long a key replays its response (default 24 h). Expiry is checked whenever a key is
+    /// read; [`IdempotencyStore::purge_expired`](crate::IdempotencyStore::purge_expired) only
+    /// reclaims the space.
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// How long a request waits for a twin that holds its key before it is answered
+    /// [`Outcome::InFlight`](crate::Outcome::InFlight) (default 5 s). On PostgreSQL this is
+    /// also the `lock_timeout` of the write transaction; on SQLite, the busy timeout of the pool
+    /// that [`IdempotencyStore::connect`](crate::IdempotencyStore::connect) opens.
+    pub fn with_lock_timeout(mut self, lock_timeout: Duration) -> Self {
+        self.lock_timeout = lock_timeout;
+        self
+    }
+
+    /// How long a request answered [`Outcome::InFlight`](crate::Outcome::InFlight) is told to
+    /// wait before retrying (default 1 s).
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// How serialization failures, deadlocks and busy errors are retried.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The configured retention.
+    pub fn retention(&self) -> Duration {
+        self.retention
+    }
+
+    /// The configured lock timeout.
+    pub fn lock_timeout(&self) -> Duration {
+        self.lock_timeout
+    }
+
+    /// The configured `Retry-After` for in-flight twins.
+    pub fn retry_after(&self) -> Duration {
+        self.retry_after
+    }
+
+    /// The configured retry policy.
+    pub fn retry(&self) -> &RetryPolicy {
+        &self.retry
+    }
+}
+
+/// Bounded exponential backoff with full jitter, for failures that a fresh attempt of the same
+/// transaction may not meet: PostgreSQL's serialization failures and deadlocks (SQLSTATE 40001,
+/// 40P01) and SQLite's busy and locked errors.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            initial_backoff: Duration::from_millis(5),
+            max_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The most attempts one write makes, the first included (default 10; at least 1).
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    /// The backoff ceiling before the second attempt (default 5 ms); it doubles per attempt.
+    pub fn with_initial_backoff(mut self, initial_backoff: Duration) -> Self {
+        self.initial_backoff = initial_backoff;
+        self
+    }
+
+    /// The largest backoff ceiling (default 250 ms).
+    pub fn with_max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// The configured attempt limit.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The pause before attempt `failed_attempts + 1`: uniform in zero to the doubled ceiling,
+    /// so twins that failed together do not retry together.
+    pub(crate) fn backoff(&self, failed_attempts: u32) -> Duration {
+        let doublings = failed_attempts.saturating_sub(1).min(16);
+        let ceiling = self
+            .initial_backoff
+            .saturating_mul(1 << doublings)
+            .min(self.max_backoff);
+        ceiling.mul_f64(fastrand::f64())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_ceiling() {
+        let policy = RetryPolicy::default()
+            .with_initial_backoff(Duration::from_millis(10))
+            .with_max_backoff(Duration::from_millis(40));
+        for _ in 0..100 {
+            assert!(policy.backoff(1) <= Duration::from_millis(10));
+            assert!(policy.backoff(2) <= Duration::from_millis(20));
+            assert!(policy.backoff(9) <= Duration::from_millis(40));
+        }
+    }
+
+    #[test]
+    fn at_least_one_attempt() {
+        assert_eq!(
+            RetryPolicy::default().with_max_attempts(0).max_attempts(),
+            1
+        );
+    }
+}

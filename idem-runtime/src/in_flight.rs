@@ -1,0 +1,67 @@
+//! Coalescing of twins inside one process: one claim per key at a time.
+//!
+//! A burst of retries with one key would otherwise take one pooled connection each, all of them
+//! blocked on the same unique-index entry. Instead the first becomes the leader and claims the
+//! key in the database; the others wait here without a connection and then read the leader's
+//! committed record (or lead themselves, if the leader rolled back).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::watch;
+use uuid::Uuid;
+
+/// The keys this process is claiming right now, by entity id (which names the
+/// tenant, operation and key at once).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct InFlightClaims {
+    leaders: Arc<Mutex<HashMap<Uuid, watch::Receiver<()>>>>,
+}
+
+/// What [`InFlightClaims::lead_or_follow`] decided.
+pub(crate) enum Turn {
+    /// This request claims the key; others wait until the guard drops.
+    Lead(Leadership),
+    /// Another request of this process is claiming the key; this resolves when it finishes.
+    Follow(watch::Receiver<()>),
+}
+
+/// Held by the leader; dropping it (on success, error, panic or cancellation) wakes the followers.
+pub(crate) struct Leadership {
+    claims: InFlightClaims,
+    id: Uuid,
+    _done: watch::Sender<()>,
+}
+
+impl InFlightClaims {
+    pub(crate) fn lead_or_follow(&self, id: Uuid) -> Turn {
+        let mut leaders = self.leaders.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(leader) = leaders.get(&id) {
+            return Turn::Follow(leader.clone());
+        }
+        let (done, watcher) = watch::channel(());
+        leaders.insert(id, watcher);
+        Turn::Lead(Leadership {
+            claims: self.clone(),
+            id,
+            _done: done,
+        })
+    }
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        // Removed before `_done` drops, so a woken follower never finds this stale entry.
+        self.claims
+            .leaders
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+/// Resolves when the leader behind `leader` has finished, however it finished.
+pub(crate) async fn leader_finished(mut leader: watch::Receiver<()>) {
+    // Nothing is ever sent: `changed` fails exactly when the sender drops.
+    while leader.changed().await.is_ok() {}
+}

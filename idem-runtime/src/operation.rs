@@ -1,0 +1,167 @@
+//! Registered operations and the link-time registries that list them.
+
+use std::fmt;
+
+use linkme::distributed_slice;
+
+/// How much is at stake when an operation runs twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperationClass {
+    /// Moves or books money: payments, invoices, payroll, reconciliation.
+    Financial,
+    /// Changes state that is costly to undo: inventory, customers, employees, settings, access.
+    HighRisk,
+}
+
+impl OperationClass {
+    /// The class as it appears in metrics, logs and the registry listing.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Financial => "financial",
+            Self::HighRisk => "high_risk",
+        }
+    }
+}
+
+impl fmt::Display for OperationClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where an HTTP operation is mounted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The HTTP method, upper case (`POST`).
+    pub method: &'static str,
+    /// The route template (`/api/invoices/{id}/finalize`).
+    pub path: &'static str,
+}
+
+/// One protected operation, as the annotation that declared it describes it.
+///
+/// Values exist only in the registries: `#[financial_mutation]` and `#[high_risk_mutation]`
+/// create them, and the write protocol accepts only operations reached through
+/// [`RegisteredOperation`].
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct Operation {
+    name: &'static str,
+    class: OperationClass,
+    route: Option<Route>,
+    file: &'static str,
+    line: u32,
+}
+
+impl Operation {
+    #[doc(hidden)]
+    pub const fn __new(
+        name: &'static str,
+        class: OperationClass,
+        route: Option<Route>,
+        file: &'static str,
+        line: u32,
+    ) -> Self {
+        assert!(
+            is_operation_name(name),
+            "an operation name is camelCase: a lowercase ASCII letter, then ASCII letters and digits"
+        );
+        Self {
+            name,
+            class,
+            route,
+            file,
+            line,
+        }
+    }
+
+    /// The operation's unique name, camelCase (`createPayment`).
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The operation's class.
+    pub const fn class(&self) -> OperationClass {
+        self.class
+    }
+
+    /// The HTTP route, for an operation served by a handler; `None` for a job or a command.
+    pub const fn route(&self) -> Option<Route> {
+        self.route
+    }
+
+    /// The source file of the annotated function.
+    pub const fn file(&self) -> &'static str {
+        self.file
+    }
+
+    /// The line of the annotated function.
+    pub const fn line(&self) -> u32 {
+        self.line
+    }
+}
+
+/// Whether `name` is a valid operation name: camelCase ASCII, as the macros require.
+pub const fn is_operation_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || !bytes[0].is_ascii_lowercase() {
+        return false;
+    }
+    let mut i = 1;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_alphanumeric() {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// A type that stands for one registered operation.
+///
+/// `#[financial_mutation]` and `#[high_risk_mutation]` implement it for the type they generate,
+/// together with the registry entry, so the write protocol can only be called for an operation
+/// the registries know.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a registered operation",
+    label = "not declared with #[financial_mutation] or #[high_risk_mutation]",
+    note = "annotate the function that performs this write with #[financial_mutation(\"operationName\", ...)] or #[high_risk_mutation(\"operationName\", ...)]: the attribute registers the operation and implements this trait"
+)]
+pub trait RegisteredOperation {
+    /// The registry entry of this operation.
+    const OPERATION: &'static Operation;
+}
+
+/// Every operation declared with `#[financial_mutation]`, collected at link time.
+#[distributed_slice]
+pub static FINANCIAL_MUTATIONS: [Operation];
+
+/// Every operation declared with `#[high_risk_mutation]`, collected at link time.
+#[distributed_slice]
+pub static HIGH_RISK_MUTATIONS: [Operation];
+
+/// Every registered operation, financial first, each registry in link order.
+pub fn registered_operations() -> impl Iterator<Item = &'static Operation> {
+    FINANCIAL_MUTATIONS.iter().chain(HIGH_RISK_MUTATIONS.iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names_are_camel_case() {
+        for good in ["createPayment", "x", "grantUserAccess2"] {
+            assert!(is_operation_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "CreatePayment",
+            "create_payment",
+            "create-payment",
+            "2fa",
+            "café",
+        ] {
+            assert!(!is_operation_name(bad), "{bad}");
+        }
+    }
+}

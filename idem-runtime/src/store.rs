@@ -1,0 +1,110 @@
+//! The idempotency store: a pool, its settings, its schema and its maintenance.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::Pool;
+
+use crate::backend::{KeyRecord, KeyScope};
+use crate::in_flight::InFlightClaims;
+use crate::{Backend, StoreConfig, StoreError};
+
+/// The write protocol's handle on one database: cheap to clone, shared by every handler.
+///
+/// ```
+/// use idem_runtime::{IdempotencyStore, StoreConfig};
+/// use sqlx::Sqlite;
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), idem_runtime::StoreError> {
+/// # let dir = std::env::temp_dir().join(format!("idem-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir).unwrap();
+/// # let url = format!("sqlite://{}", dir.join("store.db").display());
+/// let store = IdempotencyStore::<Sqlite>::connect(&url, StoreConfig::default()).await?;
+/// store.migrate().await?;
+/// let purged = store.purge_expired().await?;
+/// assert_eq!(purged, 0);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct IdempotencyStore<DB: Backend> {
+    pub(crate) pool: Pool<DB>,
+    pub(crate) config: StoreConfig,
+    pub(crate) in_flight: InFlightClaims,
+}
+
+impl<DB: Backend> Clone for IdempotencyStore<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            config: self.config.clone(),
+            in_flight: self.in_flight.clone(),
+        }
+    }
+}
+
+impl<DB: Backend> IdempotencyStore<DB> {
+    /// A store on a pool the application already has. On SQLite, give the pool a busy timeout
+    /// and WAL mode, as [`IdempotencyStore::connect`] does.
+    pub fn new(pool: Pool<DB>, config: StoreConfig) -> Self {
+        Self {
+            pool,
+            config,
+            in_flight: InFlightClaims::default(),
+        }
+    }
+
+    /// Opens a pool configured for the protocol: `postgres://user@host/db` or
+    /// `sqlite://path` (the SQLite file is created if missing, in WAL mode, with a busy timeout
+    /// equal to the lock timeout).
+    pub async fn connect(url: &str, config: StoreConfig) -> Result<Self, StoreError> {
+        let pool = DB::connect(url, &config).await?;
+        Ok(Self::new(pool, config))
+    }
+
+    /// Applies idem's schema migrations. They are tracked in their own table, `_idem_migrations`,
+    /// so they never mix with the application's own sqlx migrations.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        DB::migrate(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Deletes the keys older than the retention and returns how many. Expired keys already
+    /// stopped replaying when they expired; this only reclaims their rows.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let purged = DB::purge_expired(&self.pool, self.expired_at_or_before_ms()).await?;
+        tracing::info!(purged, "purged expired idempotency keys");
+        Ok(purged)
+    }
+
+    /// The pool the store writes through.
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// The store's settings.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The committed, unexpired record of a key, if there is one.
+    pub(crate) async fn find_record(
+        &self,
+        scope: &KeyScope<'_>,
+    ) -> Result<Option<KeyRecord>, sqlx::Error> {
+        DB::find_record(&self.pool, scope, self.expired_at_or_before_ms()).await
+    }
+
+    /// Keys created at or before this instant are expired.
+    pub(crate) fn expired_at_or_before_ms(&self) -> i64 {
+        now_ms().saturating_sub(millis(self.config.retention()))
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since_epoch| millis(since_epoch))
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
