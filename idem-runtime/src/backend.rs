@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use sqlx::error::DatabaseError;
 use sqlx::migrate::{MigrateError, Migrator};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::postgres::{PgDatabaseError, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{AssertSqlSafe, Pool, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -91,6 +93,9 @@ pub(crate) mod sealed {
 
     /// The backend-specific half of the protocol. Sealed: not nameable outside this crate.
     pub trait Protocol: sqlx::Database {
+        /// The driver's own error type, as it appears in an error's `source()` chain.
+        type DriverError: DatabaseError;
+
         /// Applies this backend's schema migrations, tracked in their own table
         /// ([`MIGRATIONS_TABLE`]) so they never mix with the application's.
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), MigrateError>> + Send;
@@ -238,6 +243,8 @@ macro_rules! shared_statements {
 }
 
 impl sealed::Protocol for Postgres {
+    type DriverError = PgDatabaseError;
+
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
         with_own_table(sqlx::migrate!("./migrations/postgres"))
             .run(pool)
@@ -275,6 +282,8 @@ impl sealed::Protocol for Postgres {
 }
 
 impl sealed::Protocol for Sqlite {
+    type DriverError = SqliteError;
+
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
         with_own_table(sqlx::migrate!("./migrations/sqlite"))
             .run(pool)

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sqlx::Transaction;
+use sqlx::error::DatabaseError;
 use tokio::time::{Instant, sleep, timeout_at};
 use uuid::Uuid;
 
@@ -338,12 +339,24 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
     }
 
-    /// Whether the body's error was caused by a transient database failure.
+    /// Whether the body's error was caused by a transient database failure found anywhere in
+    /// its `source()` chain: as a [`sqlx::Error`], as the boxed database error that
+    /// `sqlx::Error` gives as its source (all an `#[error(transparent)]` wrapper exposes), or
+    /// as the driver's own error type.
     fn is_transient_chain(&self, error: &(dyn StdError + 'static)) -> bool {
         let mut cause = Some(error);
         while let Some(error) = cause {
-            if let Some(sqlx::Error::Database(db)) = error.downcast_ref::<sqlx::Error>() {
-                return DB::is_transient(db.as_ref());
+            let database_error = if let Some(sqlx::Error::Database(db)) = error.downcast_ref() {
+                Some(db.as_ref())
+            } else if let Some(db) = error.downcast_ref::<Box<dyn DatabaseError>>() {
+                Some(db.as_ref())
+            } else {
+                error
+                    .downcast_ref::<DB::DriverError>()
+                    .map(|db| db as &dyn DatabaseError)
+            };
+            if let Some(db) = database_error {
+                return DB::is_transient(db);
             }
             cause = error.source();
         }

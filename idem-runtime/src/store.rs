@@ -102,7 +102,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since_epoch| millis(since_epoch))
+        .map_or(0, millis)
 }
 
 fn millis(duration: Duration) -> i64 {

@@ -1,1 +1,262 @@
+//! The harness of idem's end-to-end tests: fresh stores on real databases, and the business
+//! table the tests write to.
 //!
+//! Every store is new: a new SQLite file in a temporary directory, or a new schema in the
+//! PostgreSQL database that `DATABASE_URL` names. Tests count what the database holds with SQL.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use idem_runtime::{Backend, IdempotencyStore, StoreConfig};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Pool, Postgres, Sqlite};
+use uuid::Uuid;
+
+/// A fresh, migrated store and whatever keeps its database alive.
+pub struct TestStore<DB: Backend> {
+    /// The store under test.
+    pub store: IdempotencyStore<DB>,
+    /// Kept so the SQLite file outlives the test.
+    _dir: Option<tempfile::TempDir>,
+    /// Opens a second store on the same database, as a second process would.
+    reopen: Reopen,
+}
+
+#[doc(hidden)]
+pub enum Reopen {
+    Sqlite(String),
+    Postgres(Box<PgConnectOptions>),
+}
+
+/// What a test needs of a backend beyond the protocol: the business table and counting.
+pub trait TestDb: Backend + Sized {
+    /// A fresh database with idem's migrations and the `payments` and `ledger` tables.
+    fn fresh(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>>;
+
+    /// A new pool on an existing test database.
+    fn open_pool(how: &Reopen) -> BoxFuture<'_, Pool<Self>>;
+
+    /// Inserts one payment row with the write's entity id as primary key.
+    fn insert_payment<'c>(
+        conn: &'c mut Self::Connection,
+        id: Uuid,
+        tenant: &'c str,
+        amount_cents: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>>;
+
+    /// Appends a ledger row whose balance is the tenant's previous balance plus `amount`: a
+    /// read-then-write that SERIALIZABLE isolation must order.
+    fn append_ledger<'c>(
+        conn: &'c mut Self::Connection,
+        tenant: &'c str,
+        amount: i64,
+    ) -> BoxFuture<'c, Result<i64, sqlx::Error>>;
+
+    /// Runs a `SELECT COUNT(*) ...` (or any single-integer query) bound to `args`.
+    fn count<'a>(
+        pool: &'a Pool<Self>,
+        sql: &'static str,
+        args: &'a [&'a str],
+    ) -> BoxFuture<'a, i64>;
+}
+
+impl<DB: TestDb> TestStore<DB> {
+    /// Another store on the same database with its own in-process state, as a second replica
+    /// of the service has.
+    pub async fn second_process(&self, config: StoreConfig) -> IdempotencyStore<DB> {
+        IdempotencyStore::new(DB::open_pool(&self.reopen).await, config)
+    }
+
+    /// Counts with SQL on the store's database.
+    pub async fn count(&self, sql: &'static str, args: &[&str]) -> i64 {
+        DB::count(self.store.pool(), sql, args).await
+    }
+}
+
+impl TestStore<Postgres> {
+    /// A fresh PostgreSQL store whose sessions run
+    /// `SET default_transaction_isolation = serializable`.
+    pub async fn fresh_serializable(config: StoreConfig) -> Self {
+        let options = postgres_test_schema()
+            .await
+            .options([("default_transaction_isolation", "serializable")]);
+        postgres_store(options, config).await
+    }
+}
+
+/// The business tables, per dialect.
+const SQLITE_SCHEMA: &str = "
+CREATE TABLE payments (id BLOB PRIMARY KEY, tenant_id TEXT NOT NULL, amount_cents INTEGER NOT NULL);
+CREATE TABLE ledger (seq INTEGER PRIMARY KEY AUTOINCREMENT, tenant_id TEXT NOT NULL, amount INTEGER NOT NULL, balance INTEGER NOT NULL);";
+
+const POSTGRES_SCHEMA: &str = "
+CREATE TABLE payments (id UUID PRIMARY KEY, tenant_id TEXT NOT NULL, amount_cents BIGINT NOT NULL);
+CREATE TABLE ledger (seq BIGSERIAL PRIMARY KEY, tenant_id TEXT NOT NULL, amount BIGINT NOT NULL, balance BIGINT NOT NULL);";
+
+const LEDGER_BALANCE: &str = "SELECT COALESCE(MAX(balance), 0) FROM ledger WHERE tenant_id = $1";
+const LEDGER_APPEND: &str = "INSERT INTO ledger (tenant_id, amount, balance) VALUES ($1, $2, $3)";
+
+/// The test-only methods are the same text on both backends; only the types differ.
+macro_rules! business_statements {
+    () => {
+        fn insert_payment<'c>(
+            conn: &'c mut Self::Connection,
+            id: Uuid,
+            tenant: &'c str,
+            amount_cents: i64,
+        ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+            Box::pin(async move {
+                sqlx::query(
+                    "INSERT INTO payments (id, tenant_id, amount_cents) VALUES ($1, $2, $3)",
+                )
+                .bind(id)
+                .bind(tenant)
+                .bind(amount_cents)
+                .execute(conn)
+                .await
+                .map(drop)
+            })
+        }
+
+        fn append_ledger<'c>(
+            conn: &'c mut Self::Connection,
+            tenant: &'c str,
+            amount: i64,
+        ) -> BoxFuture<'c, Result<i64, sqlx::Error>> {
+            Box::pin(async move {
+                let balance: i64 = sqlx::query_scalar(LEDGER_BALANCE)
+                    .bind(tenant)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                sqlx::query(LEDGER_APPEND)
+                    .bind(tenant)
+                    .bind(amount)
+                    .bind(balance + amount)
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(balance + amount)
+            })
+        }
+
+        fn count<'a>(
+            pool: &'a Pool<Self>,
+            sql: &'static str,
+            args: &'a [&'a str],
+        ) -> BoxFuture<'a, i64> {
+            Box::pin(async move {
+                let query = args
+                    .iter()
+                    .fold(sqlx::query_scalar::<_, i64>(sql), |query, arg| {
+                        query.bind(*arg)
+                    });
+                query
+                    .fetch_one(pool)
+                    .await
+                    .unwrap_or_else(|error| panic!("{sql}: {error}"))
+            })
+        }
+    };
+}
+
+impl TestDb for Sqlite {
+    fn fresh(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
+        Box::pin(async move {
+            let dir = tempfile::tempdir().expect("create a temporary directory");
+            let url = format!("sqlite://{}", dir.path().join("idem.db").display());
+            let store = IdempotencyStore::<Sqlite>::connect(&url, config)
+                .await
+                .expect("open the SQLite test database");
+            store
+                .migrate()
+                .await
+                .expect("migrate the SQLite test database");
+            sqlx::raw_sql(SQLITE_SCHEMA)
+                .execute(store.pool())
+                .await
+                .expect("create the business tables");
+            TestStore {
+                store,
+                _dir: Some(dir),
+                reopen: Reopen::Sqlite(url),
+            }
+        })
+    }
+
+    fn open_pool(how: &Reopen) -> BoxFuture<'_, Pool<Self>> {
+        let Reopen::Sqlite(url) = how else {
+            unreachable!("a SQLite test store reopens by URL")
+        };
+        Box::pin(async move {
+            IdempotencyStore::<Sqlite>::connect(url, StoreConfig::default())
+                .await
+                .expect("reopen the SQLite test database")
+                .pool()
+                .clone()
+        })
+    }
+
+    business_statements!();
+}
+
+impl TestDb for Postgres {
+    fn fresh(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
+        Box::pin(async move { postgres_store(postgres_test_schema().await, config).await })
+    }
+
+    fn open_pool(how: &Reopen) -> BoxFuture<'_, Pool<Self>> {
+        let Reopen::Postgres(options) = how else {
+            unreachable!("a PostgreSQL test store reopens by options")
+        };
+        Box::pin(async move {
+            PgPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with((**options).clone())
+                .await
+                .expect("open a pool on the PostgreSQL test schema")
+        })
+    }
+
+    business_statements!();
+}
+
+async fn postgres_store(options: PgConnectOptions, config: StoreConfig) -> TestStore<Postgres> {
+    let reopen = Reopen::Postgres(Box::new(options));
+    let store = IdempotencyStore::new(Postgres::open_pool(&reopen).await, config);
+    store
+        .migrate()
+        .await
+        .expect("migrate the PostgreSQL test schema");
+    sqlx::raw_sql(POSTGRES_SCHEMA)
+        .execute(store.pool())
+        .await
+        .expect("create the business tables");
+    TestStore {
+        store,
+        _dir: None,
+        reopen,
+    }
+}
+
+/// Creates a new schema in the database that `DATABASE_URL` names and returns connect options
+/// whose `search_path` is that schema. Panics, never skips, when the server is unreachable.
+async fn postgres_test_schema() -> PgConnectOptions {
+    let url = std::env::var("DATABASE_URL").expect(
+        "the PostgreSQL suite was built with DATABASE_URL set, and now it is not: set it to the same postgres:// URL",
+    );
+    let base: PgConnectOptions = url
+        .parse()
+        .expect("DATABASE_URL is a valid postgres:// URL");
+    let schema = format!("idem_test_{}", fastrand::u64(..));
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(base.clone())
+        .await
+        .unwrap_or_else(|error| panic!("PostgreSQL at DATABASE_URL is unreachable: {error}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&admin)
+        .await
+        .expect("create the test schema");
+    admin.close().await;
+    base.options([("search_path", schema.as_str())])
+}

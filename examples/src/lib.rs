@@ -1,1 +1,0 @@
-//! Runnable services built on idem; the AccuBooks example arrives with issue 4.

@@ -1,0 +1,545 @@
+//! The write protocol on real databases: exactly once under concurrency, nothing left behind by
+//! errors, panics or cancellation, mismatches refused, transient failures retried.
+//!
+//! Each scenario is written once, generic over the backend, and instantiated for SQLite always
+//! and for PostgreSQL when the suite is built with `DATABASE_URL` (see `build.rs`).
+
+use std::future::pending;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, join_all};
+use idem_runtime::{
+    Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, StoreConfig, StoredResponse, TenantId,
+    WriteContext, WriteError,
+};
+use idem_tests::{TestDb, TestStore};
+use tokio::sync::Notify;
+
+idem_runtime::__register_operation!(
+    CreatePayment,
+    "createPayment",
+    FINANCIAL_MUTATIONS,
+    Financial
+);
+idem_runtime::__register_operation!(PostLedger, "postLedger", FINANCIAL_MUTATIONS, Financial);
+
+const PAYMENTS: &str = "SELECT COUNT(*) FROM payments";
+const PAYMENTS_OF: &str = "SELECT COUNT(*) FROM payments WHERE tenant_id = $1";
+const KEYS: &str = "SELECT COUNT(*) FROM idempotency_keys";
+const KEYS_OF: &str = "SELECT COUNT(*) FROM idempotency_keys WHERE tenant_id = $1";
+
+#[derive(Debug, thiserror::Error)]
+enum PaymentError {
+    #[error("the payment was refused by a business rule")]
+    Refused,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+type Body<DB> = dyn for<'c, 'r> FnMut(
+        &'c mut WriteContext<'r, DB>,
+    ) -> BoxFuture<'c, Result<StoredResponse, PaymentError>>
+    + Send;
+
+/// A payment that inserts one row keyed by the entity id and answers with a nonce, so a body
+/// that ran twice would give two different responses.
+fn pay<DB: TestDb>(amount_cents: i64) -> Box<Body<DB>> {
+    Box::new(move |write| {
+        Box::pin(async move {
+            let id = write.entity_id();
+            let tenant = write.tenant().as_str().to_owned();
+            DB::insert_payment(write.tx(), id, &tenant, amount_cents).await?;
+            let body = format!(r#"{{"id":"{id}","nonce":{}}}"#, fastrand::u64(..));
+            Ok(StoredResponse::new(201, body).with_header("content-type", "application/json"))
+        })
+    })
+}
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).unwrap()
+}
+
+fn key(text: &str) -> IdempotencyKey {
+    IdempotencyKey::parse(text).unwrap()
+}
+
+fn fingerprint(body: &str) -> Fingerprint {
+    Fingerprint::of_request("createPayment", "POST", "/payments", "", body.as_bytes())
+}
+
+async fn execute<DB: TestDb>(
+    store: &IdempotencyStore<DB>,
+    tenant: &TenantId,
+    key: &IdempotencyKey,
+    body: &str,
+    write: Box<Body<DB>>,
+) -> Result<Outcome, WriteError<PaymentError>> {
+    store
+        .execute(CreatePayment, tenant, key, fingerprint(body), write)
+        .await
+}
+
+/// Runs `calls` concurrently on the multi-threaded runtime, each on its own task.
+async fn concurrently<T: Send + 'static>(
+    calls: impl IntoIterator<Item = impl Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let tasks: Vec<_> = calls.into_iter().map(tokio::spawn).collect();
+    join_all(tasks)
+        .await
+        .into_iter()
+        .map(|joined| joined.expect("a concurrent call panicked"))
+        .collect()
+}
+
+async fn burst_of_500_with_one_key_writes_once<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default().with_lock_timeout(Duration::from_secs(30))).await;
+    let (t, k) = (tenant("acme"), key("burst-1"));
+    let outcomes = concurrently((0..500).map(|_| {
+        let (store, t, k) = (db.store.clone(), t.clone(), k.clone());
+        async move { execute(&store, &t, &k, "{\"cents\":100}", pay::<DB>(100)).await }
+    }))
+    .await;
+
+    let mut new = Vec::new();
+    let mut replayed = Vec::new();
+    for outcome in outcomes {
+        match outcome.expect("no call fails") {
+            Outcome::New { response, .. } => new.push(response),
+            Outcome::Replayed { response } => replayed.push(response),
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(new.len(), 1, "exactly one call writes");
+    assert_eq!(replayed.len(), 499, "every other call replays");
+    assert!(
+        replayed.iter().all(|response| *response == new[0]),
+        "replays are byte-identical"
+    );
+    assert_eq!(db.count(PAYMENTS, &[]).await, 1);
+    assert_eq!(db.count(KEYS, &[]).await, 1);
+}
+
+async fn fifty_tenants_by_ten_keys_write_500_rows<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default().with_lock_timeout(Duration::from_secs(30))).await;
+    let outcomes = concurrently((0..50).flat_map(|t| (0..10).map(move |k| (t, k))).map(
+        |(t, k)| {
+            let store = db.store.clone();
+            async move {
+                let (t, k) = (tenant(&format!("company-{t}")), key(&format!("key-{k}")));
+                execute(&store, &t, &k, "{\"cents\":5}", pay::<DB>(5)).await
+            }
+        },
+    ))
+    .await;
+
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(Outcome::New { .. }))),
+        "every distinct (tenant, key) is a new write"
+    );
+    assert_eq!(db.count(PAYMENTS, &[]).await, 500);
+    assert_eq!(db.count(KEYS, &[]).await, 500);
+    for t in 0..50 {
+        assert_eq!(db.count(PAYMENTS_OF, &[&format!("company-{t}")]).await, 10);
+    }
+}
+
+async fn one_key_in_two_tenants_is_two_writes<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let k = key("shared-key");
+    for name in ["company-a", "company-b"] {
+        let outcome = execute(&db.store, &tenant(name), &k, "{}", pay::<DB>(7)).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::New { .. })),
+            "{name}: {outcome:?}"
+        );
+    }
+    assert_eq!(db.count(PAYMENTS_OF, &["company-a"]).await, 1);
+    assert_eq!(db.count(PAYMENTS_OF, &["company-b"]).await, 1);
+    assert_eq!(db.count(KEYS, &[]).await, 2);
+}
+
+async fn retry_replays_and_another_payload_is_a_mismatch<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let (t, k) = (tenant("acme"), key("k-mismatch"));
+    let Ok(Outcome::New { response, attempts }) =
+        execute(&db.store, &t, &k, "{\"cents\":100}", pay::<DB>(100)).await
+    else {
+        panic!("the first call writes");
+    };
+    assert_eq!(attempts, 1);
+    let replay = execute(&db.store, &t, &k, "{\"cents\":100}", pay::<DB>(100)).await;
+    assert_eq!(replay.unwrap(), Outcome::Replayed { response });
+    let mismatch = execute(&db.store, &t, &k, "{\"cents\":999}", pay::<DB>(999)).await;
+    assert_eq!(mismatch.unwrap(), Outcome::FingerprintMismatch);
+    assert_eq!(db.count(PAYMENTS, &[]).await, 1);
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM payments WHERE amount_cents = 100",
+            &[]
+        )
+        .await,
+        1
+    );
+    assert_eq!(db.count(KEYS, &[]).await, 1);
+}
+
+/// After a failed body the key and the business row are gone, and the same key writes.
+async fn assert_key_is_free<DB: TestDb>(db: &TestStore<DB>, t: &TenantId, k: &IdempotencyKey) {
+    assert_eq!(db.count(KEYS, &[]).await, 0, "the key row rolled back");
+    assert_eq!(
+        db.count(PAYMENTS, &[]).await,
+        0,
+        "the business row rolled back"
+    );
+    let retry = execute(&db.store, t, k, "{}", pay::<DB>(1)).await;
+    assert!(
+        matches!(retry, Ok(Outcome::New { .. })),
+        "the next call runs the body: {retry:?}"
+    );
+    assert_eq!(db.count(PAYMENTS, &[]).await, 1);
+    assert_eq!(db.count(KEYS_OF, &[t.as_str()]).await, 1);
+}
+
+async fn body_error_rolls_back_and_frees_the_key<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let (t, k) = (tenant("acme"), key("k-error"));
+    let refused: Box<Body<DB>> = Box::new(|write| {
+        Box::pin(async move {
+            let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+            DB::insert_payment(write.tx(), id, &tenant, 1).await?;
+            Err(PaymentError::Refused)
+        })
+    });
+    let outcome = execute(&db.store, &t, &k, "{}", refused).await;
+    assert!(
+        matches!(outcome, Err(WriteError::Handler(PaymentError::Refused))),
+        "{outcome:?}"
+    );
+    assert_key_is_free(&db, &t, &k).await;
+}
+
+async fn body_panic_rolls_back_and_frees_the_key<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let (t, k) = (tenant("acme"), key("k-panic"));
+    let panicking: Box<Body<DB>> = Box::new(|write| {
+        Box::pin(async move {
+            let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+            DB::insert_payment(write.tx(), id, &tenant, 1).await?;
+            panic!("the handler has a bug");
+        })
+    });
+    let outcome = execute(&db.store, &t, &k, "{}", panicking).await;
+    let Err(WriteError::Panicked { message }) = outcome else {
+        panic!("a panic is reported as one: {outcome:?}");
+    };
+    assert_eq!(message, "the handler has a bug");
+    assert_key_is_free(&db, &t, &k).await;
+}
+
+async fn cancelled_body_rolls_back_and_frees_the_key<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default().with_lock_timeout(Duration::from_secs(10))).await;
+    let (t, k) = (tenant("acme"), key("k-cancel"));
+    let inside = Arc::new(Notify::new());
+    let entered = inside.clone();
+    let hanging: Box<Body<DB>> = Box::new(move |write| {
+        let entered = entered.clone();
+        Box::pin(async move {
+            let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+            DB::insert_payment(write.tx(), id, &tenant, 1).await?;
+            entered.notify_one();
+            pending::<()>().await;
+            unreachable!("the client disconnects first")
+        })
+    });
+    let store = db.store.clone();
+    let (t2, k2) = (t.clone(), k.clone());
+    let call = tokio::spawn(async move { execute(&store, &t2, &k2, "{}", hanging).await });
+    inside.notified().await;
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+
+    // The next call must not wait for the lock timeout: the claim was released by rollback.
+    let started = std::time::Instant::now();
+    assert_key_is_free(&db, &t, &k).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the retry did not wait on a stale claim"
+    );
+}
+
+/// A twin in this process that outlasts the lock timeout is answered `InFlight`, and replays
+/// once the first call has committed.
+async fn twin_past_the_lock_timeout_is_in_flight<DB: TestDb>(second_process: bool) {
+    let lock_timeout = Duration::from_millis(300);
+    let config = StoreConfig::default()
+        .with_lock_timeout(lock_timeout)
+        .with_retry_after(Duration::from_secs(2));
+    let db = DB::fresh(config.clone()).await;
+    let twin_store = if second_process {
+        db.second_process(config).await
+    } else {
+        db.store.clone()
+    };
+    let (t, k) = (tenant("acme"), key("k-slow"));
+    let (inside, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let (entered, released) = (inside.clone(), release.clone());
+    let slow: Box<Body<DB>> = Box::new(move |write| {
+        let (entered, released) = (entered.clone(), released.clone());
+        Box::pin(async move {
+            let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+            DB::insert_payment(write.tx(), id, &tenant, 1).await?;
+            entered.notify_one();
+            released.notified().await;
+            Ok(StoredResponse::new(201, "slow"))
+        })
+    });
+    let store = db.store.clone();
+    let (t1, k1) = (t.clone(), k.clone());
+    let first = tokio::spawn(async move { execute(&store, &t1, &k1, "{}", slow).await });
+    inside.notified().await;
+
+    let twin = execute(&twin_store, &t, &k, "{}", pay::<DB>(1)).await;
+    assert_eq!(
+        twin.unwrap(),
+        Outcome::InFlight {
+            retry_after: Duration::from_secs(2)
+        }
+    );
+
+    release.notify_one();
+    assert!(matches!(first.await.unwrap(), Ok(Outcome::New { .. })));
+    let retry = execute(&twin_store, &t, &k, "{}", pay::<DB>(1)).await;
+    assert_eq!(
+        retry.unwrap(),
+        Outcome::Replayed {
+            response: StoredResponse::new(201, "slow")
+        }
+    );
+    assert_eq!(db.count(PAYMENTS, &[]).await, 1);
+}
+
+/// Two replicas of a service (two stores, no shared memory) racing on one key: the database's
+/// unique index alone makes it one write.
+async fn twins_across_processes_write_once<DB: TestDb>() {
+    let config = StoreConfig::default().with_lock_timeout(Duration::from_secs(30));
+    let db = DB::fresh(config.clone()).await;
+    let replicas = [db.store.clone(), db.second_process(config).await];
+    let (t, k) = (tenant("acme"), key("k-replicas"));
+    let outcomes = concurrently((0..100).map(|i| {
+        let (store, t, k) = (replicas[i % 2].clone(), t.clone(), k.clone());
+        async move { execute(&store, &t, &k, "{}", pay::<DB>(3)).await }
+    }))
+    .await;
+    let new = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Outcome::New { .. })))
+        .count();
+    let replayed = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Outcome::Replayed { .. })))
+        .count();
+    assert_eq!((new, replayed), (1, 99), "{outcomes:?}");
+    assert_eq!(db.count(PAYMENTS, &[]).await, 1);
+}
+
+async fn expired_keys_stop_replaying_and_are_purged<DB: TestDb>() {
+    let retention = Duration::from_millis(200);
+    let db = DB::fresh(StoreConfig::default().with_retention(retention)).await;
+    let t = tenant("acme");
+    for i in 0..3 {
+        let outcome = execute(&db.store, &t, &key(&format!("old-{i}")), "{}", pay::<DB>(1)).await;
+        assert!(matches!(outcome, Ok(Outcome::New { .. })));
+    }
+    tokio::time::sleep(retention * 2).await;
+
+    // Expiry is checked on read: an expired key is neither replayed nor refused as a mismatch.
+    let reuse: Box<Body<DB>> =
+        Box::new(|_| Box::pin(async { Ok(StoredResponse::new(201, "again")) }));
+    let outcome = execute(&db.store, &t, &key("old-0"), "{\"other\":1}", reuse).await;
+    assert!(matches!(outcome, Ok(Outcome::New { .. })), "{outcome:?}");
+
+    assert_eq!(db.store.purge_expired().await.unwrap(), 2);
+    assert_eq!(
+        db.count(KEYS, &[]).await,
+        1,
+        "the reused key is fresh again"
+    );
+    assert_eq!(
+        db.count(PAYMENTS, &[]).await,
+        3,
+        "purging keys never touches business rows"
+    );
+}
+
+async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    db.store
+        .migrate()
+        .await
+        .expect("a second migrate is a no-op");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
+        1
+    );
+}
+
+/// Writes whose bodies read a balance and append to it, all at once, under SERIALIZABLE (or
+/// SQLite's single writer): every write lands exactly once and the balances form one serial
+/// order. Returns the total number of attempts.
+async fn conflicting_writes_land_once<DB: TestDb>(db: &TestStore<DB>, writes: usize) -> u32 {
+    let outcomes = concurrently((0..writes).map(|i| {
+        let store = db.store.clone();
+        async move {
+            let post: Box<Body<DB>> = Box::new(|write| {
+                Box::pin(async move {
+                    let balance = DB::append_ledger(write.tx(), "acme", 10).await?;
+                    Ok(StoredResponse::new(201, balance.to_string()))
+                })
+            });
+            let fingerprint = Fingerprint::of_request("postLedger", "POST", "/ledger", "", b"10");
+            store
+                .execute(
+                    PostLedger,
+                    &tenant("acme"),
+                    &key(&format!("l-{i}")),
+                    fingerprint,
+                    post,
+                )
+                .await
+        }
+    }))
+    .await;
+    let mut attempts = 0;
+    for outcome in outcomes {
+        match outcome {
+            Ok(Outcome::New { attempts: n, .. }) => attempts += n,
+            other => panic!("every conflicting write lands: {other:?}"),
+        }
+    }
+    let writes = i64::try_from(writes).unwrap();
+    assert_eq!(db.count("SELECT COUNT(*) FROM ledger", &[]).await, writes);
+    assert_eq!(
+        db.count("SELECT COUNT(DISTINCT balance) FROM ledger", &[])
+            .await,
+        writes
+    );
+    assert_eq!(
+        db.count("SELECT MAX(balance) FROM ledger", &[]).await,
+        10 * writes
+    );
+    assert_eq!(db.count(KEYS, &[]).await, writes);
+    attempts
+}
+
+macro_rules! backend_suite {
+    ($backend:ident: $db:ty) => {
+        mod $backend {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn burst_of_500_with_one_key_writes_once() {
+                super::burst_of_500_with_one_key_writes_once::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn fifty_tenants_by_ten_keys_write_500_rows() {
+                super::fifty_tenants_by_ten_keys_write_500_rows::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_key_in_two_tenants_is_two_writes() {
+                super::one_key_in_two_tenants_is_two_writes::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn retry_replays_and_another_payload_is_a_mismatch() {
+                super::retry_replays_and_another_payload_is_a_mismatch::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn body_error_rolls_back_and_frees_the_key() {
+                super::body_error_rolls_back_and_frees_the_key::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn body_panic_rolls_back_and_frees_the_key() {
+                super::body_panic_rolls_back_and_frees_the_key::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cancelled_body_rolls_back_and_frees_the_key() {
+                super::cancelled_body_rolls_back_and_frees_the_key::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn twin_in_this_process_past_the_lock_timeout_is_in_flight() {
+                super::twin_past_the_lock_timeout_is_in_flight::<$db>(false).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn twins_across_processes_write_once() {
+                super::twins_across_processes_write_once::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn expired_keys_stop_replaying_and_are_purged() {
+                super::expired_keys_stop_replaying_and_are_purged::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn migrations_are_idempotent_and_kept_apart() {
+                super::migrations_are_idempotent_and_kept_apart::<$db>().await;
+            }
+        }
+    };
+}
+
+backend_suite!(sqlite: sqlx::Sqlite);
+
+#[cfg(postgres_suite)]
+backend_suite!(postgres: sqlx::Postgres);
+
+mod sqlite_only {
+    use super::*;
+
+    /// SQLite has one writer: concurrent read-then-write bodies never interleave.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn conflicting_writes_are_serialized() {
+        let db = sqlx::Sqlite::fresh(StoreConfig::default()).await;
+        conflicting_writes_land_once(&db, 40).await;
+    }
+}
+
+#[cfg(postgres_suite)]
+mod postgres_only {
+    use super::*;
+    use idem_runtime::RetryPolicy;
+
+    /// A second replica has its own in-process coalescing, so its twin waits on the key's row
+    /// in PostgreSQL, and `lock_timeout` turns the wait into `InFlight`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn twin_in_another_process_past_the_lock_timeout_is_in_flight() {
+        twin_past_the_lock_timeout_is_in_flight::<sqlx::Postgres>(true).await;
+    }
+
+    /// Under `default_transaction_isolation = serializable`, concurrent read-then-append bodies
+    /// conflict; the protocol retries the 40001 failures and every write lands exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn serialization_failures_are_retried_and_land_once() {
+        let config = StoreConfig::default()
+            .with_lock_timeout(Duration::from_secs(30))
+            .with_retry(RetryPolicy::default().with_max_attempts(60));
+        let db = TestStore::<sqlx::Postgres>::fresh_serializable(config).await;
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM pg_settings WHERE name = 'default_transaction_isolation' AND setting = 'serializable'", &[]).await,
+            1
+        );
+        let writes = 40;
+        let attempts = conflicting_writes_land_once(&db, writes).await;
+        assert!(
+            attempts > u32::try_from(writes).unwrap(),
+            "the workload conflicts, so the retry path is taken ({attempts} attempts)"
+        );
+    }
+}
