@@ -6,7 +6,7 @@ use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use sqlx::Transaction;
 use sqlx::error::DatabaseError;
 use tokio::time::{Instant, sleep, timeout_at};
@@ -91,6 +91,24 @@ impl<DB: Backend> WriteContext<'_, DB> {
     }
 }
 
+/// The boxed future a body returns: `Send` for [`IdempotencyStore::execute`], not for
+/// [`IdempotencyStore::execute_local`]. One protocol serves both.
+trait BodyFuture {
+    type Future<'c, E: 'c>: Future<Output = Result<StoredResponse, E>> + 'c;
+}
+
+enum Sendable {}
+
+impl BodyFuture for Sendable {
+    type Future<'c, E: 'c> = BoxFuture<'c, Result<StoredResponse, E>>;
+}
+
+enum Local {}
+
+impl BodyFuture for Local {
+    type Future<'c, E: 'c> = LocalBoxFuture<'c, Result<StoredResponse, E>>;
+}
+
 /// Why one attempt did not produce an outcome.
 enum AttemptFailure<E> {
     /// A transient failure: a fresh attempt may succeed.
@@ -123,6 +141,46 @@ impl<DB: Backend> IdempotencyStore<DB> {
     ///   The body is therefore `FnMut`: it must be safe to run again on a fresh transaction.
     pub async fn execute<Op, F, E>(
         &self,
+        operation: Op,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        body: F,
+    ) -> Result<Outcome, WriteError<E>>
+    where
+        Op: RegisteredOperation,
+        F: for<'c, 'r> FnMut(&'c mut WriteContext<'r, DB>) -> BoxFuture<'c, Result<StoredResponse, E>>
+            + Send,
+        E: StdError + Send + 'static,
+    {
+        self.run::<Sendable, _, _, _>(operation, tenant, key, fingerprint, body)
+            .await
+    }
+
+    /// [`Self::execute`] for a body whose future is not `Send`, such as an actix-web handler
+    /// that holds an `HttpRequest`. Everything else is the same.
+    pub async fn execute_local<Op, F, E>(
+        &self,
+        operation: Op,
+        tenant: &TenantId,
+        key: &IdempotencyKey,
+        fingerprint: Fingerprint,
+        body: F,
+    ) -> Result<Outcome, WriteError<E>>
+    where
+        Op: RegisteredOperation,
+        F: for<'c, 'r> FnMut(
+            &'c mut WriteContext<'r, DB>,
+        ) -> LocalBoxFuture<'c, Result<StoredResponse, E>>,
+        E: StdError + 'static,
+    {
+        self.run::<Local, _, _, _>(operation, tenant, key, fingerprint, body)
+            .await
+    }
+
+    /// The protocol behind [`Self::execute`] and [`Self::execute_local`].
+    async fn run<K, Op, F, E>(
+        &self,
         _operation: Op,
         tenant: &TenantId,
         key: &IdempotencyKey,
@@ -130,12 +188,10 @@ impl<DB: Backend> IdempotencyStore<DB> {
         mut body: F,
     ) -> Result<Outcome, WriteError<E>>
     where
+        K: BodyFuture,
         Op: RegisteredOperation,
-        F: for<'c, 'r> FnMut(
-                &'c mut WriteContext<'r, DB>,
-            ) -> BoxFuture<'c, Result<StoredResponse, E>>
-            + Send,
-        E: StdError + Send + 'static,
+        F: for<'c, 'r> FnMut(&'c mut WriteContext<'r, DB>) -> K::Future<'c, E>,
+        E: StdError + 'static,
     {
         let operation = Op::OPERATION;
         let scope = KeyScope {
@@ -163,7 +219,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         let mut attempt = 1;
         loop {
             let failure = match self
-                .attempt(
+                .attempt::<K, F, E>(
                     operation,
                     &scope,
                     &fingerprint,
@@ -197,7 +253,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
     }
 
-    async fn attempt<F, E>(
+    async fn attempt<K, F, E>(
         &self,
         operation: &'static Operation,
         scope: &KeyScope<'_>,
@@ -207,11 +263,9 @@ impl<DB: Backend> IdempotencyStore<DB> {
         body: &mut F,
     ) -> Result<Outcome, AttemptFailure<E>>
     where
-        F: for<'c, 'r> FnMut(
-                &'c mut WriteContext<'r, DB>,
-            ) -> BoxFuture<'c, Result<StoredResponse, E>>
-            + Send,
-        E: StdError + Send + 'static,
+        K: BodyFuture,
+        F: for<'c, 'r> FnMut(&'c mut WriteContext<'r, DB>) -> K::Future<'c, E>,
+        E: StdError + 'static,
     {
         let store_failure = |error| self.classify(error);
         let mut tx = DB::begin_write(&self.pool, self.config.lock_timeout())
