@@ -1,1 +1,114 @@
-//! actix-web glue for idem (see issue 3).
+//! Exactly-once mutations for actix-web, with the contract checked by the compiler.
+//!
+//! Annotate a handler with [`financial_mutation`] or [`high_risk_mutation`]: it must take the
+//! client's [`IdempotencyKey`] and a [`WriteContext`], or it does not compile. At run time the
+//! key is claimed, the handler's statements run on the context's transaction, and its answer is
+//! stored and committed with them. A retry with the same key gets the stored answer back with
+//! `Idempotent-Replayed: true`; the same key with another request gets `422`.
+//!
+//! ```no_run
+//! use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+//! use futures_util::future::LocalBoxFuture;
+//! use idem_actix::{
+//!     IdempotencyKey, Idempotency, IdempotencyStore, ProtectedRoutes, StoreConfig, TenantId,
+//!     TenantRejection, TenantResolver, WriteContext, financial_mutation,
+//! };
+//! use sqlx::Sqlite;
+//!
+//! #[derive(serde::Deserialize)]
+//! struct NewPayment {
+//!     amount_cents: i64,
+//! }
+//!
+//! /// Records a payment.
+//! #[financial_mutation("createPayment", post = "/payments")]
+//! async fn create_payment(
+//!     _key: IdempotencyKey,
+//!     write: &mut WriteContext<'_, Sqlite>,
+//!     payment: web::Json<NewPayment>,
+//! ) -> Result<HttpResponse, actix_web::Error> {
+//!     let id = write.entity_id();
+//!     sqlx::query("INSERT INTO payments (id, amount_cents) VALUES ($1, $2)")
+//!         .bind(id)
+//!         .bind(payment.amount_cents)
+//!         .execute(write.tx())
+//!         .await
+//!         .map_err(actix_web::error::ErrorInternalServerError)?;
+//!     Ok(HttpResponse::Created().json(serde_json::json!({ "id": id })))
+//! }
+//!
+//! /// The tenant comes from the application's authentication; here, one fixed company.
+//! struct OneCompany;
+//!
+//! impl TenantResolver for OneCompany {
+//!     fn resolve<'a>(&'a self, _: &'a HttpRequest) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
+//!         Box::pin(async { Ok(TenantId::new("acme").expect("a valid tenant id")) })
+//!     }
+//! }
+//!
+//! #[actix_web::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let store = IdempotencyStore::<Sqlite>::connect("sqlite://payments.db", StoreConfig::default()).await?;
+//!     store.migrate().await?;
+//!     let routes = ProtectedRoutes::new(Idempotency::new(store, OneCompany))
+//!         .financial(create_payment)
+//!         .verify()
+//!         .await?;
+//!     HttpServer::new(move || {
+//!         let routes = routes.clone();
+//!         App::new().configure(move |config| routes.configure(config))
+//!     })
+//!     .bind("127.0.0.1:8080")?
+//!     .run()
+//!     .await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The attribute's errors say what to write instead; `ui-tests/` holds one compile-fail case per
+//! breach of the contract, checked on the toolchain pinned in `rust-toolchain.toml`.
+
+mod config;
+mod gate;
+mod key;
+pub mod problem;
+mod replay;
+mod serve;
+mod tenant;
+
+pub use config::{Idempotency, ReplayStatus};
+pub use gate::{
+    FinancialMutation, HighRiskMutation, ProtectedRoutes, StartupError, StartupProblem,
+    VerifiedRoutes,
+};
+pub use idem_macros::{financial_mutation, high_risk_mutation};
+pub use idem_runtime::{
+    Backend, ENTITY_ID_NAMESPACE, FINANCIAL_MUTATIONS, Fingerprint, HIGH_RISK_MUTATIONS,
+    IdempotencyStore, Operation, OperationClass, Outcome, RegisteredOperation, RetryPolicy, Route,
+    StoreConfig, StoreError, StoredResponse, TenantId, TenantIdError, WriteContext, WriteError,
+    entity_id, registered_operations,
+};
+pub use key::{IDEMPOTENCY_KEY, IdempotencyKey};
+pub use replay::{IDEMPOTENT_REPLAYED, REPLAYED_HEADERS};
+pub use serve::HandlerFailure;
+pub use tenant::{Tenant, TenantRejection, TenantResolver};
+
+/// The engine, for what this crate does not re-export.
+pub use idem_runtime as runtime;
+
+/// Not public API: the paths that `#[financial_mutation]` and `#[high_risk_mutation]` expand to.
+#[doc(hidden)]
+pub mod __private {
+    pub use actix_web;
+    pub use idem_runtime::{
+        FINANCIAL_MUTATIONS, HIGH_RISK_MUTATIONS, Operation, OperationClass, RegisteredOperation,
+        Route,
+    };
+    pub use linkme;
+
+    pub use crate::gate::Mount;
+    pub use crate::serve::{
+        Handler, NoRefusal, Refusal, RefusalWithCause, Specialize, SplitAnswer, SplitResult,
+        handler, respond, serve,
+    };
+}

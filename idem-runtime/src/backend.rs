@@ -84,6 +84,8 @@ UPDATE idempotency_keys
 SET response_status = $4, response_headers = $5, response_body = $6
 WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3";
 
+const APPLIED_MIGRATIONS: &str = "SELECT version FROM _idem_migrations WHERE success";
+
 const PURGE_EXPIRED: &str = "DELETE FROM idempotency_keys WHERE created_at_ms <= $1";
 
 pub(crate) mod sealed {
@@ -99,6 +101,14 @@ pub(crate) mod sealed {
         /// Applies this backend's schema migrations, tracked in their own table
         /// ([`MIGRATIONS_TABLE`]) so they never mix with the application's.
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), MigrateError>> + Send;
+
+        /// The versions of this backend's migrations.
+        fn migration_versions() -> Vec<i64>;
+
+        /// The versions recorded as applied; none when the table does not exist yet.
+        fn applied_migrations(
+            pool: &Pool<Self>,
+        ) -> impl Future<Output = Result<Vec<i64>, sqlx::Error>> + Send;
 
         /// A pool configured for the protocol: for SQLite, WAL and a busy timeout.
         fn connect(
@@ -229,6 +239,17 @@ macro_rules! shared_statements {
             Ok(())
         }
 
+        async fn applied_migrations(pool: &Pool<Self>) -> Result<Vec<i64>, sqlx::Error> {
+            match sqlx::query_scalar::<_, i64>(APPLIED_MIGRATIONS)
+                .fetch_all(pool)
+                .await
+            {
+                // The table does not exist: nothing was applied.
+                Err(sqlx::Error::Database(_)) => Ok(Vec::new()),
+                applied => applied,
+            }
+        }
+
         async fn purge_expired(
             pool: &Pool<Self>,
             expired_at_or_before_ms: i64,
@@ -249,6 +270,13 @@ impl sealed::Protocol for Postgres {
         with_own_table(sqlx::migrate!("./migrations/postgres"))
             .run(pool)
             .await
+    }
+
+    fn migration_versions() -> Vec<i64> {
+        sqlx::migrate!("./migrations/postgres")
+            .iter()
+            .map(|migration| migration.version)
+            .collect()
     }
 
     async fn connect(url: &str, _config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
@@ -288,6 +316,13 @@ impl sealed::Protocol for Sqlite {
         with_own_table(sqlx::migrate!("./migrations/sqlite"))
             .run(pool)
             .await
+    }
+
+    fn migration_versions() -> Vec<i64> {
+        sqlx::migrate!("./migrations/sqlite")
+            .iter()
+            .map(|migration| migration.version)
+            .collect()
     }
 
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {

@@ -149,7 +149,9 @@ impl<DB: Backend> IdempotencyStore<DB> {
     ) -> Result<Outcome, WriteError<E>>
     where
         Op: RegisteredOperation,
-        F: for<'c, 'r> FnMut(&'c mut WriteContext<'r, DB>) -> BoxFuture<'c, Result<StoredResponse, E>>
+        F: for<'c, 'r> FnMut(
+                &'c mut WriteContext<'r, DB>,
+            ) -> BoxFuture<'c, Result<StoredResponse, E>>
             + Send,
         E: StdError + Send + 'static,
     {

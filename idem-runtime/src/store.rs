@@ -67,6 +67,16 @@ impl<DB: Backend> IdempotencyStore<DB> {
         Ok(())
     }
 
+    /// The versions of idem's migrations not yet applied to this database; empty when the
+    /// schema is current. The startup gate refuses to start otherwise.
+    pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
+        let applied = DB::applied_migrations(&self.pool).await?;
+        Ok(DB::migration_versions()
+            .into_iter()
+            .filter(|version| !applied.contains(version))
+            .collect())
+    }
+
     /// Deletes the keys older than the retention and returns how many. Expired keys already
     /// stopped replaying when they expired; this only reclaims their rows.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {

@@ -1,0 +1,187 @@
+//! The error answers of idem: RFC 9457 `application/problem+json`, one `type` per failure.
+//!
+//! Each failure has its own `type` URI, an anchor on this page, so a client can tell them apart
+//! without parsing prose, and in particular tell an in-flight twin from a business conflict:
+//!
+//! | anchor | status | when |
+//! | --- | --- | --- |
+//! | <a id="key-missing"></a>`#key-missing` | 400 | a registered operation was called without an `Idempotency-Key` header |
+//! | <a id="key-invalid"></a>`#key-invalid` | 400 | the key is empty, longer than 255 bytes, not visible ASCII, or sent in more than one header |
+//! | <a id="tenant-unresolved"></a>`#tenant-unresolved` | 401 | the application's [`TenantResolver`](crate::TenantResolver) could not name the tenant |
+//! | <a id="payload-too-large"></a>`#payload-too-large` | 413 | the body exceeds [`Idempotency::with_body_limit`](crate::Idempotency::with_body_limit) |
+//! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used before with a different request |
+//! | <a id="request-in-flight"></a>`#request-in-flight` | 409 | a request with the same key is still running; retry after `Retry-After` seconds |
+//! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked; nothing was written |
+//! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the idempotency store failed; nothing was written; retry after `Retry-After` seconds |
+//! | <a id="not-configured"></a>`#not-configured` | 500 | the application did not register an [`Idempotency`](crate::Idempotency) as app data |
+
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use serde::Serialize;
+
+/// The page that documents every problem type; each type is an anchor on it.
+pub const PROBLEM_TYPES_URI: &str =
+    "https://docs.rs/idem-actix/latest/idem_actix/problem/index.html";
+
+/// The documentation of the `Idempotency-Key` header, linked from every 400 answer with
+/// `rel="describedby"`.
+pub const KEY_DOCUMENTATION_URI: &str =
+    "https://datatracker.ietf.org/doc/draft-ietf-httpapi-idempotency-key-header/";
+
+/// The media type of every error answer.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// One kind of failure, with its status and `type` URI anchor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// No `Idempotency-Key` header on a registered operation.
+    KeyMissing,
+    /// A malformed or repeated `Idempotency-Key` header.
+    KeyInvalid,
+    /// The tenant could not be resolved from the request.
+    TenantUnresolved,
+    /// The request body is over the configured limit.
+    PayloadTooLarge,
+    /// The key was used before with a different request.
+    KeyReused,
+    /// A request with the same key is still running.
+    RequestInFlight,
+    /// The handler panicked.
+    WriteFailed,
+    /// The idempotency store failed.
+    StoreUnavailable,
+    /// No [`Idempotency`](crate::Idempotency) app data.
+    NotConfigured,
+}
+
+impl ProblemKind {
+    /// The HTTP status of this failure.
+    pub const fn status(self) -> StatusCode {
+        match self {
+            Self::KeyMissing | Self::KeyInvalid => StatusCode::BAD_REQUEST,
+            Self::TenantUnresolved => StatusCode::UNAUTHORIZED,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RequestInFlight => StatusCode::CONFLICT,
+            Self::WriteFailed | Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The anchor of this failure on [`PROBLEM_TYPES_URI`].
+    pub const fn anchor(self) -> &'static str {
+        match self {
+            Self::KeyMissing => "key-missing",
+            Self::KeyInvalid => "key-invalid",
+            Self::TenantUnresolved => "tenant-unresolved",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::KeyReused => "key-reused",
+            Self::RequestInFlight => "request-in-flight",
+            Self::WriteFailed => "write-failed",
+            Self::StoreUnavailable => "store-unavailable",
+            Self::NotConfigured => "not-configured",
+        }
+    }
+
+    /// The short, fixed summary of this failure (the problem's `title`).
+    pub const fn title(self) -> &'static str {
+        match self {
+            Self::KeyMissing => "Idempotency-Key header missing",
+            Self::KeyInvalid => "Idempotency-Key header invalid",
+            Self::TenantUnresolved => "tenant not resolved",
+            Self::PayloadTooLarge => "request body too large",
+            Self::KeyReused => "Idempotency-Key reused with a different request",
+            Self::RequestInFlight => "a request with this Idempotency-Key is in flight",
+            Self::WriteFailed => "the write failed",
+            Self::StoreUnavailable => "idempotency store unavailable",
+            Self::NotConfigured => "idempotency not configured",
+        }
+    }
+
+    /// The problem's `type` URI.
+    pub fn type_uri(self) -> String {
+        format!("{PROBLEM_TYPES_URI}#{}", self.anchor())
+    }
+}
+
+/// An RFC 9457 problem detail, rendered as `application/problem+json`.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    kind: ProblemKind,
+    detail: String,
+    retry_after: Option<Duration>,
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    type_uri: String,
+    title: &'static str,
+    status: u16,
+    detail: &'a str,
+}
+
+impl Problem {
+    /// A problem of `kind`, with a sentence about this occurrence.
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            retry_after: None,
+        }
+    }
+
+    /// Adds `Retry-After`, in whole seconds rounded up.
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ProblemKind {
+        self.kind
+    }
+
+    /// The response: status, `application/problem+json` body, and for the key's 400s a
+    /// `Link: <…>; rel="describedby"` to the header's documentation.
+    pub fn to_response(&self) -> HttpResponse {
+        let body = ProblemBody {
+            type_uri: self.kind.type_uri(),
+            title: self.kind.title(),
+            status: self.kind.status().as_u16(),
+            detail: &self.detail,
+        };
+        let mut response = HttpResponse::build(self.kind.status());
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        if matches!(self.kind, ProblemKind::KeyMissing | ProblemKind::KeyInvalid) {
+            response.insert_header((
+                header::LINK,
+                format!("<{KEY_DOCUMENTATION_URI}>; rel=\"describedby\""),
+            ));
+        }
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.insert_header((header::RETRY_AFTER, seconds.max(1)));
+        }
+        response.body(serde_json::to_vec(&body).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.title(), self.detail)
+    }
+}
+
+impl actix_web::ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.to_response()
+    }
+}

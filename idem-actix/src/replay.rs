@@ -1,0 +1,75 @@
+//! Capturing a handler's answer for storage, and replaying a stored one.
+
+use actix_web::HttpResponse;
+use actix_web::body::{MessageBody, to_bytes};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use idem_runtime::StoredResponse;
+
+use crate::config::ReplayStatus;
+
+/// The header that marks a replayed answer.
+pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// The headers a replay repeats. Never `Set-Cookie` (a session must not be handed out twice),
+/// `Date` or rate-limit headers (they describe the first answer's moment, not this one).
+pub const REPLAYED_HEADERS: [HeaderName; 5] = [
+    header::CONTENT_TYPE,
+    header::LOCATION,
+    header::ETAG,
+    header::LINK,
+    header::CONTENT_LOCATION,
+];
+
+/// Reads the handler's answer in full: the answer to send now (every header kept) and what to
+/// store for replays (status, allow-listed headers, body bytes).
+pub(crate) async fn capture(
+    response: HttpResponse,
+    created_status: bool,
+) -> Result<(HttpResponse, StoredResponse), actix_web::Error> {
+    let mut response = response;
+    if created_status && response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::CREATED;
+    }
+    let headers = REPLAYED_HEADERS
+        .iter()
+        .flat_map(|name| {
+            response
+                .headers()
+                .get_all(name)
+                .map(move |value| (name, value))
+        })
+        .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
+        .collect();
+    let (response, body) = response.into_parts();
+    let body = to_bytes(body).await.map_err(|error| {
+        actix_web::error::ErrorInternalServerError(format!(
+            "the handler's response body could not be read: {error}"
+        ))
+    })?;
+    let stored = StoredResponse {
+        status: response.status().as_u16(),
+        headers,
+        body: body.to_vec(),
+    };
+    Ok((response.set_body(body.boxed()), stored))
+}
+
+/// The stored answer, marked `Idempotent-Replayed: true`.
+pub(crate) fn replay(stored: &StoredResponse, replay_status: ReplayStatus) -> HttpResponse {
+    let status = match (replay_status, stored.status) {
+        (ReplayStatus::Ok, 201) => StatusCode::OK,
+        (_, status) => StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+    };
+    let mut response = HttpResponse::build(status);
+    for (name, value) in &stored.headers {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) {
+            response.append_header((name, value));
+        }
+    }
+    response.insert_header((IDEMPOTENT_REPLAYED, HeaderValue::from_static("true")));
+    response.body(stored.body.clone())
+}

@@ -1,0 +1,340 @@
+//! What an annotated handler runs: extract, fingerprint, run the write protocol, answer.
+//!
+//! Generated code calls [`serve`] with the user's function wrapped in a closure; nothing here
+//! is meant to be called by hand.
+
+use std::cell::{Cell, RefCell};
+use std::error::Error as StdError;
+use std::fmt;
+use std::rc::Rc;
+
+use actix_web::dev::Payload;
+use actix_web::web::{Bytes, BytesMut};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder, ResponseError};
+use futures_util::StreamExt;
+use futures_util::future::LocalBoxFuture;
+use idem_runtime::{
+    Backend, Fingerprint, Outcome, RegisteredOperation, StoreError, WriteContext, WriteError,
+};
+
+use crate::config::Idempotency;
+use crate::key::IdempotencyKey;
+use crate::problem::{Problem, ProblemKind};
+use crate::replay::{capture, replay};
+use crate::tenant::not_configured;
+
+/// A handler's refusal: its own error answer, and the error itself when it implements
+/// [`std::error::Error`], so the protocol can find a transient database failure in its
+/// `source()` chain and retry.
+pub struct HandlerFailure {
+    response: HttpResponse,
+    cause: Option<Box<dyn StdError + 'static>>,
+}
+
+impl fmt::Debug for HandlerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandlerFailure")
+            .field("status", &self.response.status())
+            .field("cause", &self.cause)
+            .finish()
+    }
+}
+
+impl fmt::Display for HandlerFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.cause {
+            Some(cause) => write!(f, "the handler refused the write: {cause}"),
+            None => write!(
+                f,
+                "the handler refused the write ({})",
+                self.response.status()
+            ),
+        }
+    }
+}
+
+impl StdError for HandlerFailure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.cause.as_deref()
+    }
+}
+
+/// The user's function, called once per attempt.
+pub type Handler<DB, Args> = Rc<
+    dyn for<'c, 'r> Fn(
+        &'c mut WriteContext<'r, DB>,
+        IdempotencyKey,
+        Args,
+        HttpRequest,
+    ) -> LocalBoxFuture<'c, Result<HttpResponse, HandlerFailure>>,
+>;
+
+/// Boxes the user's function; the bound gives the closure its higher-ranked signature.
+pub fn handler<DB, Args, F>(function: F) -> Handler<DB, Args>
+where
+    DB: Backend,
+    F: for<'c, 'r> Fn(
+            &'c mut WriteContext<'r, DB>,
+            IdempotencyKey,
+            Args,
+            HttpRequest,
+        ) -> LocalBoxFuture<'c, Result<HttpResponse, HandlerFailure>>
+        + 'static,
+{
+    Rc::new(function)
+}
+
+/// Runs one request of the registered operation `Op`.
+pub async fn serve<Op, DB, Args>(
+    operation: Op,
+    request: HttpRequest,
+    mut payload: Payload,
+    handler: Handler<DB, Args>,
+) -> HttpResponse
+where
+    Op: RegisteredOperation,
+    DB: Backend,
+    Args: FromRequest + 'static,
+{
+    match serve_checked(operation, &request, &mut payload, handler).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn serve_checked<Op, DB, Args>(
+    operation: Op,
+    request: &HttpRequest,
+    payload: &mut Payload,
+    handler: Handler<DB, Args>,
+) -> Result<HttpResponse, HttpResponse>
+where
+    Op: RegisteredOperation,
+    DB: Backend,
+    Args: FromRequest + 'static,
+{
+    let problem = |problem: Problem| problem.to_response();
+    let idem = request
+        .app_data::<Idempotency<DB>>()
+        .cloned()
+        .ok_or_else(|| not_configured().to_response())?;
+    let key = IdempotencyKey::from_headers(request.headers()).map_err(problem)?;
+    let tenant = idem.tenants.resolve(request).await.map_err(problem)?;
+    let body = read_body(payload, idem.body_limit).await.map_err(problem)?;
+    // The user's extractors run before the key is claimed: a malformed body costs nothing.
+    let args = extract::<Args>(request, &body)
+        .await
+        .map_err(|error| error.error_response())?;
+
+    let definition = Op::OPERATION;
+    let route = definition.route().expect("an HTTP operation has a route");
+    let fingerprint = Fingerprint::of_request(
+        definition.name(),
+        route.method,
+        route.path,
+        request.query_string(),
+        &body,
+    );
+
+    let first_args = Cell::new(Some(args));
+    let answer: Rc<RefCell<Option<HttpResponse>>> = Rc::default();
+    let created_status = idem.created_status;
+    let outcome: Result<Outcome, WriteError<HandlerFailure>> =
+        idem.store
+            .execute_local(operation, &tenant, &key, fingerprint, |write| {
+                let (handler, answer, key) = (handler.clone(), answer.clone(), key.clone());
+                let (request, body, args) = (request.clone(), body.clone(), first_args.take());
+                Box::pin(async move {
+                    // A retried attempt extracts again from the same bytes.
+                    let args = match args {
+                        Some(args) => args,
+                        None => extract::<Args>(&request, &body).await.map_err(|error| {
+                            HandlerFailure {
+                                response: error.error_response(),
+                                cause: None,
+                            }
+                        })?,
+                    };
+                    let response = handler(write, key, args, request).await?;
+                    let (response, stored) =
+                        capture(response, created_status).await.map_err(|error| {
+                            HandlerFailure {
+                                response: error.error_response(),
+                                cause: None,
+                            }
+                        })?;
+                    *answer.borrow_mut() = Some(response);
+                    Ok(stored)
+                })
+            })
+            .await;
+
+    let retry_after = idem.store.config().retry_after();
+    match outcome {
+        Ok(Outcome::New { response, .. }) => Ok(answer
+            .take()
+            .unwrap_or_else(|| replay(&response, crate::ReplayStatus::Original))),
+        Ok(Outcome::Replayed { response }) => Ok(replay(&response, idem.replay_status)),
+        Ok(Outcome::FingerprintMismatch) => Err(problem(Problem::new(
+            ProblemKind::KeyReused,
+            "this Idempotency-Key was used with a different request: use a new key for a new request",
+        ))),
+        Ok(Outcome::InFlight { retry_after }) => Err(problem(
+            Problem::new(
+                ProblemKind::RequestInFlight,
+                "a request with this Idempotency-Key is still being processed: retry later with the same key",
+            )
+            .retry_after(retry_after),
+        )),
+        Err(WriteError::Handler(failure)) => Err(failure.response),
+        Err(WriteError::Panicked { .. }) => Err(problem(Problem::new(
+            ProblemKind::WriteFailed,
+            "the write failed and nothing was written: retry with the same key",
+        ))),
+        Err(WriteError::Store(error)) => {
+            tracing::error!(%error, operation = definition.name(), "idempotency store failed");
+            Err(problem(
+                Problem::new(ProblemKind::StoreUnavailable, store_detail(&error))
+                    .retry_after(retry_after),
+            ))
+        }
+    }
+}
+
+fn store_detail(error: &StoreError) -> &'static str {
+    match error {
+        StoreError::Database(sqlx::Error::PoolTimedOut) => {
+            "every database connection is busy and nothing was written: retry with the same key"
+        }
+        _ => "the idempotency store failed and nothing was written: retry with the same key",
+    }
+}
+
+async fn read_body(payload: &mut Payload, limit: usize) -> Result<Bytes, Problem> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|error| {
+            Problem::new(
+                ProblemKind::PayloadTooLarge,
+                format!("the request body could not be read: {error}"),
+            )
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(Problem::new(
+                ProblemKind::PayloadTooLarge,
+                format!("the request body is over the limit of {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+async fn extract<Args: FromRequest>(
+    request: &HttpRequest,
+    body: &Bytes,
+) -> Result<Args, actix_web::Error> {
+    let mut payload = Payload::from(body.clone());
+    Args::from_request(request, &mut payload)
+        .await
+        .map_err(Into::into)
+}
+
+/// Turns what the user's function returned into the protocol's terms, choosing by the type's
+/// shape at the call site (autoref specialization): a `Result` splits into the answer and the
+/// refusal; any other [`Responder`] is an answer.
+pub struct Specialize<T>(Cell<Option<T>>);
+
+impl<T> Specialize<T> {
+    /// Wraps a value for one specialized call.
+    pub fn new(value: T) -> Self {
+        Self(Cell::new(Some(value)))
+    }
+
+    fn take(&self) -> T {
+        self.0.take().expect("a specialized value is taken once")
+    }
+}
+
+/// A handler's `Result`: `Err` refuses the write.
+pub trait SplitResult {
+    /// The answer's type.
+    type Answer;
+    /// The refusal's type.
+    type Refusal;
+    /// The answer or the refusal.
+    fn split(&self) -> Result<Self::Answer, Self::Refusal>;
+}
+
+impl<T, E> SplitResult for Specialize<Result<T, E>> {
+    type Answer = T;
+    type Refusal = E;
+    fn split(&self) -> Result<T, E> {
+        self.take()
+    }
+}
+
+/// Any other return type: always an answer.
+pub trait SplitAnswer {
+    /// The answer's type.
+    type Answer;
+    /// The answer, never refused.
+    fn split(&self) -> Result<Self::Answer, NoRefusal>;
+}
+
+impl<T> SplitAnswer for &Specialize<T> {
+    type Answer = T;
+    fn split(&self) -> Result<T, NoRefusal> {
+        Ok(self.take())
+    }
+}
+
+/// The refusal of a handler that cannot refuse.
+#[derive(Debug)]
+pub enum NoRefusal {}
+
+impl fmt::Display for NoRefusal {
+    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {}
+    }
+}
+
+impl StdError for NoRefusal {}
+
+impl ResponseError for NoRefusal {}
+
+/// A refusal that is a [`std::error::Error`]: kept as the failure's cause.
+pub trait RefusalWithCause {
+    /// The failure to report.
+    fn failure(&self) -> HandlerFailure;
+}
+
+impl<E: ResponseError + StdError + 'static> RefusalWithCause for Specialize<E> {
+    fn failure(&self) -> HandlerFailure {
+        let error = self.take();
+        HandlerFailure {
+            response: error.error_response(),
+            cause: Some(Box::new(error)),
+        }
+    }
+}
+
+/// Any other refusal that actix-web can answer, such as `actix_web::Error`.
+pub trait Refusal {
+    /// The failure to report.
+    fn failure(&self) -> HandlerFailure;
+}
+
+impl<E: Into<actix_web::Error>> Refusal for &Specialize<E> {
+    fn failure(&self) -> HandlerFailure {
+        let error: actix_web::Error = self.take().into();
+        HandlerFailure {
+            response: error.error_response(),
+            cause: None,
+        }
+    }
+}
+
+/// The answer of a handler, as a response.
+pub fn respond<T: Responder>(answer: T, request: &HttpRequest) -> HttpResponse {
+    answer.respond_to(request).map_into_boxed_body()
+}

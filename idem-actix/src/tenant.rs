@@ -1,0 +1,90 @@
+//! Which tenant a request belongs to: the application's authentication decides.
+
+use std::sync::Arc;
+
+use actix_web::dev::Payload;
+use actix_web::{FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use idem_runtime::TenantId;
+
+use crate::problem::{Problem, ProblemKind};
+
+/// Resolves the tenant of a request, from the application's own authentication (a session, a
+/// bearer token looked up in a table, a verified JWT claim). Never from a header the client
+/// chooses freely: the tenant scopes every key, so a forged tenant would read another tenant's
+/// stored responses.
+///
+/// ```
+/// use actix_web::HttpRequest;
+/// use futures_util::future::LocalBoxFuture;
+/// use idem_actix::{TenantId, TenantRejection, TenantResolver};
+///
+/// /// Every request belongs to one tenant: a single-company deployment.
+/// struct SingleCompany(TenantId);
+///
+/// impl TenantResolver for SingleCompany {
+///     fn resolve<'a>(&'a self, _: &'a HttpRequest) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
+///         Box::pin(async { Ok(self.0.clone()) })
+///     }
+/// }
+/// ```
+pub trait TenantResolver: Send + Sync + 'static {
+    /// The tenant of `request`, or why there is none.
+    fn resolve<'a>(
+        &'a self,
+        request: &'a HttpRequest,
+    ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>>;
+}
+
+/// Why a request has no tenant; answered `401` with this sentence as the problem's detail.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TenantRejection(pub String);
+
+impl TenantRejection {
+    /// A rejection with a sentence for the client.
+    pub fn new(detail: impl Into<String>) -> Self {
+        Self(detail.into())
+    }
+}
+
+/// The resolver as app data, so [`Tenant`] finds it.
+#[derive(Clone)]
+pub(crate) struct Tenants(pub(crate) Arc<dyn TenantResolver>);
+
+impl Tenants {
+    pub(crate) async fn resolve(&self, request: &HttpRequest) -> Result<TenantId, Problem> {
+        self.0
+            .resolve(request)
+            .await
+            .map_err(|rejection| Problem::new(ProblemKind::TenantUnresolved, rejection.0))
+    }
+}
+
+/// The tenant of a request, as the application's [`TenantResolver`] names it. Read handlers
+/// take it to scope their queries; protected handlers get it from their write context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant(pub TenantId);
+
+impl FromRequest for Tenant {
+    type Error = Problem;
+    type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        Box::pin(async move {
+            let tenants = request
+                .app_data::<Tenants>()
+                .cloned()
+                .ok_or_else(not_configured)?;
+            tenants.resolve(&request).await.map(Tenant)
+        })
+    }
+}
+
+pub(crate) fn not_configured() -> Problem {
+    Problem::new(
+        ProblemKind::NotConfigured,
+        "the application mounts no protected routes: call VerifiedRoutes::configure in the App factory",
+    )
+}

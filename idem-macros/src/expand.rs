@@ -1,0 +1,149 @@
+//! The expansion: a unit type named after the handler that registers the operation and mounts
+//! its route, and the handler itself, run inside the write protocol.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ItemFn;
+
+use crate::attr::{Args, Class, RawArgs};
+use crate::handler::{self, Handler, Role};
+
+/// Expands one annotated handler. On any error the original function is emitted unchanged
+/// beside the errors, so there is one error per mistake and the IDE keeps its view of the body.
+pub(crate) fn protected_handler(class: Class, args: TokenStream, item: TokenStream) -> TokenStream {
+    let item: ItemFn = match syn::parse2(item.clone()) {
+        Ok(item) => item,
+        Err(_) => {
+            let message = format!("#[{}] goes on an `async fn` handler", class.attribute());
+            let error = syn::Error::new(Span::call_site(), message).to_compile_error();
+            return quote! { #error #item };
+        }
+    };
+    let args = syn::parse2::<RawArgs>(args).and_then(|raw| raw.validate(class));
+    let handler = handler::analyze(item.clone(), class.attribute());
+    match (args, handler) {
+        (Ok(args), Ok(handler)) => expand(class, &args, &handler),
+        (args, handler) => {
+            let errors = [args.err(), handler.err()]
+                .into_iter()
+                .flatten()
+                .map(|error| error.to_compile_error());
+            quote! { #(#errors)* #item }
+        }
+    }
+}
+
+fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
+    let private = quote!(::idem_actix::__private);
+    let item = &handler.item;
+    let name = &item.sig.ident;
+    let vis = &item.vis;
+    let docs = item.attrs.iter().filter(|attr| attr.path().is_ident("doc"));
+    let user_fn = ItemFn {
+        vis: syn::Visibility::Inherited,
+        ..item.clone()
+    };
+    let database = &handler.database;
+    let operation_name = &args.name;
+    let (method, path) = (args.method, &args.path);
+    let (slice, class_variant, gate) = match class {
+        Class::Financial => (
+            quote!(FINANCIAL_MUTATIONS),
+            quote!(Financial),
+            quote!(FinancialMutation),
+        ),
+        Class::HighRisk => (
+            quote!(HIGH_RISK_MUTATIONS),
+            quote!(HighRisk),
+            quote!(HighRiskMutation),
+        ),
+    };
+    let route_fn = format_ident!("{}", method.to_ascii_lowercase());
+    let line = quote_spanned!(name.span()=> ::core::line!());
+
+    let mut extractor_types = Vec::new();
+    let mut extractor_names = Vec::new();
+    let call_args: Vec<TokenStream> = handler
+        .roles
+        .iter()
+        .map(|role| match role {
+            Role::Key => quote!(__idem_key),
+            Role::Write => quote!(__idem_write),
+            Role::Extractor(ty) => {
+                let arg = format_ident!("__idem_arg{}", extractor_names.len());
+                extractor_types.push(ty);
+                extractor_names.push(arg.clone());
+                quote!(#arg)
+            }
+        })
+        .collect();
+
+    quote! {
+        #(#docs)*
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, Default)]
+        #vis struct #name;
+
+        const _: () = {
+            #[#private::linkme::distributed_slice(#private::#slice)]
+            #[linkme(crate = #private::linkme)]
+            static __IDEM_OPERATION: #private::Operation = #private::Operation::__new(
+                #operation_name,
+                #private::OperationClass::#class_variant,
+                ::core::option::Option::Some(#private::Route { method: #method, path: #path }),
+                ::core::file!(),
+                #line,
+            );
+
+            impl #private::RegisteredOperation for #name {
+                const OPERATION: &'static #private::Operation = &__IDEM_OPERATION;
+            }
+
+            impl ::idem_actix::#gate for #name {}
+
+            impl #private::Mount for #name {
+                type Database = #database;
+
+                fn mount(config: &mut #private::actix_web::web::ServiceConfig) {
+                    #user_fn
+
+                    async fn __idem_serve(
+                        request: #private::actix_web::HttpRequest,
+                        payload: #private::actix_web::web::Payload,
+                    ) -> #private::actix_web::HttpResponse {
+                        let handler = #private::handler::<#database, (#(#extractor_types,)*), _>(
+                            |__idem_write, __idem_key, (#(#extractor_names,)*), __idem_request| {
+                                ::std::boxed::Box::pin(async move {
+                                    #[allow(unused_imports)]
+                                    use #private::{Refusal as _, RefusalWithCause as _, SplitAnswer as _, SplitResult as _};
+                                    let output = #name(#(#call_args),*).await;
+                                    match (&#private::Specialize::new(output)).split() {
+                                        ::core::result::Result::Ok(answer) => {
+                                            ::core::result::Result::Ok(#private::respond(answer, &__idem_request))
+                                        }
+                                        ::core::result::Result::Err(refusal) => {
+                                            ::core::result::Result::Err((&#private::Specialize::new(refusal)).failure())
+                                        }
+                                    }
+                                })
+                            },
+                        );
+                        #private::serve(
+                            <#name as ::core::default::Default>::default(),
+                            request,
+                            payload.into_inner(),
+                            handler,
+                        )
+                        .await
+                    }
+
+                    config.service(
+                        #private::actix_web::web::resource(#path)
+                            .name(#operation_name)
+                            .route(#private::actix_web::web::#route_fn().to(__idem_serve)),
+                    );
+                }
+            }
+        };
+    }
+}
