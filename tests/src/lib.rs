@@ -31,7 +31,20 @@ pub enum Reopen {
 /// What a test needs of a backend beyond the protocol: the business table and counting.
 pub trait TestDb: Backend + Sized {
     /// A fresh database with idem's migrations and the `payments` and `ledger` tables.
-    fn fresh(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>>;
+    fn fresh(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
+        Box::pin(async move {
+            let db = Self::unmigrated(config).await;
+            db.store.migrate().await.expect("migrate the test database");
+            Self::create_business_tables(db.store.pool()).await;
+            db
+        })
+    }
+
+    /// A fresh, empty database: idem's migrations not applied.
+    fn unmigrated(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>>;
+
+    /// Creates the `payments` and `ledger` tables.
+    fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()>;
 
     /// A new pool on an existing test database.
     fn open_pool(how: &Reopen) -> BoxFuture<'_, Pool<Self>>;
@@ -80,7 +93,10 @@ impl TestStore<Postgres> {
         let options = postgres_test_schema()
             .await
             .options([("default_transaction_isolation", "serializable")]);
-        postgres_store(options, config).await
+        let db = postgres_store(options, config).await;
+        db.store.migrate().await.expect("migrate the test schema");
+        Postgres::create_business_tables(db.store.pool()).await;
+        db
     }
 }
 
@@ -159,26 +175,27 @@ macro_rules! business_statements {
 }
 
 impl TestDb for Sqlite {
-    fn fresh(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
+    fn unmigrated(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
         Box::pin(async move {
             let dir = tempfile::tempdir().expect("create a temporary directory");
             let url = format!("sqlite://{}", dir.path().join("idem.db").display());
             let store = IdempotencyStore::<Sqlite>::connect(&url, config)
                 .await
                 .expect("open the SQLite test database");
-            store
-                .migrate()
-                .await
-                .expect("migrate the SQLite test database");
-            sqlx::raw_sql(SQLITE_SCHEMA)
-                .execute(store.pool())
-                .await
-                .expect("create the business tables");
             TestStore {
                 store,
                 _dir: Some(dir),
                 reopen: Reopen::Sqlite(url),
             }
+        })
+    }
+
+    fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::raw_sql(SQLITE_SCHEMA)
+                .execute(pool)
+                .await
+                .expect("create the business tables");
         })
     }
 
@@ -199,8 +216,17 @@ impl TestDb for Sqlite {
 }
 
 impl TestDb for Postgres {
-    fn fresh(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
+    fn unmigrated(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
         Box::pin(async move { postgres_store(postgres_test_schema().await, config).await })
+    }
+
+    fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::raw_sql(POSTGRES_SCHEMA)
+                .execute(pool)
+                .await
+                .expect("create the business tables");
+        })
     }
 
     fn open_pool(how: &Reopen) -> BoxFuture<'_, Pool<Self>> {
@@ -223,14 +249,6 @@ impl TestDb for Postgres {
 async fn postgres_store(options: PgConnectOptions, config: StoreConfig) -> TestStore<Postgres> {
     let reopen = Reopen::Postgres(Box::new(options));
     let store = IdempotencyStore::new(Postgres::open_pool(&reopen).await, config);
-    store
-        .migrate()
-        .await
-        .expect("migrate the PostgreSQL test schema");
-    sqlx::raw_sql(POSTGRES_SCHEMA)
-        .execute(store.pool())
-        .await
-        .expect("create the business tables");
     TestStore {
         store,
         _dir: None,

@@ -1,0 +1,623 @@
+//! The HTTP semantics of a protected route, end to end: a real actix server on a loopback
+//! port, a real HTTP client, and SQL counts of what the database holds afterwards. Included by
+//! one test binary per backend, each of which names its `Db`.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{LOCATION, SET_COOKIE};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use awc::Client;
+use futures_util::future::{LocalBoxFuture, join_all};
+use idem_actix::{
+    Idempotency, IdempotencyKey, OperationClass, ProtectedRoutes, ReplayStatus, StartupProblem,
+    StoreConfig, TenantId, TenantRejection, TenantResolver, WriteContext, financial_mutation,
+    high_risk_mutation, registered_operations,
+};
+use idem_tests::{TestDb, TestStore};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::Db;
+
+const PAYMENTS: &str = "SELECT COUNT(*) FROM payments";
+const PAYMENTS_OF: &str = "SELECT COUNT(*) FROM payments WHERE tenant_id = $1";
+const KEYS: &str = "SELECT COUNT(*) FROM idempotency_keys";
+/// A payment above this is refused after its row was written, to prove the rollback.
+const APPROVAL_LIMIT: i64 = 1_000_000;
+
+#[derive(Deserialize)]
+struct NewPayment {
+    amount_cents: i64,
+    #[serde(default)]
+    hold_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PaymentError {
+    #[error("payments above {APPROVAL_LIMIT} cents need approval")]
+    NeedsApproval,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl ResponseError for PaymentError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::NeedsApproval => StatusCode::FORBIDDEN,
+            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// Records a payment; answers with a nonce, so a body that ran twice would answer differently.
+#[financial_mutation("createPayment", post = "/payments")]
+async fn create_payment(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Db>,
+    payment: web::Json<NewPayment>,
+) -> Result<HttpResponse, PaymentError> {
+    let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+    Db::insert_payment(write.tx(), id, &tenant, payment.amount_cents).await?;
+    if payment.hold_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(payment.hold_ms)).await;
+    }
+    if payment.amount_cents > APPROVAL_LIMIT {
+        return Err(PaymentError::NeedsApproval);
+    }
+    Ok(HttpResponse::Created()
+        .insert_header((LOCATION, format!("/payments/{id}")))
+        .insert_header((SET_COOKIE, "session=first-answer-only"))
+        .json(
+            json!({ "id": id, "amount_cents": payment.amount_cents, "nonce": fastrand::u64(..) }),
+        ))
+}
+
+#[derive(Deserialize)]
+struct NewCustomer {
+    name: String,
+}
+
+/// A plain return type: an answer, never a refusal; its `200 OK` answers `201 Created`.
+#[high_risk_mutation("createCustomer", post = "/customers")]
+async fn create_customer(
+    write: &mut WriteContext<'_, Db>,
+    customer: web::Json<NewCustomer>,
+    key: IdempotencyKey,
+) -> web::Json<Value> {
+    assert_ne!(customer.name, "panic", "the handler has a bug");
+    web::Json(json!({ "id": write.entity_id(), "name": customer.name, "key": key.as_str() }))
+}
+
+/// Bearer tokens as the application's authentication: the tenant never comes from a header
+/// the client chooses.
+struct BearerTokens;
+
+impl TenantResolver for BearerTokens {
+    fn resolve<'a>(
+        &'a self,
+        request: &'a HttpRequest,
+    ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
+        let token = request
+            .headers()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        let tenant = match token {
+            Some("token-a") => Ok(TenantId::new("company-a").unwrap()),
+            Some("token-b") => Ok(TenantId::new("company-b").unwrap()),
+            _ => Err(TenantRejection::new("send Authorization: Bearer <token>")),
+        };
+        Box::pin(async move { tenant })
+    }
+}
+
+fn routes(idem: Idempotency<Db>) -> ProtectedRoutes<Db> {
+    ProtectedRoutes::new(idem)
+        .financial(create_payment)
+        .high_risk(create_customer)
+}
+
+/// A server on a free loopback port, in front of a fresh database.
+struct Server {
+    base: String,
+    db: TestStore<Db>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Server {
+    async fn start(config: StoreConfig, replay_status: ReplayStatus) -> Self {
+        let db = Db::fresh(config).await;
+        let idem = Idempotency::new(db.store.clone(), BearerTokens)
+            .with_replay_status(replay_status)
+            .with_body_limit(64 * 1024);
+        let routes = routes(idem)
+            .verify()
+            .await
+            .expect("the startup check passes");
+        let server = HttpServer::new(move || {
+            let routes = routes.clone();
+            App::new().configure(move |config| routes.configure(config))
+        })
+        .workers(2)
+        .bind(("127.0.0.1", 0))
+        .expect("bind a loopback port");
+        let base = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self { base, db, handle }
+    }
+
+    async fn default() -> Self {
+        Self::start(StoreConfig::default(), ReplayStatus::default()).await
+    }
+
+    fn post(&self, path: &str, token: &str, key: Option<&str>) -> awc::ClientRequest {
+        let client = Client::builder().timeout(Duration::from_secs(60)).finish();
+        let mut request = client
+            .post(format!("{}{path}", self.base))
+            .insert_header(("authorization", format!("Bearer {token}")));
+        if let Some(key) = key {
+            request = request.insert_header(("idempotency-key", key));
+        }
+        request
+    }
+
+    async fn count(&self, sql: &'static str, args: &[&str]) -> i64 {
+        self.db.count(sql, args).await
+    }
+
+    async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}
+
+/// Status, headers and body bytes of one answer.
+struct Answer {
+    status: StatusCode,
+    headers: actix_web::http::header::HeaderMap,
+    body: web::Bytes,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+
+    /// Asserts an RFC 9457 answer with the given problem type anchor.
+    fn assert_problem(&self, status: u16, anchor: &str) {
+        assert_eq!(self.status.as_u16(), status, "{:?}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json")
+        );
+        let problem = self.json();
+        assert!(
+            problem["type"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("#{anchor}")),
+            "{problem}"
+        );
+        assert_eq!(problem["status"], status);
+        assert!(!problem["detail"].as_str().unwrap().is_empty());
+    }
+}
+
+async fn send(request: awc::ClientRequest, body: Value) -> Answer {
+    let mut response = request.send_json(&body).await.expect("the server answers");
+    let body = response
+        .body()
+        .limit(1 << 20)
+        .await
+        .expect("a readable body");
+    Answer {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body,
+    }
+}
+
+#[actix_web::test]
+async fn new_write_answers_201_and_writes_one_row() {
+    let server = Server::default().await;
+    let answer = send(
+        server.post("/payments", "token-a", Some("k-new")),
+        json!({"amount_cents": 500}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    assert_eq!(answer.json()["amount_cents"], 500);
+    assert!(answer.header("idempotent-replayed").is_none());
+    assert_eq!(
+        answer.header("set-cookie"),
+        Some("session=first-answer-only")
+    );
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    assert_eq!(server.count(KEYS, &[]).await, 1);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn replay_answers_the_stored_bytes_with_the_replay_header() {
+    let server = Server::default().await;
+    let body = json!({"amount_cents": 700});
+    let first = send(
+        server.post("/payments", "token-a", Some("k-replay")),
+        body.clone(),
+    )
+    .await;
+    let replay = send(
+        server.post("/payments", "token-a", Some("\"k-replay\"")),
+        body,
+    )
+    .await;
+
+    assert_eq!(
+        replay.status,
+        StatusCode::OK,
+        "a replayed 201 answers 200 by default"
+    );
+    assert_eq!(replay.body, first.body, "byte for byte");
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.header("location"), first.header("location"));
+    assert_eq!(replay.header("content-type"), Some("application/json"));
+    assert!(
+        replay.header("set-cookie").is_none(),
+        "cookies are never replayed"
+    );
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn replay_can_keep_the_original_status() {
+    let server = Server::start(StoreConfig::default(), ReplayStatus::Original).await;
+    let body = json!({"amount_cents": 700});
+    send(
+        server.post("/payments", "token-a", Some("k-orig")),
+        body.clone(),
+    )
+    .await;
+    let replay = send(server.post("/payments", "token-a", Some("k-orig")), body).await;
+    assert_eq!(replay.status, StatusCode::CREATED);
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn missing_key_is_400_and_writes_nothing() {
+    let server = Server::default().await;
+    let answer = send(
+        server.post("/payments", "token-a", None),
+        json!({"amount_cents": 1}),
+    )
+    .await;
+    answer.assert_problem(400, "key-missing");
+    assert!(
+        answer
+            .header("link")
+            .unwrap()
+            .contains("rel=\"describedby\"")
+    );
+    assert!(
+        answer.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Idempotency-Key")
+    );
+    assert_eq!(server.count(PAYMENTS, &[]).await, 0);
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn malformed_or_repeated_keys_are_400_and_write_nothing() {
+    let server = Server::default().await;
+    let too_long = "k".repeat(256);
+    for key in ["\"\"", too_long.as_str(), "\"a b\"", "\"unterminated"] {
+        let answer = send(
+            server.post("/payments", "token-a", Some(key)),
+            json!({"amount_cents": 1}),
+        )
+        .await;
+        answer.assert_problem(400, "key-invalid");
+        assert!(answer.header("link").is_some());
+    }
+    let repeated = server
+        .post("/payments", "token-a", None)
+        .append_header(("idempotency-key", "k-1"))
+        .append_header(("idempotency-key", "k-2"));
+    send(repeated, json!({"amount_cents": 1}))
+        .await
+        .assert_problem(400, "key-invalid");
+    assert_eq!(server.count(PAYMENTS, &[]).await, 0);
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn same_key_with_another_payload_is_422_and_keeps_the_first_write() {
+    let server = Server::default().await;
+    let first = send(
+        server.post("/payments", "token-a", Some("k-422")),
+        json!({"amount_cents": 100}),
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let other = send(
+        server.post("/payments", "token-a", Some("k-422")),
+        json!({"amount_cents": 999}),
+    )
+    .await;
+    other.assert_problem(422, "key-reused");
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    assert_eq!(
+        server
+            .count(
+                "SELECT COUNT(*) FROM payments WHERE amount_cents = 100",
+                &[]
+            )
+            .await,
+        1
+    );
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn twin_in_flight_past_the_lock_timeout_is_409_with_retry_after() {
+    let config = StoreConfig::default()
+        .with_lock_timeout(Duration::from_millis(300))
+        .with_retry_after(Duration::from_secs(2));
+    let server = Server::start(config, ReplayStatus::default()).await;
+    let body = json!({"amount_cents": 100, "hold_ms": 1500});
+    let first = send(
+        server.post("/payments", "token-a", Some("k-409")),
+        body.clone(),
+    );
+    let twin = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        send(
+            server.post("/payments", "token-a", Some("k-409")),
+            body.clone(),
+        )
+        .await
+    };
+    let (first, twin) = tokio::join!(first, twin);
+    assert_eq!(first.status, StatusCode::CREATED);
+    twin.assert_problem(409, "request-in-flight");
+    assert_eq!(twin.header("retry-after"), Some("2"));
+
+    let retry = send(server.post("/payments", "token-a", Some("k-409")), body).await;
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.body, first.body);
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn handler_error_answers_its_own_error_and_frees_the_key() {
+    let server = Server::default().await;
+    let refused = send(
+        server.post("/payments", "token-a", Some("k-refused")),
+        json!({"amount_cents": APPROVAL_LIMIT + 1}),
+    )
+    .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::FORBIDDEN,
+        "the handler's own error"
+    );
+    assert_eq!(server.count(PAYMENTS, &[]).await, 0, "its row rolled back");
+    assert_eq!(server.count(KEYS, &[]).await, 0, "nothing stored");
+
+    let corrected = send(
+        server.post("/payments", "token-a", Some("k-refused")),
+        json!({"amount_cents": 5}),
+    )
+    .await;
+    assert_eq!(
+        corrected.status,
+        StatusCode::CREATED,
+        "the key was free for a retry"
+    );
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn handler_panic_is_500_and_frees_the_key() {
+    let server = Server::default().await;
+    let panicked = send(
+        server.post("/customers", "token-a", Some("k-panic")),
+        json!({"name": "panic"}),
+    )
+    .await;
+    panicked.assert_problem(500, "write-failed");
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    let retry = send(
+        server.post("/customers", "token-a", Some("k-panic")),
+        json!({"name": "Ada"}),
+    )
+    .await;
+    assert_eq!(
+        retry.status,
+        StatusCode::CREATED,
+        "a plain 200 answer of a new write is 201"
+    );
+    assert_eq!(server.count(KEYS, &[]).await, 1);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn malformed_body_is_refused_before_the_key_is_claimed() {
+    let server = Server::default().await;
+    let answer = send(
+        server.post("/payments", "token-a", Some("k-bad")),
+        json!({"amount_cents": "ten"}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    let oversized = json!({"amount_cents": 1, "pad": "x".repeat(70 * 1024)});
+    send(
+        server.post("/payments", "token-a", Some("k-big")),
+        oversized,
+    )
+    .await
+    .assert_problem(413, "payload-too-large");
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    assert_eq!(server.count(PAYMENTS, &[]).await, 0);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn tenants_are_isolated_and_unauthenticated_calls_are_401() {
+    let server = Server::default().await;
+    let a = send(
+        server.post("/payments", "token-a", Some("k-shared")),
+        json!({"amount_cents": 10}),
+    )
+    .await;
+    let b = send(
+        server.post("/payments", "token-b", Some("k-shared")),
+        json!({"amount_cents": 10}),
+    )
+    .await;
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert!(
+        b.header("idempotent-replayed").is_none(),
+        "B never gets A's stored answer"
+    );
+    assert_ne!(a.json()["id"], b.json()["id"]);
+    assert_eq!(server.count(PAYMENTS_OF, &["company-a"]).await, 1);
+    assert_eq!(server.count(PAYMENTS_OF, &["company-b"]).await, 1);
+
+    send(
+        server.post("/payments", "forged", Some("k-shared")),
+        json!({"amount_cents": 10}),
+    )
+    .await
+    .assert_problem(401, "tenant-unresolved");
+    assert_eq!(server.count(PAYMENTS, &[]).await, 2);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn a_burst_of_retries_over_http_writes_once() {
+    let server = Server::start(
+        StoreConfig::default().with_lock_timeout(Duration::from_secs(30)),
+        ReplayStatus::Original,
+    )
+    .await;
+    let answers = join_all((0..200).map(|_| {
+        send(
+            server.post("/payments", "token-a", Some("k-burst")),
+            json!({"amount_cents": 42}),
+        )
+    }))
+    .await;
+    assert!(
+        answers
+            .iter()
+            .all(|answer| answer.status == StatusCode::CREATED)
+    );
+    assert!(answers.iter().all(|answer| answer.body == answers[0].body));
+    let fresh = answers
+        .iter()
+        .filter(|a| a.header("idempotent-replayed").is_none())
+        .count();
+    assert_eq!(fresh, 1, "one answer is the write, the rest are replays");
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn the_registry_lists_every_operation_with_class_route_and_location() {
+    let listing: Vec<String> = registered_operations()
+        .map(|op| {
+            let route = op.route().expect("an HTTP operation");
+            assert!(op.file().ends_with("suite.rs"), "{}", op.file());
+            assert!(op.line() > 0);
+            format!(
+                "{} {} {} {}",
+                op.name(),
+                op.class(),
+                route.method,
+                route.path
+            )
+        })
+        .collect();
+    assert_eq!(
+        listing,
+        [
+            "createPayment financial POST /payments",
+            "createCustomer high_risk POST /customers",
+        ]
+    );
+    let classes: Vec<OperationClass> = registered_operations().map(|op| op.class()).collect();
+    assert_eq!(
+        classes,
+        [OperationClass::Financial, OperationClass::HighRisk]
+    );
+}
+
+#[actix_web::test]
+async fn startup_refuses_an_unmounted_operation() {
+    let db = Db::fresh(StoreConfig::default()).await;
+    let error = ProtectedRoutes::new(Idempotency::new(db.store.clone(), BearerTokens))
+        .financial(create_payment)
+        .verify()
+        .await
+        .err()
+        .expect("createCustomer is not mounted");
+    assert!(matches!(
+        error.problems(),
+        [StartupProblem::NotMounted { operation, .. }] if operation == "createCustomer"
+    ));
+    assert!(error.to_string().contains("createCustomer"), "{error}");
+}
+
+#[actix_web::test]
+async fn startup_refuses_an_operation_mounted_twice() {
+    let db = Db::fresh(StoreConfig::default()).await;
+    let error = routes(Idempotency::new(db.store.clone(), BearerTokens))
+        .financial(create_payment)
+        .verify()
+        .await
+        .err()
+        .expect("createPayment is mounted twice");
+    assert!(matches!(
+        error.problems(),
+        [StartupProblem::MountedMoreThanOnce { operation, times: 2 }] if operation == "createPayment"
+    ));
+}
+
+#[actix_web::test]
+async fn startup_refuses_an_unmigrated_schema() {
+    let db = Db::fresh(StoreConfig::default()).await;
+    let unmigrated = Db::unmigrated(StoreConfig::default()).await;
+    let error = routes(Idempotency::new(unmigrated.store.clone(), BearerTokens))
+        .verify()
+        .await
+        .err()
+        .expect("the schema is not migrated");
+    assert!(
+        matches!(error.problems(), [StartupProblem::NotMigrated { pending }] if !pending.is_empty())
+    );
+    assert!(
+        routes(Idempotency::new(db.store.clone(), BearerTokens))
+            .verify()
+            .await
+            .is_ok()
+    );
+}
