@@ -133,13 +133,17 @@ impl RawArgs {
         if name.is_none() && errors.is_empty() {
             errors.push(syn::Error::new(
                 Span::call_site(),
-                format!("missing operation name: {expected}, with a camelCase name such as \"createPayment\""),
+                format!(
+                    "missing operation name: start with a unique camelCase name, as in #[{attribute}(\"createPayment\", post = \"/payments\")]"
+                ),
             ));
         }
         if route.is_none() && errors.is_empty() {
             errors.push(syn::Error::new(
                 Span::call_site(),
-                format!("missing route: {expected}"),
+                format!(
+                    "missing route: add the method and path, as in #[{attribute}(\"createPayment\", post = \"/payments\")]; the method is one of post, put, patch, delete"
+                ),
             ));
         }
         errors.finish(|| {

@@ -147,3 +147,62 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
         };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use quote::quote;
+
+    use super::*;
+
+    /// The expansion of one handler, pretty-printed, is checked in so that a change to it is a
+    /// reviewed diff: `tests/snapshots/create_payment.expanded.rs`. Regenerate it with
+    /// `IDEM_BLESS=1 cargo test -p idem-macros`.
+    #[test]
+    fn expansion_matches_the_checked_in_snapshot() {
+        let expanded = protected_handler(
+            Class::Financial,
+            quote!("createPayment", post = "/payments"),
+            quote! {
+                /// Records a payment.
+                pub async fn create_payment(
+                    key: IdempotencyKey,
+                    write: &mut WriteContext<'_, Postgres>,
+                    payment: web::Json<NewPayment>,
+                ) -> Result<HttpResponse, PaymentError> {
+                    record(write, &payment).await?;
+                    Ok(HttpResponse::Created().finish())
+                }
+            },
+        );
+        let file = syn::parse2::<syn::File>(expanded).expect("the expansion is valid Rust");
+        let pretty = prettyplease::unparse(&file);
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/snapshots/create_payment.expanded.rs"
+        );
+        if std::env::var_os("IDEM_BLESS").is_some() {
+            std::fs::write(path, &pretty).expect("write the snapshot");
+        }
+        let snapshot = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(
+            pretty == snapshot,
+            "the expansion changed; review it and run `IDEM_BLESS=1 cargo test -p idem-macros` to update {path}:\n{pretty}"
+        );
+    }
+
+    #[test]
+    fn an_invalid_handler_is_still_emitted_beside_its_error() {
+        let expanded = protected_handler(
+            Class::HighRisk,
+            quote!("createCustomer", post = "/customers"),
+            quote!(
+                async fn create_customer(body: String) -> String {
+                    body
+                }
+            ),
+        )
+        .to_string();
+        assert!(expanded.contains("compile_error"), "{expanded}");
+        assert!(expanded.contains("async fn create_customer"), "{expanded}");
+    }
+}

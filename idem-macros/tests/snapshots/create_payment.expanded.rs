@@ -1,0 +1,92 @@
+/// Records a payment.
+#[allow(non_camel_case_types)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct create_payment;
+const _: () = {
+    #[::idem_actix::__private::linkme::distributed_slice(
+        ::idem_actix::__private::FINANCIAL_MUTATIONS
+    )]
+    #[linkme(crate = ::idem_actix::__private::linkme)]
+    static __IDEM_OPERATION: ::idem_actix::__private::Operation = ::idem_actix::__private::Operation::__new(
+        "createPayment",
+        ::idem_actix::__private::OperationClass::Financial,
+        ::core::option::Option::Some(::idem_actix::__private::Route {
+            method: "POST",
+            path: "/payments",
+        }),
+        ::core::file!(),
+        ::core::line!(),
+    );
+    impl ::idem_actix::__private::RegisteredOperation for create_payment {
+        const OPERATION: &'static ::idem_actix::__private::Operation = &__IDEM_OPERATION;
+    }
+    impl ::idem_actix::FinancialMutation for create_payment {}
+    impl ::idem_actix::__private::Mount for create_payment {
+        type Database = Postgres;
+        fn mount(config: &mut ::idem_actix::__private::actix_web::web::ServiceConfig) {
+            /// Records a payment.
+            async fn create_payment(
+                key: IdempotencyKey,
+                write: &mut WriteContext<'_, Postgres>,
+                payment: web::Json<NewPayment>,
+            ) -> Result<HttpResponse, PaymentError> {
+                record(write, &payment).await?;
+                Ok(HttpResponse::Created().finish())
+            }
+            async fn __idem_serve(
+                request: ::idem_actix::__private::actix_web::HttpRequest,
+                payload: ::idem_actix::__private::actix_web::web::Payload,
+            ) -> ::idem_actix::__private::actix_web::HttpResponse {
+                let handler = ::idem_actix::__private::handler::<
+                    Postgres,
+                    (web::Json<NewPayment>,),
+                    _,
+                >(|__idem_write, __idem_key, (__idem_arg0,), __idem_request| {
+                    ::std::boxed::Box::pin(async move {
+                        #[allow(unused_imports)]
+                        use ::idem_actix::__private::{
+                            Refusal as _, RefusalWithCause as _, SplitAnswer as _,
+                            SplitResult as _,
+                        };
+                        let output = create_payment(
+                                __idem_key,
+                                __idem_write,
+                                __idem_arg0,
+                            )
+                            .await;
+                        match (&::idem_actix::__private::Specialize::new(output)).split()
+                        {
+                            ::core::result::Result::Ok(answer) => {
+                                ::core::result::Result::Ok(
+                                    ::idem_actix::__private::respond(answer, &__idem_request),
+                                )
+                            }
+                            ::core::result::Result::Err(refusal) => {
+                                ::core::result::Result::Err(
+                                    (&::idem_actix::__private::Specialize::new(refusal))
+                                        .failure(),
+                                )
+                            }
+                        }
+                    })
+                });
+                ::idem_actix::__private::serve(
+                        <create_payment as ::core::default::Default>::default(),
+                        request,
+                        payload.into_inner(),
+                        handler,
+                    )
+                    .await
+            }
+            config
+                .service(
+                    ::idem_actix::__private::actix_web::web::resource("/payments")
+                        .name("createPayment")
+                        .route(
+                            ::idem_actix::__private::actix_web::web::post()
+                                .to(__idem_serve),
+                        ),
+                );
+        }
+    }
+};
