@@ -279,3 +279,76 @@ impl fmt::Display for StartupError {
 }
 
 impl std::error::Error for StartupError {}
+
+#[cfg(test)]
+mod tests {
+    use idem_runtime::{OperationClass, Route};
+
+    use super::*;
+
+    const ROUTE: Option<Route> = Some(Route {
+        method: "POST",
+        path: "/payments",
+    });
+    static PAYMENT: Operation =
+        Operation::__new("createPayment", OperationClass::Financial, ROUTE, "a.rs", 1);
+    static PAYMENT_AGAIN: Operation =
+        Operation::__new("createPayment", OperationClass::HighRisk, ROUTE, "b.rs", 2);
+    static NIGHTLY_JOB: Operation =
+        Operation::__new("runPayroll", OperationClass::Financial, None, "c.rs", 3);
+
+    fn mounted(operation: &'static Operation) -> Mounted {
+        Mounted {
+            operation,
+            mount: |_| {},
+        }
+    }
+
+    #[test]
+    fn two_declarations_of_one_name_are_refused_with_both_locations() {
+        let problems = check_registry([&PAYMENT, &PAYMENT_AGAIN].into_iter(), &[mounted(&PAYMENT)]);
+        let [
+            StartupProblem::DuplicateName {
+                operation,
+                locations,
+            },
+        ] = problems.as_slice()
+        else {
+            panic!("{problems:?}");
+        };
+        assert_eq!(operation, "createPayment");
+        assert_eq!(locations, &["a.rs:1", "b.rs:2"]);
+    }
+
+    #[test]
+    fn an_empty_registry_is_refused() {
+        let problems = check_registry(std::iter::empty(), &[]);
+        assert!(matches!(
+            problems.as_slice(),
+            [StartupProblem::EmptyRegistry]
+        ));
+        assert!(problems[0].to_string().contains("not linked"));
+    }
+
+    #[test]
+    fn operations_without_a_route_need_no_mount() {
+        let problems = check_registry([&PAYMENT, &NIGHTLY_JOB].into_iter(), &[mounted(&PAYMENT)]);
+        assert!(problems.is_empty(), "{problems:?}");
+    }
+
+    #[test]
+    fn the_error_lists_every_problem() {
+        let error = StartupError {
+            problems: check_registry([&PAYMENT].into_iter(), &[]),
+        };
+        let text = error.to_string();
+        assert!(
+            text.starts_with("refusing to start, 1 problem(s):"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`createPayment` (declared at a.rs:1) is registered but not mounted"),
+            "{text}"
+        );
+    }
+}

@@ -93,6 +93,9 @@ pub use replay::{IDEMPOTENT_REPLAYED, REPLAYED_HEADERS};
 pub use serve::HandlerFailure;
 pub use tenant::{Tenant, TenantRejection, TenantResolver};
 
+/// sqlx, which the handlers use for their statements.
+pub use sqlx;
+
 /// The engine, for what this crate does not re-export.
 pub use idem_runtime as runtime;
 
