@@ -4,4 +4,4 @@
 type Db = sqlx::Postgres;
 
 #[path = "http/suite.rs"]
-mod suite;
+mod postgres;

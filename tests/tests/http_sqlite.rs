@@ -3,4 +3,4 @@
 type Db = sqlx::Sqlite;
 
 #[path = "http/suite.rs"]
-mod suite;
+mod sqlite;
