@@ -4,16 +4,18 @@
 //! `ON CONFLICT ... DO UPDATE ... WHERE` and `RETURNING`); what differs is how a write
 //! transaction begins, which errors are worth retrying, and the migrations.
 
+use std::error::Error as StdError;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::any::AnyPoolOptions;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgDatabaseError, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, Pool, Postgres, Sqlite, Transaction};
+use sqlx::{Any, AssertSqlSafe, Pool, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
@@ -26,6 +28,9 @@ pub trait Backend: sealed::Protocol {}
 
 impl Backend for Postgres {}
 impl Backend for Sqlite {}
+/// [`Any`] picks PostgreSQL or SQLite from the URL at run time, for an application whose
+/// handlers run on either (the AnyConnection's types: integers, text, bytes).
+impl Backend for Any {}
 
 /// The row that names one key: the scope every statement of the protocol filters on.
 pub struct KeyScope<'a> {
@@ -44,6 +49,17 @@ pub struct Claim<'a> {
     pub now_ms: i64,
     /// A row created at or before this instant is expired and may be claimed again.
     pub expired_at_or_before_ms: i64,
+}
+
+/// What [`WriteContext::record_event`](crate::WriteContext::record_event) inserts.
+pub struct OutboxRecord<'a> {
+    pub event_id: Uuid,
+    pub tenant: &'a TenantId,
+    pub operation: &'static str,
+    pub entity_id: Uuid,
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub now_ms: i64,
 }
 
 /// A committed key row.
@@ -86,6 +102,23 @@ WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3";
 
 const APPLIED_MIGRATIONS: &str = "SELECT version FROM _idem_migrations WHERE success";
 
+const RECORD_EVENT: &str = "\
+INSERT INTO idem_outbox (event_id, tenant_id, operation, entity_id, topic, payload, created_at_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+const PENDING_EVENTS: &str = "\
+SELECT event_id, tenant_id, operation, entity_id, topic, payload
+FROM idem_outbox
+WHERE delivered_at_ms IS NULL
+ORDER BY created_at_ms, event_id
+LIMIT $1";
+
+const MARK_DELIVERED: &str =
+    "UPDATE idem_outbox SET delivered_at_ms = $2 WHERE event_id = $1 AND delivered_at_ms IS NULL";
+
+/// An outbox row as stored: ids as text.
+pub type EventRow = (String, String, String, String, String, Vec<u8>);
+
 const PURGE_EXPIRED: &str = "DELETE FROM idempotency_keys WHERE created_at_ms <= $1";
 
 pub(crate) mod sealed {
@@ -95,15 +128,12 @@ pub(crate) mod sealed {
 
     /// The backend-specific half of the protocol. Sealed: not nameable outside this crate.
     pub trait Protocol: sqlx::Database {
-        /// The driver's own error type, as it appears in an error's `source()` chain.
-        type DriverError: DatabaseError;
-
         /// Applies this backend's schema migrations, tracked in their own table
         /// ([`MIGRATIONS_TABLE`]) so they never mix with the application's.
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), MigrateError>> + Send;
 
-        /// The versions of this backend's migrations.
-        fn migration_versions() -> Vec<i64>;
+        /// The versions of the migrations for this pool's database.
+        fn migration_versions(pool: &Pool<Self>) -> Vec<i64>;
 
         /// The versions recorded as applied; none when the table does not exist yet.
         fn applied_migrations(
@@ -140,10 +170,33 @@ pub(crate) mod sealed {
             response: &StoredResponse,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
+        /// Records an event in the write's transaction.
+        fn record_event(
+            tx: &mut Transaction<'static, Self>,
+            event: &OutboxRecord<'_>,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+        /// The oldest undelivered events.
+        fn pending_events(
+            pool: &Pool<Self>,
+            limit: i64,
+        ) -> impl Future<Output = Result<Vec<EventRow>, sqlx::Error>> + Send;
+
+        /// Marks an event delivered; `false` if another dispatcher did first.
+        fn mark_delivered(
+            pool: &Pool<Self>,
+            event_id: &str,
+            now_ms: i64,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
         fn purge_expired(
             pool: &Pool<Self>,
             expired_at_or_before_ms: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+        /// The driver's own error, when `error` is one: what a `#[error(transparent)]`
+        /// wrapper's `source()` chain can show instead of the [`sqlx::Error`].
+        fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError>;
 
         /// A failure that a fresh attempt of the same transaction may not meet again.
         fn is_transient(error: &dyn DatabaseError) -> bool;
@@ -159,6 +212,24 @@ pub const MIGRATIONS_TABLE: &str = "_idem_migrations";
 fn with_own_table(mut migrator: Migrator) -> Migrator {
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
     migrator
+}
+
+/// One round trip: the lock timeout bounds the wait on a twin's claim (and any other lock wait
+/// of the transaction), and vanishes with the transaction.
+fn postgres_begin(lock_timeout: Duration) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!(
+        "BEGIN; SET LOCAL lock_timeout = {}",
+        lock_timeout.as_millis().max(1)
+    ))
+}
+
+/// IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so the transaction
+/// never has to upgrade a read lock, which SQLite answers with SQLITE_BUSY at once instead of
+/// waiting.
+const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
+
+fn versions(migrator: &Migrator) -> Vec<i64> {
+    migrator.iter().map(|migration| migration.version).collect()
 }
 
 fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
@@ -211,7 +282,12 @@ macro_rules! shared_statements {
                 .bind(claim.scope.operation)
                 .bind(claim.scope.key.as_str())
                 .bind(&claim.fingerprint.as_bytes()[..])
-                .bind(claim.entity_id)
+                .bind(
+                    &*claim
+                        .entity_id
+                        .hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer()),
+                )
                 .bind(claim.attempt_id)
                 .bind(claim.now_ms)
                 .bind(claim.expired_at_or_before_ms)
@@ -250,6 +326,56 @@ macro_rules! shared_statements {
             }
         }
 
+        async fn record_event(
+            tx: &mut Transaction<'static, Self>,
+            event: &OutboxRecord<'_>,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(RECORD_EVENT)
+                .bind(
+                    &*event
+                        .event_id
+                        .hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer()),
+                )
+                .bind(event.tenant.as_str())
+                .bind(event.operation)
+                .bind(
+                    &*event
+                        .entity_id
+                        .hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer()),
+                )
+                .bind(event.topic)
+                .bind(event.payload)
+                .bind(event.now_ms)
+                .execute(&mut **tx)
+                .await
+                .map(drop)
+        }
+
+        async fn pending_events(
+            pool: &Pool<Self>,
+            limit: i64,
+        ) -> Result<Vec<EventRow>, sqlx::Error> {
+            sqlx::query_as::<_, EventRow>(PENDING_EVENTS)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+
+        async fn mark_delivered(
+            pool: &Pool<Self>,
+            event_id: &str,
+            now_ms: i64,
+        ) -> Result<bool, sqlx::Error> {
+            let done = sqlx::query(MARK_DELIVERED)
+                .bind(event_id)
+                .bind(now_ms)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
         async fn purge_expired(
             pool: &Pool<Self>,
             expired_at_or_before_ms: i64,
@@ -264,19 +390,14 @@ macro_rules! shared_statements {
 }
 
 impl sealed::Protocol for Postgres {
-    type DriverError = PgDatabaseError;
-
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
         with_own_table(sqlx::migrate!("./migrations/postgres"))
             .run(pool)
             .await
     }
 
-    fn migration_versions() -> Vec<i64> {
-        sqlx::migrate!("./migrations/postgres")
-            .iter()
-            .map(|migration| migration.version)
-            .collect()
+    fn migration_versions(_pool: &Pool<Self>) -> Vec<i64> {
+        versions(&sqlx::migrate!("./migrations/postgres"))
     }
 
     async fn connect(url: &str, _config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
@@ -287,16 +408,16 @@ impl sealed::Protocol for Postgres {
         pool: &Pool<Self>,
         lock_timeout: Duration,
     ) -> Result<Transaction<'static, Self>, sqlx::Error> {
-        // One round trip: the lock timeout bounds the wait on a twin's claim (and any other
-        // lock wait of this transaction), and vanishes with the transaction.
-        let begin = format!(
-            "BEGIN; SET LOCAL lock_timeout = {}",
-            lock_timeout.as_millis().max(1)
-        );
-        pool.begin_with(AssertSqlSafe(begin)).await
+        pool.begin_with(postgres_begin(lock_timeout)).await
     }
 
     shared_statements!();
+
+    fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
+        error
+            .downcast_ref::<PgDatabaseError>()
+            .map(|error| error as &dyn DatabaseError)
+    }
 
     fn is_transient(error: &dyn DatabaseError) -> bool {
         // serialization_failure, deadlock_detected
@@ -310,19 +431,14 @@ impl sealed::Protocol for Postgres {
 }
 
 impl sealed::Protocol for Sqlite {
-    type DriverError = SqliteError;
-
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
         with_own_table(sqlx::migrate!("./migrations/sqlite"))
             .run(pool)
             .await
     }
 
-    fn migration_versions() -> Vec<i64> {
-        sqlx::migrate!("./migrations/sqlite")
-            .iter()
-            .map(|migration| migration.version)
-            .collect()
+    fn migration_versions(_pool: &Pool<Self>) -> Vec<i64> {
+        versions(&sqlx::migrate!("./migrations/sqlite"))
     }
 
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
@@ -339,13 +455,16 @@ impl sealed::Protocol for Sqlite {
         pool: &Pool<Self>,
         _lock_timeout: Duration,
     ) -> Result<Transaction<'static, Self>, sqlx::Error> {
-        // IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so the
-        // transaction never has to upgrade a read lock, which SQLite answers with SQLITE_BUSY
-        // at once instead of waiting.
-        pool.begin_with("BEGIN IMMEDIATE").await
+        pool.begin_with(SQLITE_BEGIN).await
     }
 
     shared_statements!();
+
+    fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
+        error
+            .downcast_ref::<SqliteError>()
+            .map(|error| error as &dyn DatabaseError)
+    }
 
     fn is_transient(error: &dyn DatabaseError) -> bool {
         // The primary result code of an extended one is its low byte: SQLITE_BUSY, SQLITE_LOCKED.
@@ -360,5 +479,95 @@ impl sealed::Protocol for Sqlite {
         // One writer at a time: a claim never waits on its twin's row, only on the write lock,
         // and a busy write lock is transient.
         false
+    }
+}
+
+/// Which database an [`Any`] pool reaches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum AnyKind {
+    Postgres,
+    Sqlite,
+}
+
+impl AnyKind {
+    fn of_url(url: &str) -> Self {
+        if url.starts_with("sqlite:") {
+            Self::Sqlite
+        } else {
+            Self::Postgres
+        }
+    }
+
+    fn of_pool(pool: &Pool<Any>) -> Self {
+        Self::of_url(pool.connect_options().database_url.as_str())
+    }
+
+    fn migrator(self) -> Migrator {
+        match self {
+            Self::Postgres => sqlx::migrate!("./migrations/postgres"),
+            Self::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+        }
+    }
+}
+
+impl sealed::Protocol for Any {
+    async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
+        with_own_table(AnyKind::of_pool(pool).migrator())
+            .run(pool)
+            .await
+    }
+
+    fn migration_versions(pool: &Pool<Self>) -> Vec<i64> {
+        versions(&AnyKind::of_pool(pool).migrator())
+    }
+
+    async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        if AnyKind::of_url(url) == AnyKind::Postgres {
+            return AnyPoolOptions::new().connect(url).await;
+        }
+        // What `SqliteConnectOptions` sets for the SQLite backend, said in SQL.
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}",
+            config.lock_timeout().as_millis()
+        );
+        let url = if url.contains("mode=") {
+            url.to_owned()
+        } else {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}mode=rwc")
+        };
+        AnyPoolOptions::new()
+            .after_connect(move |connection, _| {
+                let pragmas = AssertSqlSafe(pragmas.clone());
+                Box::pin(async move { sqlx::raw_sql(pragmas).execute(connection).await.map(drop) })
+            })
+            .connect(&url)
+            .await
+    }
+
+    async fn begin_write(
+        pool: &Pool<Self>,
+        lock_timeout: Duration,
+    ) -> Result<Transaction<'static, Self>, sqlx::Error> {
+        match AnyKind::of_pool(pool) {
+            AnyKind::Postgres => pool.begin_with(postgres_begin(lock_timeout)).await,
+            AnyKind::Sqlite => pool.begin_with(SQLITE_BEGIN).await,
+        }
+    }
+
+    shared_statements!();
+
+    fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
+        Postgres::driver_error(error).or_else(|| Sqlite::driver_error(error))
+    }
+
+    fn is_transient(error: &dyn DatabaseError) -> bool {
+        // The two code sets do not overlap: SQLSTATEs are five characters, SQLite's are numbers.
+        Postgres::is_transient(error) || Sqlite::is_transient(error)
+    }
+
+    fn is_lock_timeout(error: &dyn DatabaseError) -> bool {
+        Postgres::is_lock_timeout(error)
     }
 }

@@ -63,6 +63,7 @@ mod fingerprint;
 mod in_flight;
 mod key;
 mod operation;
+mod outbox;
 mod protocol;
 mod response;
 mod store;
@@ -78,6 +79,7 @@ pub use operation::{
     FINANCIAL_MUTATIONS, HIGH_RISK_MUTATIONS, Operation, OperationClass, RegisteredOperation,
     Route, is_operation_name, registered_operations,
 };
+pub use outbox::{DispatchReport, HandlerError, OutboxDispatcher, OutboxEvent};
 pub use protocol::{Outcome, WriteContext};
 pub use response::StoredResponse;
 pub use store::IdempotencyStore;

@@ -12,7 +12,7 @@ use sqlx::error::DatabaseError;
 use tokio::time::{Instant, sleep, timeout_at};
 use uuid::Uuid;
 
-use crate::backend::{Claim, KeyRecord, KeyScope};
+use crate::backend::{Claim, KeyRecord, KeyScope, OutboxRecord};
 use crate::in_flight::{Turn, leader_finished};
 use crate::store::now_ms;
 use crate::{
@@ -29,6 +29,8 @@ pub enum Outcome {
         response: StoredResponse,
         /// How many attempts the write took; more than 1 when transient failures were retried.
         attempts: u32,
+        /// How many outbox events the write recorded.
+        events: u32,
     },
     /// The key was already used with the same fingerprint: this is the stored response, and
     /// nothing ran.
@@ -57,9 +59,38 @@ pub struct WriteContext<'r, DB: Backend> {
     key: &'r IdempotencyKey,
     entity_id: Uuid,
     attempt: u32,
+    events: u32,
 }
 
 impl<DB: Backend> WriteContext<'_, DB> {
+    /// Records an event in the write's transaction, for an
+    /// [`OutboxDispatcher`](crate::OutboxDispatcher) to deliver after the commit: at least once,
+    /// only if the write commits, never for a replay. Returns the event's id, UUID v5 of
+    /// `{topic}:{n}` (the write's `n`th event) under the write's entity id, so every attempt
+    /// of one write records the same ids and a handler can dedupe on them.
+    pub async fn record_event(
+        &mut self,
+        topic: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<Uuid, sqlx::Error> {
+        self.events += 1;
+        let event_id = Uuid::new_v5(
+            &self.entity_id,
+            format!("{topic}:{}", self.events).as_bytes(),
+        );
+        let record = OutboxRecord {
+            event_id,
+            tenant: self.tenant,
+            operation: self.operation.name(),
+            entity_id: self.entity_id,
+            topic,
+            payload: payload.as_ref(),
+            now_ms: now_ms(),
+        };
+        DB::record_event(&mut self.tx, &record).await?;
+        Ok(event_id)
+    }
+
     /// The write's open transaction: run every statement of the write on it.
     pub fn tx(&mut self) -> &mut DB::Connection {
         &mut self.tx
@@ -311,9 +342,10 @@ impl<DB: Backend> IdempotencyStore<DB> {
             key: scope.key,
             entity_id,
             attempt,
+            events: 0,
         };
         let result = AssertUnwindSafe(body(&mut context)).catch_unwind().await;
-        let mut tx = context.tx;
+        let WriteContext { mut tx, events, .. } = context;
         let response = match result {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
@@ -336,41 +368,41 @@ impl<DB: Backend> IdempotencyStore<DB> {
             rollback(tx).await;
             return Err(store_failure(error));
         }
+        let committed = Outcome::New {
+            response,
+            attempts: attempt,
+            events,
+        };
         match tx.commit().await {
-            Ok(()) => Ok(Outcome::New {
-                response,
-                attempts: attempt,
-            }),
+            Ok(()) => {
+                if events > 0 {
+                    self.outbox_signal.notify_waiters();
+                }
+                Ok(committed)
+            }
             Err(error) => {
-                self.settle_ambiguous_commit(
-                    scope,
-                    fingerprint,
-                    attempt_id,
-                    response,
-                    attempt,
-                    error,
-                )
-                .await
+                self.settle_ambiguous_commit(scope, fingerprint, attempt_id, committed, error)
+                    .await
             }
         }
     }
 
     /// COMMIT failed: it may or may not have landed. The key's row says which; a row with this
-    /// attempt's id means it did, so the request is never taken for its own duplicate.
+    /// attempt's id means it did (and `committed` is the answer), so the request is never taken
+    /// for its own duplicate.
     async fn settle_ambiguous_commit<E>(
         &self,
         scope: &KeyScope<'_>,
         fingerprint: &Fingerprint,
         attempt_id: i64,
-        response: StoredResponse,
-        attempt: u32,
+        committed: Outcome,
         commit_error: sqlx::Error,
     ) -> Result<Outcome, AttemptFailure<E>> {
         match self.find_record(scope).await {
-            Ok(Some(record)) if record.attempt_id == attempt_id => Ok(Outcome::New {
-                response,
-                attempts: attempt,
-            }),
+            Ok(Some(record)) if record.attempt_id == attempt_id => {
+                self.outbox_signal.notify_waiters();
+                Ok(committed)
+            }
             Ok(Some(record)) => Ok(replay_or_mismatch(record, fingerprint)),
             // Nothing committed: the attempt can be made again.
             Ok(None) => Err(self.classify(commit_error)),
@@ -407,9 +439,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
             } else if let Some(db) = error.downcast_ref::<Box<dyn DatabaseError>>() {
                 Some(db.as_ref())
             } else {
-                error
-                    .downcast_ref::<DB::DriverError>()
-                    .map(|db| db as &dyn DatabaseError)
+                DB::driver_error(error)
             };
             if let Some(db) = database_error {
                 return DB::is_transient(db);

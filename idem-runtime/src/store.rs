@@ -1,6 +1,9 @@
 //! The idempotency store: a pool, its settings, its schema and its maintenance.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
 
 use sqlx::Pool;
 
@@ -29,6 +32,8 @@ pub struct IdempotencyStore<DB: Backend> {
     pub(crate) pool: Pool<DB>,
     pub(crate) config: StoreConfig,
     pub(crate) in_flight: InFlightClaims,
+    /// Wakes this process's outbox dispatchers when a write with events commits.
+    pub(crate) outbox_signal: Arc<Notify>,
 }
 
 impl<DB: Backend> Clone for IdempotencyStore<DB> {
@@ -37,6 +42,7 @@ impl<DB: Backend> Clone for IdempotencyStore<DB> {
             pool: self.pool.clone(),
             config: self.config.clone(),
             in_flight: self.in_flight.clone(),
+            outbox_signal: self.outbox_signal.clone(),
         }
     }
 }
@@ -49,6 +55,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
             pool,
             config,
             in_flight: InFlightClaims::default(),
+            outbox_signal: Arc::default(),
         }
     }
 
@@ -71,7 +78,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// schema is current. The startup gate refuses to start otherwise.
     pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
         let applied = DB::applied_migrations(&self.pool).await?;
-        Ok(DB::migration_versions()
+        Ok(DB::migration_versions(&self.pool)
             .into_iter()
             .filter(|version| !applied.contains(version))
             .collect())

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, join_all};
 use idem_runtime::{
-    Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, StoreConfig, StoredResponse, TenantId,
-    WriteContext, WriteError,
+    Fingerprint, IdempotencyKey, IdempotencyStore, OutboxDispatcher, Outcome, StoreConfig,
+    StoredResponse, TenantId, WriteContext, WriteError,
 };
 use idem_tests::{TestDb, TestStore};
 use tokio::sync::Notify;
@@ -164,12 +164,15 @@ async fn one_key_in_two_tenants_is_two_writes<DB: TestDb>() {
 async fn retry_replays_and_another_payload_is_a_mismatch<DB: TestDb>() {
     let db = DB::fresh(StoreConfig::default()).await;
     let (t, k) = (tenant("acme"), key("k-mismatch"));
-    let Ok(Outcome::New { response, attempts }) =
-        execute(&db.store, &t, &k, "{\"cents\":100}", pay::<DB>(100)).await
+    let Ok(Outcome::New {
+        response,
+        attempts,
+        events,
+    }) = execute(&db.store, &t, &k, "{\"cents\":100}", pay::<DB>(100)).await
     else {
         panic!("the first call writes");
     };
-    assert_eq!(attempts, 1);
+    assert_eq!((attempts, events), (1, 0));
     let replay = execute(&db.store, &t, &k, "{\"cents\":100}", pay::<DB>(100)).await;
     assert_eq!(replay.unwrap(), Outcome::Replayed { response });
     let mismatch = execute(&db.store, &t, &k, "{\"cents\":999}", pay::<DB>(999)).await;
@@ -382,8 +385,9 @@ async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>() {
         .expect("a second migrate is a no-op");
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        1
+        2
     );
+    assert!(db.store.pending_migrations().await.unwrap().is_empty());
 }
 
 /// Writes whose bodies read a balance and append to it, all at once, under SERIALIZABLE (or
@@ -432,6 +436,162 @@ async fn conflicting_writes_land_once<DB: TestDb>(db: &TestStore<DB>, writes: us
     );
     assert_eq!(db.count(KEYS, &[]).await, writes);
     attempts
+}
+
+const EVENTS: &str = "SELECT COUNT(*) FROM idem_outbox";
+const PENDING_EVENTS: &str = "SELECT COUNT(*) FROM idem_outbox WHERE delivered_at_ms IS NULL";
+
+/// A payment that records a `receipt` event, or refuses after recording it.
+fn pay_with_receipt<DB: TestDb>(refuse: bool) -> Box<Body<DB>> {
+    Box::new(move |write| {
+        Box::pin(async move {
+            let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+            DB::insert_payment(write.tx(), id, &tenant, 10).await?;
+            let event = write.record_event("receipt", id.as_bytes()).await?;
+            if refuse {
+                return Err(PaymentError::Refused);
+            }
+            Ok(StoredResponse::new(201, event.to_string()))
+        })
+    })
+}
+
+/// Counts deliveries per event id, as a deduplicating handler would see them.
+#[derive(Clone, Default)]
+struct Deliveries(Arc<std::sync::Mutex<Vec<uuid::Uuid>>>);
+
+impl Deliveries {
+    fn dispatcher<DB: TestDb>(
+        &self,
+        store: IdempotencyStore<DB>,
+        fail: bool,
+    ) -> OutboxDispatcher<DB> {
+        let seen = self.0.clone();
+        OutboxDispatcher::new(store).on("receipt", move |event| {
+            let seen = seen.clone();
+            async move {
+                if fail {
+                    return Err("the mail server is down".into());
+                }
+                seen.lock().unwrap().push(event.event_id);
+                Ok(())
+            }
+        })
+    }
+
+    fn ids(&self) -> Vec<uuid::Uuid> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+async fn one_event_per_new_write_none_per_replay_or_refusal<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let (t, k) = (tenant("acme"), key("k-receipt"));
+    let first = execute(&db.store, &t, &k, "{}", pay_with_receipt::<DB>(false)).await;
+    let Ok(Outcome::New {
+        response,
+        events: 1,
+        ..
+    }) = first
+    else {
+        panic!("the write records one event: {first:?}");
+    };
+    let replay = execute(&db.store, &t, &k, "{}", pay_with_receipt::<DB>(false)).await;
+    assert!(matches!(replay, Ok(Outcome::Replayed { .. })));
+    let refused = execute(
+        &db.store,
+        &t,
+        &key("k-refused"),
+        "{}",
+        pay_with_receipt::<DB>(true),
+    )
+    .await;
+    assert!(matches!(
+        refused,
+        Err(WriteError::Handler(PaymentError::Refused))
+    ));
+    assert_eq!(
+        db.count(EVENTS, &[]).await,
+        1,
+        "no event for a replay or a refusal"
+    );
+
+    let deliveries = Deliveries::default();
+    let dispatcher = deliveries.dispatcher(db.store.clone(), false);
+    assert_eq!(dispatcher.dispatch_pending().await.unwrap().delivered, 1);
+    assert_eq!(dispatcher.dispatch_pending().await.unwrap().delivered, 0);
+    let event_id = String::from_utf8(response.body).unwrap();
+    assert_eq!(
+        deliveries
+            .ids()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [event_id]
+    );
+    assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
+}
+
+/// The process dies after the commit and before dispatch (or its handler fails): the event is
+/// still pending, and the next process delivers it. Nothing acknowledged is lost.
+async fn events_survive_a_crash_between_commit_and_dispatch<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let (t, k) = (tenant("acme"), key("k-crash"));
+    let outcome = execute(&db.store, &t, &k, "{}", pay_with_receipt::<DB>(false)).await;
+    assert!(matches!(outcome, Ok(Outcome::New { events: 1, .. })));
+
+    let deliveries = Deliveries::default();
+    let failing = deliveries.dispatcher(db.store.clone(), true);
+    assert_eq!(failing.dispatch_pending().await.unwrap().failed, 1);
+    drop(failing);
+    assert_eq!(
+        db.count(PENDING_EVENTS, &[]).await,
+        1,
+        "the event outlives the crash"
+    );
+
+    let restarted = db.second_process(StoreConfig::default()).await;
+    let report = deliveries
+        .dispatcher(restarted, false)
+        .dispatch_pending()
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 1);
+    assert_eq!(deliveries.ids().len(), 1);
+    assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
+}
+
+/// A running dispatcher is woken by the commit; it does not wait for its poll interval.
+async fn a_running_dispatcher_delivers_after_the_commit<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let deliveries = Deliveries::default();
+    let running = tokio::spawn(
+        deliveries
+            .dispatcher(db.store.clone(), false)
+            .run(Duration::from_secs(3600)),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let outcome = execute(
+        &db.store,
+        &tenant("acme"),
+        &key("k-run"),
+        "{}",
+        pay_with_receipt::<DB>(false),
+    )
+    .await;
+    assert!(matches!(outcome, Ok(Outcome::New { events: 1, .. })));
+    let delivered = tokio::time::timeout(Duration::from_secs(10), async {
+        while deliveries.ids().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        delivered.is_ok(),
+        "the dispatcher delivered within seconds, not at its hourly poll"
+    );
+    running.abort();
+    assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
 }
 
 macro_rules! backend_suite {
@@ -485,6 +645,21 @@ macro_rules! backend_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn expired_keys_stop_replaying_and_are_purged() {
                 super::expired_keys_stop_replaying_and_are_purged::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn one_event_per_new_write_none_per_replay_or_refusal() {
+                super::one_event_per_new_write_none_per_replay_or_refusal::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn events_survive_a_crash_between_commit_and_dispatch() {
+                super::events_survive_a_crash_between_commit_and_dispatch::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_running_dispatcher_delivers_after_the_commit() {
+                super::a_running_dispatcher_delivers_after_the_commit::<$db>().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,7 @@ CREATE TABLE idempotency_keys (
     operation        TEXT    NOT NULL,
     idempotency_key  TEXT    NOT NULL,
     fingerprint      BYTEA   NOT NULL,
-    entity_id        UUID    NOT NULL,
+    entity_id        TEXT    NOT NULL,
     attempt_id       BIGINT  NOT NULL,
     response_status  INTEGER,
     response_headers TEXT,

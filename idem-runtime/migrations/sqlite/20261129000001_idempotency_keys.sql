@@ -6,7 +6,7 @@ CREATE TABLE idempotency_keys (
     operation        TEXT    NOT NULL,
     idempotency_key  TEXT    NOT NULL,
     fingerprint      BLOB    NOT NULL,
-    entity_id        BLOB    NOT NULL,
+    entity_id        TEXT    NOT NULL,
     attempt_id       INTEGER NOT NULL,
     response_status  INTEGER,
     response_headers TEXT,
