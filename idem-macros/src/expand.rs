@@ -58,7 +58,9 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
             quote!(HighRiskMutation),
         ),
     };
-    let route_fn = format_ident!("{}", method.to_ascii_lowercase());
+    // A guarded resource lets other methods on the same path (a GET that lists the records)
+    // reach the routes mounted after it, instead of a 405 from this one.
+    let guard = format_ident!("{}{}", &method[..1], method[1..].to_ascii_lowercase());
     let line = quote_spanned!(name.span()=> ::core::line!());
 
     let mut extractor_types = Vec::new();
@@ -140,7 +142,8 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
                     config.service(
                         #private::actix_web::web::resource(#path)
                             .name(#operation_name)
-                            .route(#private::actix_web::web::#route_fn().to(__idem_serve)),
+                            .guard(#private::actix_web::guard::#guard())
+                            .to(__idem_serve),
                     );
                 }
             }

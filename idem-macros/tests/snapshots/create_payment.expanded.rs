@@ -82,10 +82,8 @@ const _: () = {
                 .service(
                     ::idem_actix::__private::actix_web::web::resource("/payments")
                         .name("createPayment")
-                        .route(
-                            ::idem_actix::__private::actix_web::web::post()
-                                .to(__idem_serve),
-                        ),
+                        .guard(::idem_actix::__private::actix_web::guard::Post())
+                        .to(__idem_serve),
                 );
         }
     }

@@ -1,0 +1,80 @@
+//! AccuBooks' own refusals, as problem+json with AccuBooks' own types: a business conflict is
+//! never mistaken for idem's in-flight `409`.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::ContentType;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// Why AccuBooks refused a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request breaks a business rule or is malformed (`422`).
+    #[error("{0}")]
+    Invalid(String),
+    /// The named record does not exist for this company (`404`).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// The record is not in a state that allows this (`409`).
+    #[error("{0}")]
+    Conflict(String),
+    /// The database failed (`500`); a serialization failure here is retried by idem.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl ApiError {
+    /// A `422` refusal.
+    pub fn invalid(detail: impl Into<String>) -> Self {
+        Self::Invalid(detail.into())
+    }
+
+    /// A `409` refusal.
+    pub fn conflict(detail: impl Into<String>) -> Self {
+        Self::Conflict(detail.into())
+    }
+
+    fn slug(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "business-rule",
+            Self::NotFound(_) => "not-found",
+            Self::Conflict(_) => "state-conflict",
+            Self::Database(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Database(error) = self {
+            tracing::error!(%error, "database failure");
+        }
+        let detail = match self {
+            Self::Database(_) => {
+                "the request failed; retry it with the same Idempotency-Key".to_owned()
+            }
+            other => other.to_string(),
+        };
+        HttpResponse::build(self.status_code())
+            .insert_header(ContentType(
+                "application/problem+json"
+                    .parse()
+                    .expect("a valid media type"),
+            ))
+            .json(json!({
+                "type": format!("https://accubooks.example/problems/{}", self.slug()),
+                "title": self.slug().replace('-', " "),
+                "status": self.status_code().as_u16(),
+                "detail": detail,
+            }))
+    }
+}

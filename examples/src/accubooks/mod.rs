@@ -1,0 +1,121 @@
+//! AccuBooks: a small multi-tenant bookkeeping API whose mutations are exactly-once.
+//!
+//! A company is created with `POST /api/companies`, which returns its API token; every other
+//! call carries `Authorization: Bearer <token>`, and the company comes from the token. The
+//! mutations are protected operations of idem (financial: `createPayment`, `createInvoice`,
+//! `finalizeInvoice`, `executePayroll`, `reconcileLedger`, `importBankTransaction`; high-risk:
+//! `adjustInventory`, `createCustomer`, `createEmployee`, `triggerWorkflow`,
+//! `updateCompanySettings`, `grantUserAccess`, `createInventoryItem`, `createUser`); every kind
+//! of record can be read back with a `GET`. Workflows (sending an invoice, a receipt, a payroll
+//! report) run after the commit, only for new writes, through idem's outbox.
+//!
+//! It runs on a SQLite file or on PostgreSQL, chosen by the database URL, through sqlx's `Any`
+//! driver: one schema and one set of handlers serve both.
+
+mod admin;
+mod auth;
+mod banking;
+pub mod error;
+mod inventory;
+mod money;
+mod payroll;
+mod reads;
+mod sales;
+mod workflows;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use actix_web::web::{self, ServiceConfig};
+use idem_actix::runtime::OutboxDispatcher;
+use idem_actix::{
+    Idempotency, IdempotencyStore, Operation, ProtectedRoutes, StartupError, StoreConfig,
+    StoreError, VerifiedRoutes,
+};
+use sqlx::Any;
+use sqlx::migrate::MigrateError;
+
+pub use workflows::WORKFLOWS;
+
+/// Why AccuBooks could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The database could not be opened, or idem's schema migrated.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// AccuBooks' own schema could not be migrated.
+    #[error("migrating the AccuBooks schema failed: {0}")]
+    Migrate(#[from] MigrateError),
+    /// The protected routes and the registry disagree.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+}
+
+/// An AccuBooks service on one database, ready to mount into an actix-web `App`.
+#[derive(Clone)]
+pub struct AccuBooks {
+    store: IdempotencyStore<Any>,
+    routes: VerifiedRoutes<Any>,
+}
+
+impl AccuBooks {
+    /// Opens the database (`sqlite://accubooks.db`, `postgres://user@host/db`), applies idem's
+    /// migrations and AccuBooks' own, and runs idem's startup check.
+    pub async fn open(database_url: &str, config: StoreConfig) -> Result<Self, OpenError> {
+        let store = IdempotencyStore::<Any>::connect(database_url, config).await?;
+        store.migrate().await?;
+        sqlx::migrate!("./migrations/accubooks")
+            .run(store.pool())
+            .await?;
+        let idem = Idempotency::new(store.clone(), auth::BearerTokens::new(store.pool().clone()));
+        let routes = ProtectedRoutes::new(idem)
+            .financial(sales::create_invoice)
+            .financial(sales::finalize_invoice)
+            .financial(sales::create_payment)
+            .financial(payroll::execute_payroll)
+            .financial(banking::import_bank_transaction)
+            .financial(banking::reconcile_ledger)
+            .high_risk(sales::create_customer)
+            .high_risk(payroll::create_employee)
+            .high_risk(inventory::create_inventory_item)
+            .high_risk(inventory::adjust_inventory)
+            .high_risk(workflows::trigger_workflow)
+            .high_risk(admin::update_company_settings)
+            .high_risk(admin::create_user)
+            .high_risk(admin::grant_user_access)
+            .verify()
+            .await?;
+        Ok(Self { store, routes })
+    }
+
+    /// Mounts the whole API: `App::new().configure(|config| accubooks.configure(config))`.
+    pub fn configure(&self, config: &mut ServiceConfig) {
+        config.app_data(web::Data::new(self.store.pool().clone()));
+        config.route("/api/companies", web::post().to(auth::create_company));
+        self.routes.configure(config);
+        reads::configure(config);
+    }
+
+    /// The dispatcher that runs the workflows the writes started; run it on a task of its own.
+    pub fn workflows(&self) -> OutboxDispatcher<Any> {
+        workflows::dispatcher(self.store.clone())
+    }
+
+    /// The protected operations, in mounting order.
+    pub fn operations(&self) -> impl Iterator<Item = &'static Operation> + '_ {
+        self.routes.operations()
+    }
+
+    /// The idempotency store (its pool reaches AccuBooks' tables too).
+    pub fn store(&self) -> &IdempotencyStore<Any> {
+        &self.store
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+        })
+}

@@ -1,0 +1,239 @@
+//! Customers, invoices and payments.
+
+use actix_web::{HttpResponse, web};
+use idem_actix::{IdempotencyKey, WriteContext, financial_mutation, high_risk_mutation};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::Any;
+use uuid::Uuid;
+
+use crate::accubooks::error::ApiError;
+use crate::accubooks::{money, now_ms, workflows};
+
+/// What `POST /api/customers` takes.
+#[derive(Deserialize)]
+pub struct NewCustomer {
+    name: String,
+    email: Option<String>,
+}
+
+/// Adds a customer.
+#[high_risk_mutation("createCustomer", post = "/api/customers")]
+pub async fn create_customer(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Any>,
+    customer: web::Json<NewCustomer>,
+) -> Result<HttpResponse, ApiError> {
+    let name = customer.name.trim();
+    if name.is_empty() {
+        return Err(ApiError::invalid("a customer needs a name"));
+    }
+    let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
+    sqlx::query(
+        "INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&id)
+    .bind(&company)
+    .bind(name)
+    .bind(customer.email.as_deref())
+    .bind(now_ms())
+    .execute(write.tx())
+    .await?;
+    Ok(HttpResponse::Created().json(json!({ "id": id, "name": name, "email": customer.email })))
+}
+
+/// One line of an invoice.
+#[derive(Deserialize)]
+pub struct NewLine {
+    description: String,
+    quantity: i64,
+    unit_price_cents: i64,
+}
+
+/// What `POST /api/invoices` takes.
+#[derive(Deserialize)]
+pub struct NewInvoice {
+    customer_id: String,
+    currency: String,
+    lines: Vec<NewLine>,
+}
+
+/// Drafts an invoice with its lines; its total is the sum of the lines.
+#[financial_mutation("createInvoice", post = "/api/invoices")]
+pub async fn create_invoice(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Any>,
+    invoice: web::Json<NewInvoice>,
+) -> Result<HttpResponse, ApiError> {
+    let currency = money::currency(&invoice.currency)?;
+    if invoice.lines.is_empty() {
+        return Err(ApiError::invalid("an invoice needs at least one line"));
+    }
+    let (id, company) = (write.entity_id(), write.tenant().to_string());
+    let customer: Option<String> =
+        sqlx::query_scalar("SELECT id FROM customers WHERE id = $1 AND company_id = $2")
+            .bind(&invoice.customer_id)
+            .bind(&company)
+            .fetch_optional(write.tx())
+            .await?;
+    customer.ok_or(ApiError::NotFound("customer"))?;
+
+    let mut total: i64 = 0;
+    let mut lines = Vec::with_capacity(invoice.lines.len());
+    for (position, line) in invoice.lines.iter().enumerate() {
+        if line.quantity <= 0 || line.unit_price_cents < 0 || line.description.trim().is_empty() {
+            return Err(ApiError::invalid(format!(
+                "line {position} needs a description, a positive quantity and a unit price of at least 0 cents"
+            )));
+        }
+        let amount = line
+            .quantity
+            .checked_mul(line.unit_price_cents)
+            .and_then(|amount| total.checked_add(amount).map(|sum| (amount, sum)))
+            .ok_or_else(|| ApiError::invalid("the invoice total overflows"))?;
+        total = amount.1;
+        lines.push((position, line, amount.0));
+    }
+    sqlx::query(
+        "INSERT INTO invoices (id, company_id, customer_id, currency, status, total_cents, paid_cents, created_at_ms)
+         VALUES ($1, $2, $3, $4, 'draft', $5, 0, $6)",
+    )
+    .bind(id.to_string())
+    .bind(&company)
+    .bind(&invoice.customer_id)
+    .bind(currency)
+    .bind(total)
+    .bind(now_ms())
+    .execute(write.tx())
+    .await?;
+    for (position, line, amount) in &lines {
+        // Line ids derive from the invoice's deterministic id, so they are deterministic too.
+        let line_id = Uuid::new_v5(&id, format!("line:{position}").as_bytes());
+        sqlx::query(
+            "INSERT INTO invoice_lines (id, invoice_id, position, description, quantity, unit_price_cents, amount_cents)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(line_id.to_string())
+        .bind(id.to_string())
+        .bind(i64::try_from(*position).unwrap_or(i64::MAX))
+        .bind(line.description.trim())
+        .bind(line.quantity)
+        .bind(line.unit_price_cents)
+        .bind(*amount)
+        .execute(write.tx())
+        .await?;
+    }
+    Ok(HttpResponse::Created().json(json!({
+        "id": id, "customer_id": invoice.customer_id, "currency": currency,
+        "status": "draft", "total_cents": total, "paid_cents": 0, "lines": lines.len(),
+    })))
+}
+
+/// Turns a draft invoice final, so it takes payments, and starts the `send_invoice` workflow.
+#[financial_mutation("finalizeInvoice", post = "/api/invoices/{id}/finalize")]
+pub async fn finalize_invoice(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Any>,
+    invoice_id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let company = write.tenant().to_string();
+    let finalized = sqlx::query(
+        "UPDATE invoices SET status = 'final' WHERE id = $1 AND company_id = $2 AND status = 'draft'",
+    )
+    .bind(invoice_id.as_str())
+    .bind(&company)
+    .execute(write.tx())
+    .await?;
+    if finalized.rows_affected() == 0 {
+        let status = invoice_status(write, &invoice_id, &company).await?;
+        return Err(ApiError::conflict(format!(
+            "invoice {invoice_id} is {status}: only a draft invoice can be finalized"
+        )));
+    }
+    workflows::start(write, workflows::SEND_INVOICE, &invoice_id).await?;
+    Ok(HttpResponse::Ok().json(json!({ "id": invoice_id.as_str(), "status": "final" })))
+}
+
+async fn invoice_status(
+    write: &mut WriteContext<'_, Any>,
+    invoice_id: &str,
+    company: &str,
+) -> Result<String, ApiError> {
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1 AND company_id = $2")
+            .bind(invoice_id)
+            .bind(company)
+            .fetch_optional(write.tx())
+            .await?;
+    status.ok_or(ApiError::NotFound("invoice"))
+}
+
+/// What `POST /api/payments` takes.
+#[derive(Deserialize)]
+pub struct NewPayment {
+    invoice_id: String,
+    amount_cents: i64,
+}
+
+/// Records a payment against a final invoice, never above its open balance. The payment that
+/// settles the invoice marks it paid and starts the `receipt` workflow.
+#[financial_mutation("createPayment", post = "/api/payments")]
+pub async fn create_payment(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Any>,
+    payment: web::Json<NewPayment>,
+) -> Result<HttpResponse, ApiError> {
+    let amount = money::positive("amount_cents", payment.amount_cents)?;
+    let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
+    // One conditional statement: two payments racing for the last open cents cannot both pass.
+    let applied = sqlx::query(
+        "UPDATE invoices
+         SET paid_cents = paid_cents + $1,
+             status = CASE WHEN paid_cents + $1 = total_cents THEN 'paid' ELSE status END
+         WHERE id = $2 AND company_id = $3 AND status = 'final' AND paid_cents + $1 <= total_cents",
+    )
+    .bind(amount)
+    .bind(&payment.invoice_id)
+    .bind(&company)
+    .execute(write.tx())
+    .await?;
+    let (status, currency, total, paid): (String, String, i64, i64) = sqlx::query_as(
+        "SELECT status, currency, total_cents, paid_cents FROM invoices WHERE id = $1 AND company_id = $2",
+    )
+    .bind(&payment.invoice_id)
+    .bind(&company)
+    .fetch_optional(write.tx())
+    .await?
+    .ok_or(ApiError::NotFound("invoice"))?;
+    if applied.rows_affected() == 0 {
+        return Err(match status.as_str() {
+            "draft" => {
+                ApiError::conflict("the invoice is a draft: finalize it before it takes payments")
+            }
+            "paid" => ApiError::conflict("the invoice is already paid"),
+            _ => ApiError::invalid(format!(
+                "the payment of {amount} cents exceeds the open balance of {} cents",
+                total - paid
+            )),
+        });
+    }
+    sqlx::query(
+        "INSERT INTO payments (id, company_id, invoice_id, amount_cents, currency, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(&company)
+    .bind(&payment.invoice_id)
+    .bind(amount)
+    .bind(&currency)
+    .bind(now_ms())
+    .execute(write.tx())
+    .await?;
+    if status == "paid" {
+        workflows::start(write, workflows::RECEIPT, &payment.invoice_id).await?;
+    }
+    Ok(HttpResponse::Created().json(json!({
+        "id": id, "invoice_id": payment.invoice_id, "amount_cents": amount, "currency": currency,
+        "invoice_status": status, "open_balance_cents": total - paid,
+    })))
+}
