@@ -41,8 +41,8 @@ impl<DB: Backend> Clone for Idempotency<DB> {
 }
 
 impl<DB: Backend> Idempotency<DB> {
-    /// Settings with the defaults: replays of `201` answer `200`, a new write's `200 OK`
-    /// answers `201 Created`, and bodies up to 256 KiB.
+    /// Settings with the defaults: replays of `201` answer `200`, a new write by `POST` that the
+    /// handler answered `200 OK` answers `201 Created`, and bodies up to 256 KiB.
     pub fn new(store: IdempotencyStore<DB>, tenants: impl TenantResolver) -> Self {
         Self {
             store,
@@ -59,8 +59,9 @@ impl<DB: Backend> Idempotency<DB> {
         self
     }
 
-    /// Whether a new write that the handler answered `200 OK` answers `201 Created` (the
-    /// default), or keeps the handler's status.
+    /// Whether a new write by `POST` that the handler answered `200 OK` answers
+    /// `201 Created` (the default), or keeps the handler's status. Other methods always keep
+    /// it: a `PUT` that replaces settings created nothing.
     pub fn with_created_status(mut self, created_status: bool) -> Self {
         self.created_status = created_status;
         self

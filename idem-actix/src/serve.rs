@@ -126,18 +126,19 @@ where
         .map_err(|error| error.error_response())?;
 
     let definition = Op::OPERATION;
-    let route = definition.route().expect("an HTTP operation has a route");
+    // The concrete path, not the route template: one key reused for another invoice's
+    // `/api/invoices/{id}/finalize` is another request, refused, never the first one's replay.
     let fingerprint = Fingerprint::of_request(
         definition.name(),
-        route.method,
-        route.path,
+        request.method().as_str(),
+        request.path(),
         request.query_string(),
         &body,
     );
 
     let first_args = Cell::new(Some(args));
     let answer: Rc<RefCell<Option<HttpResponse>>> = Rc::default();
-    let created_status = idem.created_status;
+    let created_status = idem.created_status && request.method() == actix_web::http::Method::POST;
     let outcome: Result<Outcome, WriteError<HandlerFailure>> =
         idem.store
             .execute_local(operation, &tenant, &key, fingerprint, |write| {

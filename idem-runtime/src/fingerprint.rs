@@ -4,7 +4,7 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
-/// SHA-256 over the operation, method, route template, query and body of a request.
+/// SHA-256 over the operation, method, path, query and body of a request.
 ///
 /// Two requests with one idempotency key are the same request exactly when their fingerprints
 /// are equal; otherwise the second is refused as a mismatch. Each part is length-prefixed, so
@@ -26,22 +26,16 @@ pub struct Fingerprint([u8; 32]);
 const DOMAIN: &[u8] = b"idem-fingerprint-v1";
 
 impl Fingerprint {
-    /// The fingerprint of one request. `route` is the route template (`/api/invoices/{id}`),
-    /// not the concrete path; the concrete values reach the fingerprint through the body, query
-    /// or the key's scope.
-    pub fn of_request(
-        operation: &str,
-        method: &str,
-        route: &str,
-        query: &str,
-        body: &[u8],
-    ) -> Self {
+    /// The fingerprint of one request. `path` is the path as requested
+    /// (`/api/invoices/42/finalize`), path parameters included, so one key sent to two
+    /// resources is two different requests.
+    pub fn of_request(operation: &str, method: &str, path: &str, query: &str, body: &[u8]) -> Self {
         let mut hasher = Sha256::new();
         for part in [
             DOMAIN,
             operation.as_bytes(),
             method.as_bytes(),
-            route.as_bytes(),
+            path.as_bytes(),
             query.as_bytes(),
             body,
         ] {

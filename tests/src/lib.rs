@@ -256,9 +256,24 @@ async fn postgres_store(options: PgConnectOptions, config: StoreConfig) -> TestS
     }
 }
 
+/// A `postgres://` URL for a new, empty schema of the database that `DATABASE_URL` names
+/// (its `search_path` set through the URL's `options`), for code that connects by URL.
+pub async fn postgres_test_url() -> String {
+    let (url, _, schema) = create_test_schema().await;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}options=-c%20search_path%3D{schema}")
+}
+
 /// Creates a new schema in the database that `DATABASE_URL` names and returns connect options
-/// whose `search_path` is that schema. Panics, never skips, when the server is unreachable.
+/// whose `search_path` is that schema.
 async fn postgres_test_schema() -> PgConnectOptions {
+    let (_, base, schema) = create_test_schema().await;
+    base.options([("search_path", schema.as_str())])
+}
+
+/// Creates a new schema in the database that `DATABASE_URL` names: the URL, its options and
+/// the schema's name. Panics, never skips, when the server is unreachable.
+async fn create_test_schema() -> (String, PgConnectOptions, String) {
     let url = std::env::var("DATABASE_URL").expect(
         "the PostgreSQL suite was built with DATABASE_URL set, and now it is not: set it to the same postgres:// URL",
     );
@@ -276,5 +291,5 @@ async fn postgres_test_schema() -> PgConnectOptions {
         .await
         .expect("create the test schema");
     admin.close().await;
-    base.options([("search_path", schema.as_str())])
+    (url, base, schema)
 }

@@ -1,0 +1,628 @@
+//! AccuBooks end to end, per operation, over real HTTP, on SQLite and on PostgreSQL: a new
+//! write, its replay (same bytes, the replay header, no second row, no second workflow), the
+//! same key with another request (422), no key (400), a business-rule refusal that leaves the
+//! key free for the corrected request, and tenant isolation.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpServer, web};
+use awc::Client;
+use idem_actix::StoreConfig;
+use idem_examples::accubooks::AccuBooks;
+use serde_json::{Value, json};
+
+/// A running AccuBooks and two companies.
+struct TestApp {
+    base: String,
+    accubooks: AccuBooks,
+    handle: actix_web::dev::ServerHandle,
+    _dir: Option<tempfile::TempDir>,
+    a: Company,
+    b: Company,
+}
+
+struct Company {
+    id: String,
+    token: String,
+}
+
+struct Answer {
+    status: StatusCode,
+    replayed: bool,
+    body: web::Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// One request of a case.
+#[derive(Clone)]
+struct Call {
+    method: &'static str,
+    path: String,
+    body: Value,
+}
+
+fn post(path: impl Into<String>, body: Value) -> Call {
+    Call {
+        method: "POST",
+        path: path.into(),
+        body,
+    }
+}
+
+impl TestApp {
+    async fn start(database_url: String, dir: Option<tempfile::TempDir>) -> Self {
+        let accubooks = AccuBooks::open(&database_url, StoreConfig::default())
+            .await
+            .expect("AccuBooks starts");
+        let app = accubooks.clone();
+        let server = HttpServer::new(move || {
+            let app = app.clone();
+            App::new().configure(move |config| app.configure(config))
+        })
+        .workers(2)
+        .bind(("127.0.0.1", 0))
+        .expect("bind a loopback port");
+        let base = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let a = Self::company(&base, "Company A").await;
+        let b = Self::company(&base, "Company B").await;
+        Self {
+            base,
+            accubooks,
+            handle,
+            _dir: dir,
+            a,
+            b,
+        }
+    }
+
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("accubooks.db").display());
+        Self::start(url, Some(dir)).await
+    }
+
+    #[cfg(postgres_suite)]
+    async fn postgres() -> Self {
+        Self::start(idem_tests::postgres_test_url().await, None).await
+    }
+
+    async fn company(base: &str, name: &str) -> Company {
+        let mut response = Client::default()
+            .post(format!("{base}/api/companies"))
+            .send_json(&json!({ "name": name }))
+            .await
+            .expect("the bootstrap call answers");
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let created: Value = response.json().await.expect("a JSON answer");
+        Company {
+            id: created["company_id"].as_str().unwrap().to_owned(),
+            token: created["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    async fn send(&self, company: &Company, key: Option<&str>, call: &Call) -> Answer {
+        let client = Client::builder().timeout(Duration::from_secs(30)).finish();
+        let mut request = client
+            .request(
+                call.method.parse().unwrap(),
+                format!("{}{}", self.base, call.path),
+            )
+            .insert_header(("authorization", format!("Bearer {}", company.token)));
+        if let Some(key) = key {
+            request = request.insert_header(("idempotency-key", key));
+        }
+        let mut response = request
+            .send_json(&call.body)
+            .await
+            .expect("the server answers");
+        Answer {
+            status: response.status(),
+            replayed: response.headers().get("idempotent-replayed").is_some(),
+            body: response.body().await.expect("a readable body"),
+        }
+    }
+
+    /// Sends a setup call with a fresh key and returns the new record's id.
+    async fn create(&self, company: &Company, call: Call) -> String {
+        let key = format!("setup-{}", fastrand::u64(..));
+        let answer = self.send(company, Some(&key), &call).await;
+        assert!(
+            answer.status.is_success(),
+            "setup {}: {:?}",
+            call.path,
+            answer.body
+        );
+        answer.json()["id"].as_str().expect("an id").to_owned()
+    }
+
+    async fn count(&self, sql: &str, company: &Company) -> i64 {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
+            .bind(&company.id)
+            .fetch_one(self.accubooks.store().pool())
+            .await
+            .unwrap_or_else(|error| panic!("{sql}: {error}"))
+    }
+
+    async fn workflow_runs(&self, company: &Company) -> i64 {
+        let report = self
+            .accubooks
+            .workflows()
+            .dispatch_pending()
+            .await
+            .expect("dispatch");
+        assert_eq!((report.failed, report.unhandled), (0, 0));
+        self.count(
+            "SELECT COUNT(*) FROM workflow_runs WHERE company_id = $1",
+            company,
+        )
+        .await
+    }
+
+    async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}
+
+/// One operation's scenario: the refused request, the corrected one (a new write), another
+/// request for the 422, the rows it writes and the workflows it starts.
+struct Case {
+    refused: Call,
+    refused_status: StatusCode,
+    ok: Call,
+    other: Call,
+    rows: &'static str,
+    workflows: i64,
+}
+
+async fn customer(app: &TestApp) -> String {
+    app.create(&app.a, post("/api/customers", json!({ "name": "Globex" })))
+        .await
+}
+
+async fn invoice(app: &TestApp, customer: &str, cents: i64) -> String {
+    let lines = json!([{ "description": "Consulting", "quantity": 1, "unit_price_cents": cents }]);
+    let body = json!({ "customer_id": customer, "currency": "EUR", "lines": lines });
+    app.create(&app.a, post("/api/invoices", body)).await
+}
+
+async fn final_invoice(app: &TestApp, cents: i64) -> String {
+    let invoice = invoice(app, &customer(app).await, cents).await;
+    app.create(
+        &app.a,
+        post(format!("/api/invoices/{invoice}/finalize"), json!({})),
+    )
+    .await;
+    invoice
+}
+
+async fn bank_transaction(app: &TestApp) -> String {
+    let body = json!({ "amount_cents": 5000, "currency": "EUR", "description": "wire" });
+    app.create(&app.a, post("/api/bank-transactions", body))
+        .await
+}
+
+async fn case(app: &TestApp, operation: &str) -> Case {
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    match operation {
+        "createCustomer" => Case {
+            refused: post("/api/customers", json!({ "name": " " })),
+            refused_status: unprocessable,
+            ok: post("/api/customers", json!({ "name": "Initech" })),
+            other: post("/api/customers", json!({ "name": "Umbrella" })),
+            rows: "SELECT COUNT(*) FROM customers WHERE company_id = $1",
+            workflows: 0,
+        },
+        "createInvoice" => {
+            let customer = customer(app).await;
+            let lines =
+                json!([{ "description": "Audit", "quantity": 3, "unit_price_cents": 1500 }]);
+            Case {
+                refused: post(
+                    "/api/invoices",
+                    json!({ "customer_id": customer, "currency": "EUR", "lines": [] }),
+                ),
+                refused_status: unprocessable,
+                ok: post(
+                    "/api/invoices",
+                    json!({ "customer_id": customer, "currency": "EUR", "lines": lines }),
+                ),
+                other: post(
+                    "/api/invoices",
+                    json!({ "customer_id": customer, "currency": "USD", "lines": lines }),
+                ),
+                rows: "SELECT COUNT(*) FROM invoices WHERE company_id = $1 AND currency = 'EUR' AND total_cents = 4500",
+                workflows: 0,
+            }
+        }
+        "finalizeInvoice" => {
+            let customer = customer(app).await;
+            let already_final = final_invoice(app, 100).await;
+            let draft = invoice(app, &customer, 200).await;
+            let another_draft = invoice(app, &customer, 300).await;
+            Case {
+                refused: post(format!("/api/invoices/{already_final}/finalize"), json!({})),
+                refused_status: StatusCode::CONFLICT,
+                ok: post(format!("/api/invoices/{draft}/finalize"), json!({})),
+                other: post(format!("/api/invoices/{another_draft}/finalize"), json!({})),
+                rows: "SELECT COUNT(*) FROM invoices WHERE company_id = $1 AND status = 'final' AND total_cents = 200",
+                workflows: 1,
+            }
+        }
+        "createPayment" => {
+            let invoice = final_invoice(app, 10_000).await;
+            Case {
+                refused: post(
+                    "/api/payments",
+                    json!({ "invoice_id": invoice, "amount_cents": 10_001 }),
+                ),
+                refused_status: unprocessable,
+                ok: post(
+                    "/api/payments",
+                    json!({ "invoice_id": invoice, "amount_cents": 10_000 }),
+                ),
+                other: post(
+                    "/api/payments",
+                    json!({ "invoice_id": invoice, "amount_cents": 9_999 }),
+                ),
+                rows: "SELECT COUNT(*) FROM payments WHERE company_id = $1",
+                workflows: 1,
+            }
+        }
+        "createEmployee" => Case {
+            refused: post(
+                "/api/employees",
+                json!({ "name": "Ada", "monthly_salary_cents": -1, "currency": "EUR" }),
+            ),
+            refused_status: unprocessable,
+            ok: post(
+                "/api/employees",
+                json!({ "name": "Ada", "monthly_salary_cents": 500_000, "currency": "EUR" }),
+            ),
+            other: post(
+                "/api/employees",
+                json!({ "name": "Ada", "monthly_salary_cents": 600_000, "currency": "EUR" }),
+            ),
+            rows: "SELECT COUNT(*) FROM employees WHERE company_id = $1",
+            workflows: 0,
+        },
+        "executePayroll" => {
+            let employee =
+                json!({ "name": "Grace", "monthly_salary_cents": 400_000, "currency": "EUR" });
+            app.create(&app.a, post("/api/employees", employee)).await;
+            Case {
+                refused: post(
+                    "/api/payroll-runs",
+                    json!({ "period": "2026-13", "currency": "EUR" }),
+                ),
+                refused_status: unprocessable,
+                ok: post(
+                    "/api/payroll-runs",
+                    json!({ "period": "2026-11", "currency": "EUR" }),
+                ),
+                other: post(
+                    "/api/payroll-runs",
+                    json!({ "period": "2026-12", "currency": "EUR" }),
+                ),
+                rows: "SELECT COUNT(*) FROM payroll_runs WHERE company_id = $1",
+                workflows: 1,
+            }
+        }
+        "importBankTransaction" => Case {
+            refused: post(
+                "/api/bank-transactions",
+                json!({ "amount_cents": 0, "currency": "EUR", "description": "x" }),
+            ),
+            refused_status: unprocessable,
+            ok: post(
+                "/api/bank-transactions",
+                json!({ "amount_cents": -2500, "currency": "EUR", "description": "rent" }),
+            ),
+            other: post(
+                "/api/bank-transactions",
+                json!({ "amount_cents": -2600, "currency": "EUR", "description": "rent" }),
+            ),
+            rows: "SELECT COUNT(*) FROM bank_transactions WHERE company_id = $1",
+            workflows: 0,
+        },
+        "reconcileLedger" => {
+            let reconciled = bank_transaction(app).await;
+            app.create(
+                &app.a,
+                post(
+                    format!("/api/bank-transactions/{reconciled}/reconcile"),
+                    json!({}),
+                ),
+            )
+            .await;
+            let open = bank_transaction(app).await;
+            let another = bank_transaction(app).await;
+            Case {
+                refused: post(
+                    format!("/api/bank-transactions/{reconciled}/reconcile"),
+                    json!({}),
+                ),
+                refused_status: StatusCode::CONFLICT,
+                ok: post(
+                    format!("/api/bank-transactions/{open}/reconcile"),
+                    json!({}),
+                ),
+                other: post(
+                    format!("/api/bank-transactions/{another}/reconcile"),
+                    json!({}),
+                ),
+                rows: "SELECT COUNT(*) FROM bank_transactions WHERE company_id = $1 AND status = 'reconciled'",
+                workflows: 0,
+            }
+        }
+        "createInventoryItem" => Case {
+            refused: post("/api/inventory", json!({ "sku": "", "name": "Bolt" })),
+            refused_status: unprocessable,
+            ok: post("/api/inventory", json!({ "sku": "B-1", "name": "Bolt" })),
+            other: post("/api/inventory", json!({ "sku": "B-2", "name": "Bolt" })),
+            rows: "SELECT COUNT(*) FROM inventory_items WHERE company_id = $1",
+            workflows: 0,
+        },
+        "adjustInventory" => {
+            let item = app
+                .create(
+                    &app.a,
+                    post("/api/inventory", json!({ "sku": "N-1", "name": "Nut" })),
+                )
+                .await;
+            let path = format!("/api/inventory/{item}/adjustments");
+            Case {
+                refused: post(&path, json!({ "delta": -5, "reason": "sold" })),
+                refused_status: unprocessable,
+                ok: post(&path, json!({ "delta": 5, "reason": "received" })),
+                other: post(&path, json!({ "delta": 6, "reason": "received" })),
+                rows: "SELECT COUNT(*) FROM inventory_adjustments WHERE company_id = $1",
+                workflows: 0,
+            }
+        }
+        "triggerWorkflow" => Case {
+            refused: post("/api/workflows/launch_rockets/trigger", json!({})),
+            refused_status: unprocessable,
+            ok: post("/api/workflows/month_end_close/trigger", json!({})),
+            other: post("/api/workflows/payroll_report/trigger", json!({})),
+            rows: "SELECT COUNT(*) FROM workflow_requests WHERE company_id = $1",
+            workflows: 1,
+        },
+        "updateCompanySettings" => {
+            let settings = |currency: &str, days: i64| Call {
+                method: "PUT",
+                path: "/api/company/settings".to_owned(),
+                body: json!({ "currency": currency, "invoice_prefix": "INV", "payment_terms_days": days }),
+            };
+            Case {
+                refused: settings("euro", 30),
+                refused_status: unprocessable,
+                ok: settings("EUR", 30),
+                other: settings("EUR", 45),
+                rows: "SELECT COUNT(*) FROM company_settings WHERE company_id = $1 AND payment_terms_days = 30",
+                workflows: 0,
+            }
+        }
+        "createUser" => Case {
+            refused: post("/api/users", json!({ "email": "not-an-address" })),
+            refused_status: unprocessable,
+            ok: post("/api/users", json!({ "email": "ada@example.com" })),
+            other: post("/api/users", json!({ "email": "grace@example.com" })),
+            rows: "SELECT COUNT(*) FROM users WHERE company_id = $1",
+            workflows: 0,
+        },
+        "grantUserAccess" => {
+            let user = app
+                .create(
+                    &app.a,
+                    post("/api/users", json!({ "email": "linus@example.com" })),
+                )
+                .await;
+            Case {
+                refused: post(
+                    "/api/access-grants",
+                    json!({ "user_id": user, "role": "overlord" }),
+                ),
+                refused_status: unprocessable,
+                ok: post(
+                    "/api/access-grants",
+                    json!({ "user_id": user, "role": "admin" }),
+                ),
+                other: post(
+                    "/api/access-grants",
+                    json!({ "user_id": user, "role": "viewer" }),
+                ),
+                rows: "SELECT COUNT(*) FROM access_grants WHERE company_id = $1",
+                workflows: 0,
+            }
+        }
+        other => panic!("no case for {other}"),
+    }
+}
+
+async fn exactly_once(app: TestApp, operation: &str) {
+    let case = case(&app, operation).await;
+    let rows_before = app.count(case.rows, &app.a).await;
+    let workflows_before = app.workflow_runs(&app.a).await;
+    let key = format!("{operation}-key");
+
+    // A business-rule refusal writes nothing and leaves the key free.
+    let refused = app.send(&app.a, Some(&key), &case.refused).await;
+    assert_eq!(
+        refused.status, case.refused_status,
+        "{operation} refused: {:?}",
+        refused.body
+    );
+    assert_eq!(
+        refused.json()["type"]
+            .as_str()
+            .map(|t| t.contains("accubooks.example")),
+        Some(true)
+    );
+    assert_eq!(app.count(case.rows, &app.a).await, rows_before);
+
+    // The corrected request with the same key is a new write.
+    let new = app.send(&app.a, Some(&key), &case.ok).await;
+    assert!(
+        new.status.is_success() && !new.replayed,
+        "{operation} new: {} {:?}",
+        new.status,
+        new.body
+    );
+    assert_eq!(
+        app.count(case.rows, &app.a).await,
+        rows_before + 1,
+        "{operation}: one row"
+    );
+
+    // A retry replays the stored answer byte for byte and writes nothing more.
+    let replay = app.send(&app.a, Some(&key), &case.ok).await;
+    assert!(replay.replayed, "{operation}: the replay is marked");
+    assert_eq!(replay.body, new.body, "{operation}: byte-identical");
+    assert_eq!(
+        app.count(case.rows, &app.a).await,
+        rows_before + 1,
+        "{operation}: no second row"
+    );
+    assert_eq!(
+        app.workflow_runs(&app.a).await,
+        workflows_before + case.workflows,
+        "{operation}: workflows run once, after commit, never for the replay"
+    );
+
+    // The same key with another request is refused.
+    let other = app.send(&app.a, Some(&key), &case.other).await;
+    assert_eq!(
+        other.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{operation}: {:?}",
+        other.body
+    );
+    assert!(
+        other.json()["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("#key-reused")
+    );
+
+    // No key, no write.
+    let keyless = app.send(&app.a, None, &case.ok).await;
+    assert_eq!(keyless.status, StatusCode::BAD_REQUEST);
+    assert!(
+        keyless.json()["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("#key-missing")
+    );
+    assert_eq!(app.count(case.rows, &app.a).await, rows_before + 1);
+
+    // Company B with A's key gets its own write or its own refusal, never A's answer.
+    let b_rows_before = app.count(case.rows, &app.b).await;
+    let b = app.send(&app.b, Some(&key), &case.ok).await;
+    assert!(!b.replayed, "{operation}: B never replays A's answer");
+    if let (Some(a_id), Some(b_id)) = (new.json()["id"].as_str(), b.json()["id"].as_str()) {
+        assert_ne!(a_id, b_id, "{operation}: B's record is its own");
+    }
+    let b_rows = app.count(case.rows, &app.b).await;
+    if b.status.is_success() {
+        assert_eq!(b_rows, b_rows_before + 1, "{operation}: B's own record");
+    } else {
+        // A's records are invisible to B (404), or B lacks what the write needs (422).
+        assert!(b.status.is_client_error(), "{operation}: {}", b.status);
+        assert_ne!(
+            b.body, new.body,
+            "{operation}: B never sees A's stored response"
+        );
+        assert_eq!(b_rows, b_rows_before);
+    }
+    assert_eq!(
+        app.count(case.rows, &app.a).await,
+        rows_before + 1,
+        "{operation}: A untouched"
+    );
+    app.stop().await;
+}
+
+async fn registry_is_complete(app: TestApp) {
+    let mounted: Vec<_> = app.accubooks.operations().map(|op| op.name()).collect();
+    let registered: Vec<_> = idem_actix::registered_operations()
+        .map(|op| op.name())
+        .collect();
+    assert_eq!(mounted.len(), 14);
+    assert_eq!(registered.len(), 14);
+    for name in OPERATIONS {
+        assert!(mounted.contains(&name), "{name} is mounted");
+    }
+    app.stop().await;
+}
+
+const OPERATIONS: [&str; 14] = [
+    "createCustomer",
+    "createInvoice",
+    "finalizeInvoice",
+    "createPayment",
+    "createEmployee",
+    "executePayroll",
+    "importBankTransaction",
+    "reconcileLedger",
+    "createInventoryItem",
+    "adjustInventory",
+    "triggerWorkflow",
+    "updateCompanySettings",
+    "createUser",
+    "grantUserAccess",
+];
+
+macro_rules! per_operation {
+    ($backend:ident: $($test:ident => $operation:literal,)*) => {
+        mod $backend {
+            use super::*;
+
+            $(
+                #[actix_web::test]
+                async fn $test() {
+                    exactly_once(TestApp::$backend().await, $operation).await;
+                }
+            )*
+
+            #[actix_web::test]
+            async fn every_operation_is_registered_and_mounted() {
+                registry_is_complete(TestApp::$backend().await).await;
+            }
+        }
+    };
+}
+
+macro_rules! suite {
+    ($backend:ident) => {
+        per_operation! { $backend:
+            create_customer => "createCustomer",
+            create_invoice => "createInvoice",
+            finalize_invoice => "finalizeInvoice",
+            create_payment => "createPayment",
+            create_employee => "createEmployee",
+            execute_payroll => "executePayroll",
+            import_bank_transaction => "importBankTransaction",
+            reconcile_ledger => "reconcileLedger",
+            create_inventory_item => "createInventoryItem",
+            adjust_inventory => "adjustInventory",
+            trigger_workflow => "triggerWorkflow",
+            update_company_settings => "updateCompanySettings",
+            create_user => "createUser",
+            grant_user_access => "grantUserAccess",
+        }
+    };
+}
+
+suite!(sqlite);
+
+#[cfg(postgres_suite)]
+suite!(postgres);
