@@ -7,6 +7,7 @@
 
 use idem_runtime::{
     Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, StoreConfig, StoredResponse, TenantId,
+    WriteRequest,
 };
 use sqlx::Sqlite;
 
@@ -35,16 +36,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     for attempt in ["first request", "client retry"] {
         let outcome = store
-            .execute(CreatePayment, &tenant, &key, fingerprint, |write| {
-                Box::pin(async move {
-                    sqlx::query("INSERT INTO payments (id, amount_cents) VALUES ($1, 1250)")
-                        .bind(write.entity_id())
-                        .execute(write.tx())
-                        .await?;
-                    let body = format!(r#"{{"payment_id":"{}"}}"#, write.entity_id());
-                    Ok::<_, sqlx::Error>(StoredResponse::new(201, body))
-                })
-            })
+            .execute(
+                CreatePayment,
+                WriteRequest::new(&tenant, &key, fingerprint),
+                |write| {
+                    Box::pin(async move {
+                        sqlx::query("INSERT INTO payments (id, amount_cents) VALUES ($1, 1250)")
+                            .bind(write.entity_id())
+                            .execute(write.tx())
+                            .await?;
+                        let body = format!(r#"{{"payment_id":"{}"}}"#, write.entity_id());
+                        Ok::<_, sqlx::Error>(StoredResponse::new(201, body))
+                    })
+                },
+            )
             .await?;
         match outcome {
             Outcome::New { response, .. } => println!(

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use idem_runtime::{
     Backend, Fingerprint, Outcome, RegisteredOperation, StoreError, WriteContext, WriteError,
+    WriteRequest,
 };
 
 use crate::config::Idempotency;
@@ -136,12 +137,22 @@ where
         &body,
     );
 
+    let user = idem.tenants.0.user(request);
+    let request_id = request_id(request);
+    let mut write_request = WriteRequest::new(&tenant, &key, fingerprint);
+    if let Some(user) = &user {
+        write_request = write_request.with_user(user);
+    }
+    if let Some(request_id) = request_id {
+        write_request = write_request.with_request_id(request_id);
+    }
+
     let first_args = Cell::new(Some(args));
     let answer: Rc<RefCell<Option<HttpResponse>>> = Rc::default();
     let created_status = idem.created_status && request.method() == actix_web::http::Method::POST;
     let outcome: Result<Outcome, WriteError<HandlerFailure>> =
         idem.store
-            .execute_local(operation, &tenant, &key, fingerprint, |write| {
+            .execute_local(operation, write_request, |write| {
                 let (handler, answer, key) = (handler.clone(), answer.clone(), key.clone());
                 let (request, body, args) = (request.clone(), body.clone(), first_args.take());
                 Box::pin(async move {
@@ -199,6 +210,14 @@ where
             ))
         }
     }
+}
+
+/// The `X-Request-Id` the client or a proxy sent, if it is a sane one (visible ASCII, at most
+/// 128 bytes), for the audit log.
+fn request_id(request: &HttpRequest) -> Option<&str> {
+    let id = request.headers().get("x-request-id")?.to_str().ok()?;
+    (!id.is_empty() && id.len() <= 128 && id.bytes().all(|byte| byte.is_ascii_graphic()))
+        .then_some(id)
 }
 
 fn store_detail(error: &StoreError) -> &'static str {

@@ -34,6 +34,13 @@ pub trait TenantResolver: Send + Sync + 'static {
         &'a self,
         request: &'a HttpRequest,
     ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>>;
+
+    /// The user who sent `request`, for the audit log; `None` (the default) when the
+    /// application authenticates tenants, not users.
+    fn user(&self, request: &HttpRequest) -> Option<String> {
+        let _ = request;
+        None
+    }
 }
 
 /// Why a request has no tenant; answered `401` with this sentence as the problem's detail.

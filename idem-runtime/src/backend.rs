@@ -18,7 +18,8 @@ use sqlx::sqlite::{
 use sqlx::{Any, AssertSqlSafe, Pool, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
-use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
+use crate::observe::WriteOutcome;
+use crate::{Fingerprint, IdempotencyKey, Operation, StoreConfig, StoredResponse, TenantId};
 
 /// A database the write protocol runs on: [`Postgres`] or [`Sqlite`].
 ///
@@ -59,6 +60,23 @@ pub struct OutboxRecord<'a> {
     pub entity_id: Uuid,
     pub topic: &'a str,
     pub payload: &'a [u8],
+    pub now_ms: i64,
+}
+
+/// One row of the audit log.
+pub struct AuditRecord<'a> {
+    pub id: Uuid,
+    pub operation: &'static Operation,
+    pub tenant: &'a TenantId,
+    pub user: Option<&'a str>,
+    pub key_hash: &'a str,
+    pub entity_id: Uuid,
+    pub fingerprint: &'a Fingerprint,
+    pub outcome: WriteOutcome,
+    pub status: Option<u16>,
+    pub attempts: u32,
+    pub duration_ms: f64,
+    pub request_id: Option<&'a str>,
     pub now_ms: i64,
 }
 
@@ -115,6 +133,17 @@ LIMIT $1";
 
 const MARK_DELIVERED: &str =
     "UPDATE idem_outbox SET delivered_at_ms = $2 WHERE event_id = $1 AND delivered_at_ms IS NULL";
+
+const APPEND_AUDIT: &str = "\
+INSERT INTO idempotent_write_audit_log
+    (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint, outcome, status,
+     failure, attempts, duration_ms, request_id, created_at_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+const OPEN_AUDIT_MAINTENANCE: &str =
+    "INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES ($1)";
+const PURGE_AUDIT: &str = "DELETE FROM idempotent_write_audit_log WHERE created_at_ms < $1";
+const CLOSE_AUDIT_MAINTENANCE: &str = "DELETE FROM idempotent_write_audit_maintenance";
 
 /// An outbox row as stored: ids as text.
 pub type EventRow = (String, String, String, String, String, Vec<u8>);
@@ -194,6 +223,25 @@ pub(crate) mod sealed {
             expired_at_or_before_ms: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
+        /// Appends an audit row in the write's transaction.
+        fn append_audit(
+            tx: &mut Transaction<'static, Self>,
+            record: &AuditRecord<'_>,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+        /// Appends an audit row on its own, after the write rolled back or was not needed.
+        fn append_audit_after(
+            pool: &Pool<Self>,
+            record: &AuditRecord<'_>,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+        /// Deletes the audit rows created before `horizon_ms`: the one path the log's
+        /// triggers let through.
+        fn purge_audit(
+            pool: &Pool<Self>,
+            horizon_ms: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
         /// The driver's own error, when `error` is one: what a `#[error(transparent)]`
         /// wrapper's `source()` chain can show instead of the [`sqlx::Error`].
         fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError>;
@@ -252,6 +300,29 @@ fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
             body,
         },
     })
+}
+
+/// The audit insert, bound; shared by the in-transaction and the after-the-fact paths.
+macro_rules! audit_query {
+    ($record:expr) => {{
+        let record = $record;
+        sqlx::query(APPEND_AUDIT)
+            .bind(record.id.to_string())
+            .bind(record.operation.name())
+            .bind(record.operation.class().as_str())
+            .bind(record.tenant.as_str())
+            .bind(record.user)
+            .bind(record.key_hash)
+            .bind(record.entity_id.to_string())
+            .bind(record.fingerprint.to_string())
+            .bind(record.outcome.as_str())
+            .bind(record.status.map(i32::from))
+            .bind(record.outcome.failure())
+            .bind(i32::try_from(record.attempts).unwrap_or(i32::MAX))
+            .bind(record.duration_ms)
+            .bind(record.request_id)
+            .bind(record.now_ms)
+    }};
 }
 
 /// The same statements on each backend; only the types differ.
@@ -374,6 +445,38 @@ macro_rules! shared_statements {
                 .execute(pool)
                 .await?;
             Ok(done.rows_affected() == 1)
+        }
+
+        async fn append_audit(
+            tx: &mut Transaction<'static, Self>,
+            record: &AuditRecord<'_>,
+        ) -> Result<(), sqlx::Error> {
+            audit_query!(record).execute(&mut **tx).await.map(drop)
+        }
+
+        async fn append_audit_after(
+            pool: &Pool<Self>,
+            record: &AuditRecord<'_>,
+        ) -> Result<(), sqlx::Error> {
+            audit_query!(record).execute(pool).await.map(drop)
+        }
+
+        async fn purge_audit(pool: &Pool<Self>, horizon_ms: i64) -> Result<u64, sqlx::Error> {
+            let mut tx = pool.begin().await?;
+            sqlx::query(OPEN_AUDIT_MAINTENANCE)
+                .bind(horizon_ms)
+                .execute(&mut *tx)
+                .await?;
+            let purged = sqlx::query(PURGE_AUDIT)
+                .bind(horizon_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(CLOSE_AUDIT_MAINTENANCE)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(purged)
         }
 
         async fn purge_expired(

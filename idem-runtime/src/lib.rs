@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use idem_runtime::{Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, StoreConfig,
-//!                    StoredResponse, TenantId};
+//!                    StoredResponse, TenantId, WriteRequest};
 //! use sqlx::Sqlite;
 //! # idem_runtime::__doc_operation!(CreatePayment, "createPayment");
 //!
@@ -36,7 +36,7 @@
 //!     // `CreatePayment` is the operation that `#[financial_mutation("createPayment", ...)]`
 //!     // registers; the second call is the client's retry.
 //!     let outcome = store
-//!         .execute(CreatePayment, &tenant, &key, fingerprint, |write| {
+//!         .execute(CreatePayment, WriteRequest::new(&tenant, &key, fingerprint), |write| {
 //!             Box::pin(async move {
 //!                 sqlx::query("INSERT INTO payments (id, cents) VALUES ($1, 1250)")
 //!                     .bind(write.entity_id())
@@ -55,32 +55,42 @@
 //! # Ok(()) }
 //! ```
 
+mod attempt;
 mod backend;
 mod config;
+mod context;
 mod entity_id;
 mod error;
 mod fingerprint;
 mod in_flight;
 mod key;
+mod observe;
 mod operation;
 mod outbox;
 mod protocol;
+mod request;
 mod response;
 mod store;
 mod tenant;
 
 pub use backend::{Backend, MIGRATIONS_TABLE};
 pub use config::{RetryPolicy, StoreConfig};
+pub use context::WriteContext;
 pub use entity_id::{ENTITY_ID_NAMESPACE, entity_id};
 pub use error::{StoreError, WriteError};
 pub use fingerprint::Fingerprint;
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
+pub use observe::{
+    METRIC_NAMES, WORKFLOWS_TRIGGERED_TOTAL, WRITE_DURATION_MS, WRITES_FAILED_TOTAL,
+    WRITES_REPLAYED_TOTAL, WRITES_TOTAL, sha256_hex,
+};
 pub use operation::{
     FINANCIAL_MUTATIONS, HIGH_RISK_MUTATIONS, Operation, OperationClass, RegisteredOperation,
     Route, is_operation_name, registered_operations,
 };
 pub use outbox::{DispatchReport, HandlerError, OutboxDispatcher, OutboxEvent};
-pub use protocol::{Outcome, WriteContext};
+pub use protocol::Outcome;
+pub use request::WriteRequest;
 pub use response::StoredResponse;
 pub use store::IdempotencyStore;
 pub use tenant::{MAX_TENANT_ID_LEN, TenantId, TenantIdError};

@@ -92,6 +92,20 @@ impl<DB: Backend> IdempotencyStore<DB> {
         Ok(purged)
     }
 
+    /// Deletes the audit rows older than `age`, and returns how many: the one path that the
+    /// log's triggers let through (they refuse any other UPDATE or DELETE). Logged at WARN,
+    /// since it destroys evidence: archive the rows first if the law asks you to keep them.
+    pub async fn purge_audit_older_than(&self, age: Duration) -> Result<u64, StoreError> {
+        let horizon_ms = now_ms().saturating_sub(millis(age));
+        let purged = DB::purge_audit(&self.pool, horizon_ms).await?;
+        tracing::warn!(
+            purged,
+            horizon_ms,
+            "audit log maintenance: deleted rows older than the horizon"
+        );
+        Ok(purged)
+    }
+
     /// The pool the store writes through.
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool

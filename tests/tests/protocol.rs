@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::{BoxFuture, join_all};
 use idem_runtime::{
     Fingerprint, IdempotencyKey, IdempotencyStore, OutboxDispatcher, Outcome, StoreConfig,
-    StoredResponse, TenantId, WriteContext, WriteError,
+    StoredResponse, TenantId, WriteContext, WriteError, WriteRequest,
 };
 use idem_tests::{TestDb, TestStore};
 use tokio::sync::Notify;
@@ -76,7 +76,11 @@ async fn execute<DB: TestDb>(
     write: Box<Body<DB>>,
 ) -> Result<Outcome, WriteError<PaymentError>> {
     store
-        .execute(CreatePayment, tenant, key, fingerprint(body), write)
+        .execute(
+            CreatePayment,
+            WriteRequest::new(tenant, key, fingerprint(body)),
+            write,
+        )
         .await
 }
 
@@ -385,7 +389,8 @@ async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>() {
         .expect("a second migrate is a no-op");
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        2
+        3,
+        "keys, outbox, audit log: each applied once, in idem's own table"
     );
     assert!(db.store.pending_migrations().await.unwrap().is_empty());
 }
@@ -407,9 +412,7 @@ async fn conflicting_writes_land_once<DB: TestDb>(db: &TestStore<DB>, writes: us
             store
                 .execute(
                     PostLedger,
-                    &tenant("acme"),
-                    &key(&format!("l-{i}")),
-                    fingerprint,
+                    WriteRequest::new(&tenant("acme"), &key(&format!("l-{i}")), fingerprint),
                     post,
                 )
                 .await

@@ -1,4 +1,4 @@
-use idem_actix::runtime::{Fingerprint, IdempotencyKey};
+use idem_actix::runtime::{Fingerprint, IdempotencyKey, WriteRequest};
 use idem_actix::{IdempotencyStore, StoredResponse, TenantId};
 use sqlx::Sqlite;
 
@@ -8,7 +8,7 @@ struct Refund;
 async fn refund(store: IdempotencyStore<Sqlite>, tenant: TenantId, key: IdempotencyKey) {
     let fingerprint = Fingerprint::of_request("refund", "POST", "/refunds", "", b"{}");
     let _ = store
-        .execute(Refund, &tenant, &key, fingerprint, |_write| {
+        .execute(Refund, WriteRequest::new(&tenant, &key, fingerprint), |_write| {
             Box::pin(async { Ok::<_, sqlx::Error>(StoredResponse::new(201, "refunded")) })
         })
         .await;

@@ -1,0 +1,257 @@
+//! One attempt of a write: `BEGIN`, claim the key, run the body, store the response, append
+//! the audit row, `COMMIT`. Any failure rolls back, so the key is free again.
+
+use std::any::Any;
+use std::error::Error as StdError;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
+use sqlx::Transaction;
+use sqlx::error::DatabaseError;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::backend::{AuditRecord, Claim, KeyRecord, KeyScope};
+use crate::context;
+use crate::observe::WriteOutcome;
+use crate::protocol::BodyFuture;
+use crate::store::now_ms;
+use crate::{
+    Backend, Fingerprint, IdempotencyStore, Operation, Outcome, StoreError, WriteContext,
+    WriteError, WriteRequest,
+};
+
+/// What every attempt of one call shares.
+pub(crate) struct Call<'a> {
+    pub(crate) operation: &'static Operation,
+    pub(crate) request: WriteRequest<'a>,
+    pub(crate) scope: KeyScope<'a>,
+    pub(crate) entity_id: Uuid,
+    pub(crate) key_hash: String,
+    pub(crate) started: Instant,
+}
+
+impl Call<'_> {
+    pub(crate) fn audit_record(
+        &self,
+        outcome: WriteOutcome,
+        status: Option<u16>,
+        attempts: u32,
+    ) -> AuditRecord<'_> {
+        AuditRecord {
+            id: Uuid::from_u128(fastrand::u128(..)),
+            operation: self.operation,
+            tenant: self.request.tenant(),
+            user: self.request.user(),
+            key_hash: &self.key_hash,
+            entity_id: self.entity_id,
+            fingerprint: self.request.fingerprint(),
+            outcome,
+            status,
+            attempts,
+            duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
+            request_id: self.request.request_id(),
+            now_ms: now_ms(),
+        }
+    }
+}
+
+/// Why one attempt did not produce an outcome.
+pub(crate) enum AttemptFailure<E> {
+    /// A transient failure: a fresh attempt may succeed.
+    Transient(Transient<E>),
+    /// Final: no further attempt.
+    Final(WriteError<E>),
+}
+
+/// A transient failure, kept to report if it was the last attempt.
+pub(crate) enum Transient<E> {
+    Store(sqlx::Error),
+    Handler(E),
+}
+
+impl<DB: Backend> IdempotencyStore<DB> {
+    pub(crate) async fn attempt<K, F, E>(
+        &self,
+        call: &Call<'_>,
+        attempt: u32,
+        body: &mut F,
+    ) -> Result<Outcome, AttemptFailure<E>>
+    where
+        K: BodyFuture,
+        F: for<'c, 'r> FnMut(&'c mut WriteContext<'r, DB>) -> K::Future<'c, E>,
+        E: StdError + 'static,
+    {
+        let store_failure = |error| self.classify(error);
+        let fingerprint = call.request.fingerprint();
+        let mut tx = DB::begin_write(&self.pool, self.config.lock_timeout())
+            .await
+            .map_err(store_failure)?;
+        let attempt_id = fastrand::i64(..);
+        let claim = Claim {
+            scope: &call.scope,
+            fingerprint,
+            entity_id: call.entity_id,
+            attempt_id,
+            now_ms: now_ms(),
+            expired_at_or_before_ms: self.expired_at_or_before_ms(),
+        };
+        match DB::claim(&mut tx, &claim).await {
+            Ok(true) => {}
+            Ok(false) => {
+                rollback(tx).await;
+                return match self.find_record(&call.scope).await.map_err(store_failure)? {
+                    Some(record) => Ok(replay_or_mismatch(record, fingerprint)),
+                    // The winner's row expired or was purged in between: claim again.
+                    None => Err(AttemptFailure::Transient(Transient::Store(
+                        sqlx::Error::RowNotFound,
+                    ))),
+                };
+            }
+            Err(sqlx::Error::Database(error)) if DB::is_lock_timeout(error.as_ref()) => {
+                rollback(tx).await;
+                return Ok(self.in_flight_outcome());
+            }
+            Err(error) => {
+                rollback(tx).await;
+                return Err(store_failure(error));
+            }
+        }
+
+        let mut context = context::claimed(
+            tx,
+            call.operation,
+            call.scope.tenant,
+            call.scope.key,
+            call.entity_id,
+            attempt,
+        );
+        let result = AssertUnwindSafe(body(&mut context)).catch_unwind().await;
+        let (mut tx, events) = context.finish();
+        let response = match result {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                rollback(tx).await;
+                return Err(if self.is_transient_chain(&error) {
+                    AttemptFailure::Transient(Transient::Handler(error))
+                } else {
+                    AttemptFailure::Final(WriteError::Handler(error))
+                });
+            }
+            Err(panic) => {
+                rollback(tx).await;
+                let message = panic_message(panic.as_ref());
+                tracing::error!(%message, "a write panicked; rolled back");
+                return Err(AttemptFailure::Final(WriteError::Panicked { message }));
+            }
+        };
+
+        let audit = call.audit_record(WriteOutcome::New, Some(response.status), attempt);
+        let stored = match DB::store_response(&mut tx, &call.scope, &response).await {
+            Ok(()) => DB::append_audit(&mut tx, &audit).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = stored {
+            rollback(tx).await;
+            return Err(store_failure(error));
+        }
+        let committed = Outcome::New {
+            response,
+            attempts: attempt,
+            events,
+        };
+        match tx.commit().await {
+            Ok(()) => {
+                if events > 0 {
+                    self.outbox_signal.notify_waiters();
+                }
+                Ok(committed)
+            }
+            Err(error) => {
+                self.settle_ambiguous_commit(call, attempt_id, committed, error)
+                    .await
+            }
+        }
+    }
+
+    /// COMMIT failed: it may or may not have landed. The key's row says which; a row with this
+    /// attempt's id means it did (and `committed` is the answer), so the request is never taken
+    /// for its own duplicate.
+    async fn settle_ambiguous_commit<E>(
+        &self,
+        call: &Call<'_>,
+        attempt_id: i64,
+        committed: Outcome,
+        commit_error: sqlx::Error,
+    ) -> Result<Outcome, AttemptFailure<E>> {
+        match self.find_record(&call.scope).await {
+            Ok(Some(record)) if record.attempt_id == attempt_id => {
+                self.outbox_signal.notify_waiters();
+                Ok(committed)
+            }
+            Ok(Some(record)) => Ok(replay_or_mismatch(record, call.request.fingerprint())),
+            // Nothing committed: the attempt can be made again.
+            Ok(None) => Err(self.classify(commit_error)),
+            Err(_) => Err(AttemptFailure::Final(
+                StoreError::Database(commit_error).into(),
+            )),
+        }
+    }
+
+    fn classify<E>(&self, error: sqlx::Error) -> AttemptFailure<E> {
+        match &error {
+            sqlx::Error::Database(db) if DB::is_transient(db.as_ref()) => {
+                AttemptFailure::Transient(Transient::Store(error))
+            }
+            _ => AttemptFailure::Final(StoreError::Database(error).into()),
+        }
+    }
+
+    /// Whether the body's error was caused by a transient database failure found anywhere in
+    /// its `source()` chain: as a [`sqlx::Error`], as the boxed database error that
+    /// `sqlx::Error` gives as its source (all an `#[error(transparent)]` wrapper exposes), or
+    /// as the driver's own error type.
+    fn is_transient_chain(&self, error: &(dyn StdError + 'static)) -> bool {
+        let mut cause = Some(error);
+        while let Some(error) = cause {
+            let database_error = if let Some(sqlx::Error::Database(db)) = error.downcast_ref() {
+                Some(db.as_ref())
+            } else if let Some(db) = error.downcast_ref::<Box<dyn DatabaseError>>() {
+                Some(db.as_ref())
+            } else {
+                DB::driver_error(error)
+            };
+            if let Some(db) = database_error {
+                return DB::is_transient(db);
+            }
+            cause = error.source();
+        }
+        false
+    }
+}
+
+pub(crate) fn replay_or_mismatch(record: KeyRecord, fingerprint: &Fingerprint) -> Outcome {
+    if record.fingerprint == fingerprint.as_bytes() {
+        Outcome::Replayed {
+            response: record.response,
+        }
+    } else {
+        Outcome::FingerprintMismatch
+    }
+}
+
+/// Rolls back explicitly so the key is free before the answer goes out. If the connection is
+/// gone, the server has rolled back already.
+async fn rollback<DB: Backend>(tx: Transaction<'static, DB>) {
+    if let Err(error) = tx.rollback().await {
+        tracing::warn!(%error, "rollback failed; the database rolls back on disconnect");
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|message| (*message).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}

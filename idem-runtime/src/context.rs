@@ -1,0 +1,109 @@
+//! What the body of a write receives.
+
+use sqlx::Transaction;
+use uuid::Uuid;
+
+use crate::backend::OutboxRecord;
+use crate::store::now_ms;
+use crate::{Backend, IdempotencyKey, Operation, TenantId};
+
+/// What the body of a write receives: its open transaction and the ids of the write.
+///
+/// Only [`IdempotencyStore::execute`](crate::IdempotencyStore::execute) creates one, after the
+/// key is claimed in the same transaction, so a statement run through [`WriteContext::tx`]
+/// commits exactly when the key and the stored response do.
+pub struct WriteContext<'r, DB: Backend> {
+    tx: Transaction<'static, DB>,
+    operation: &'static Operation,
+    tenant: &'r TenantId,
+    key: &'r IdempotencyKey,
+    entity_id: Uuid,
+    attempt: u32,
+    events: u32,
+}
+
+/// The context of an attempt whose key was claimed on `tx`. A free function, not an
+/// associated one, so that the compiler never suggests it to code outside this crate that
+/// tries to build a context by hand.
+pub(crate) fn claimed<'r, DB: Backend>(
+    tx: Transaction<'static, DB>,
+    operation: &'static Operation,
+    tenant: &'r TenantId,
+    key: &'r IdempotencyKey,
+    entity_id: Uuid,
+    attempt: u32,
+) -> WriteContext<'r, DB> {
+    WriteContext {
+        tx,
+        operation,
+        tenant,
+        key,
+        entity_id,
+        attempt,
+        events: 0,
+    }
+}
+
+impl<DB: Backend> WriteContext<'_, DB> {
+    /// The transaction back, and how many events the body recorded.
+    pub(crate) fn finish(self) -> (Transaction<'static, DB>, u32) {
+        (self.tx, self.events)
+    }
+
+    /// Records an event in the write's transaction, for an
+    /// [`OutboxDispatcher`](crate::OutboxDispatcher) to deliver after the commit: at least once,
+    /// only if the write commits, never for a replay. Returns the event's id, UUID v5 of
+    /// `{topic}:{n}` (the write's `n`th event) under the write's entity id, so every attempt
+    /// of one write records the same ids and a handler can dedupe on them.
+    pub async fn record_event(
+        &mut self,
+        topic: &str,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<Uuid, sqlx::Error> {
+        self.events += 1;
+        let name = format!("{topic}:{}", self.events);
+        let event_id = Uuid::new_v5(&self.entity_id, name.as_bytes());
+        let record = OutboxRecord {
+            event_id,
+            tenant: self.tenant,
+            operation: self.operation.name(),
+            entity_id: self.entity_id,
+            topic,
+            payload: payload.as_ref(),
+            now_ms: now_ms(),
+        };
+        DB::record_event(&mut self.tx, &record).await?;
+        Ok(event_id)
+    }
+
+    /// The write's open transaction: run every statement of the write on it.
+    pub fn tx(&mut self) -> &mut DB::Connection {
+        &mut self.tx
+    }
+
+    /// The deterministic id of the entity this write creates (see
+    /// [`entity_id`](crate::entity_id)).
+    pub fn entity_id(&self) -> Uuid {
+        self.entity_id
+    }
+
+    /// The operation being written.
+    pub fn operation(&self) -> &'static Operation {
+        self.operation
+    }
+
+    /// The tenant the write belongs to.
+    pub fn tenant(&self) -> &TenantId {
+        self.tenant
+    }
+
+    /// The write's idempotency key.
+    pub fn key(&self) -> &IdempotencyKey {
+        self.key
+    }
+
+    /// Which attempt this is, from 1; above 1 after a transient failure was retried.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}

@@ -1,0 +1,120 @@
+//! What every write leaves behind for operators: metrics, a tracing span and an audit row.
+//!
+//! The protocol records all three itself, so no handler can forget them. Metrics and spans are
+//! labelled by operation, class and outcome, never by tenant, key or user (unbounded
+//! cardinality, and a key replays a stored response); the span carries the tenant and key only
+//! as hashes, so logs can be joined to the audit log without leaking either.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::Operation;
+
+/// Counter: every write attempt, by `operation`, `class` and `outcome`.
+pub const WRITES_TOTAL: &str = "idempotent_writes_total";
+/// Counter: replayed writes, by `operation` and `class`.
+pub const WRITES_REPLAYED_TOTAL: &str = "idempotent_writes_replayed_total";
+/// Counter: failed writes (handler error, panic, store failure), by `operation`, `class` and
+/// `reason`.
+pub const WRITES_FAILED_TOTAL: &str = "idempotent_writes_failed_total";
+/// Counter: outbox events (workflow triggers) recorded by new writes, by `operation` and `class`.
+pub const WORKFLOWS_TRIGGERED_TOTAL: &str = "idempotent_writes_workflows_triggered_total";
+/// Histogram: the duration of a write in milliseconds, by `operation`, `class` and `outcome`.
+pub const WRITE_DURATION_MS: &str = "idempotent_write_duration_ms";
+
+/// Every metric the protocol records, for dashboards and alert rules to be checked against.
+pub const METRIC_NAMES: [&str; 5] = [
+    WRITES_TOTAL,
+    WRITES_REPLAYED_TOTAL,
+    WRITES_FAILED_TOTAL,
+    WORKFLOWS_TRIGGERED_TOTAL,
+    WRITE_DURATION_MS,
+];
+
+/// How one write ended, as the audit log, the metrics and the span name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The body ran and committed.
+    New,
+    /// The stored response was replayed.
+    Replayed,
+    /// The key was used with another request.
+    Mismatch,
+    /// Nothing committed: the handler refused, panicked, or the store failed.
+    Failed(Failure),
+    /// A twin held the key past the lock timeout.
+    Conflict,
+}
+
+/// Why a write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The handler returned an error.
+    Handler,
+    /// The handler panicked.
+    Panic,
+    /// The store failed.
+    Store,
+}
+
+impl WriteOutcome {
+    /// The outcome's label.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::New => "new",
+            Self::Replayed => "replayed",
+            Self::Mismatch => "mismatch",
+            Self::Failed(_) => "failed",
+            Self::Conflict => "conflict",
+        }
+    }
+
+    /// The failure's label, for a failed write.
+    pub const fn failure(self) -> Option<&'static str> {
+        match self {
+            Self::Failed(Failure::Handler) => Some("handler"),
+            Self::Failed(Failure::Panic) => Some("panic"),
+            Self::Failed(Failure::Store) => Some("store"),
+            _ => None,
+        }
+    }
+}
+
+/// Lower-case hex SHA-256 of `value`: how keys appear in the audit log and in spans.
+pub fn sha256_hex(value: &[u8]) -> String {
+    Sha256::digest(value)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// Records the metrics of one finished write.
+pub(crate) fn record_metrics(
+    operation: &Operation,
+    outcome: WriteOutcome,
+    events: u32,
+    elapsed: Duration,
+) {
+    let (name, class) = (operation.name(), operation.class().as_str());
+    metrics::counter!(WRITES_TOTAL, "operation" => name, "class" => class, "outcome" => outcome.as_str())
+        .increment(1);
+    metrics::histogram!(WRITE_DURATION_MS, "operation" => name, "class" => class, "outcome" => outcome.as_str())
+        .record(elapsed.as_secs_f64() * 1000.0);
+    match outcome {
+        WriteOutcome::Replayed => {
+            metrics::counter!(WRITES_REPLAYED_TOTAL, "operation" => name, "class" => class)
+                .increment(1);
+        }
+        WriteOutcome::Failed(_) => {
+            let reason = outcome.failure().unwrap_or("unknown");
+            metrics::counter!(WRITES_FAILED_TOTAL, "operation" => name, "class" => class, "reason" => reason)
+                .increment(1);
+        }
+        WriteOutcome::New if events > 0 => {
+            metrics::counter!(WORKFLOWS_TRIGGERED_TOTAL, "operation" => name, "class" => class)
+                .increment(u64::from(events));
+        }
+        _ => {}
+    }
+}
