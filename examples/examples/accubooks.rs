@@ -2,7 +2,7 @@
 //!
 //! Serves on `127.0.0.1:8080` from `sqlite://accubooks.db` unless told otherwise
 //! (`--database-url`, or `DATABASE_URL`, takes `sqlite://…` or `postgres://…`). Stops cleanly
-//! on SIGINT or SIGTERM.
+//! on SIGINT or SIGTERM. Prometheus scrapes `GET /metrics`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -61,7 +61,10 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
-    let accubooks = AccuBooks::open(&options.database_url, StoreConfig::default()).await?;
+    let metrics = idem_actix::prometheus::install_recorder()?;
+    let accubooks = AccuBooks::open(&options.database_url, StoreConfig::default())
+        .await?
+        .with_metrics(metrics);
     println!("AccuBooks on {}", redact(&options.database_url));
     println!("{:<24} {:<10} {:<7} path", "operation", "class", "method");
     for operation in accubooks.operations() {

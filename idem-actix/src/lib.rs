@@ -72,6 +72,8 @@ mod config;
 mod gate;
 mod key;
 pub mod problem;
+#[cfg(feature = "prometheus")]
+pub mod prometheus;
 mod replay;
 mod serve;
 mod tenant;

@@ -13,7 +13,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::attempt::{AttemptFailure, Call, Transient, replay_or_mismatch};
-use crate::backend::KeyScope;
+use crate::backend::{AuditRecord, KeyScope};
 use crate::in_flight::{Turn, leader_finished};
 use crate::observe::{Failure, WriteOutcome, record_metrics, sha256_hex};
 use crate::{
@@ -188,7 +188,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         if outcome != WriteOutcome::New {
             // The new write's row committed with it; every other outcome is recorded now.
             let record = call.audit_record(outcome, status, attempts);
-            if let Err(error) = DB::append_audit_after(&self.pool, &record).await {
+            if let Err(error) = self.append_audit_after(&record).await {
                 tracing::warn!(parent: &span, %error, "the audit row could not be written");
             }
         }
@@ -245,6 +245,24 @@ impl<DB: Backend> IdempotencyStore<DB> {
             }
             tracing::debug!(attempt = *attempts, "retrying a transient failure");
             sleep(self.config.retry().backoff(*attempts)).await;
+        }
+    }
+
+    /// Appends the audit row of an outcome that committed nothing, retrying a busy database
+    /// (on SQLite it waits for the writer that a conflict was about) under the retry policy.
+    async fn append_audit_after(&self, record: &AuditRecord<'_>) -> Result<(), sqlx::Error> {
+        let mut attempt = 1;
+        loop {
+            match DB::append_audit_after(&self.pool, record).await {
+                Err(sqlx::Error::Database(error))
+                    if DB::is_transient(error.as_ref())
+                        && attempt < self.config.retry().max_attempts() =>
+                {
+                    sleep(self.config.retry().backoff(attempt)).await;
+                    attempt += 1;
+                }
+                written => return written,
+            }
         }
     }
 

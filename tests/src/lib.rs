@@ -65,6 +65,12 @@ pub trait TestDb: Backend + Sized {
         amount: i64,
     ) -> BoxFuture<'c, Result<i64, sqlx::Error>>;
 
+    /// Runs one statement and returns the rows it affected, or the database's refusal.
+    fn execute<'a>(
+        pool: &'a Pool<Self>,
+        sql: &'static str,
+    ) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+
     /// Runs a `SELECT COUNT(*) ...` (or any single-integer query) bound to `args`.
     fn count<'a>(
         pool: &'a Pool<Self>,
@@ -151,6 +157,18 @@ macro_rules! business_statements {
                     .execute(&mut *conn)
                     .await?;
                 Ok(balance + amount)
+            })
+        }
+
+        fn execute<'a>(
+            pool: &'a Pool<Self>,
+            sql: &'static str,
+        ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+            Box::pin(async move {
+                sqlx::query(sql)
+                    .execute(pool)
+                    .await
+                    .map(|done| done.rows_affected())
             })
         }
 

@@ -597,6 +597,77 @@ async fn a_running_dispatcher_delivers_after_the_commit<DB: TestDb>() {
     assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
 }
 
+const AUDIT: &str = "SELECT COUNT(*) FROM idempotent_write_audit_log";
+
+/// The database itself refuses to change or remove audit rows; only the logged maintenance
+/// path removes rows past its horizon.
+async fn the_audit_log_is_append_only<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let (t, k) = (tenant("acme"), key("k-audit"));
+    for _ in 0..2 {
+        execute(&db.store, &t, &k, "{}", pay::<DB>(1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        db.count(AUDIT, &[]).await,
+        2,
+        "the new write and its replay"
+    );
+
+    let update = DB::execute(
+        db.store.pool(),
+        "UPDATE idempotent_write_audit_log SET outcome = 'new'",
+    )
+    .await;
+    let delete = DB::execute(db.store.pool(), "DELETE FROM idempotent_write_audit_log").await;
+    for refused in [update, delete] {
+        let error = refused.expect_err("the database refuses");
+        assert!(error.to_string().contains("append-only"), "{error}");
+    }
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE outcome = 'replayed'",
+            &[]
+        )
+        .await,
+        1
+    );
+
+    assert_eq!(
+        db.store
+            .purge_audit_older_than(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        db.store
+            .purge_audit_older_than(Duration::ZERO)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(db.count(AUDIT, &[]).await, 0);
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idempotent_write_audit_maintenance",
+            &[]
+        )
+        .await,
+        0,
+        "the maintenance horizon closes with its transaction"
+    );
+    let after = DB::execute(db.store.pool(), "DELETE FROM idempotent_write_audit_log").await;
+    assert!(after.is_ok(), "an empty log deletes nothing");
+    assert_eq!(
+        db.count(PAYMENTS, &[]).await,
+        1,
+        "audit maintenance never touches business rows"
+    );
+}
+
 macro_rules! backend_suite {
     ($backend:ident: $db:ty) => {
         mod $backend {
@@ -663,6 +734,11 @@ macro_rules! backend_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn a_running_dispatcher_delivers_after_the_commit() {
                 super::a_running_dispatcher_delivers_after_the_commit::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn the_audit_log_is_append_only() {
+                super::the_audit_log_is_append_only::<$db>().await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

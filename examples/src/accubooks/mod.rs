@@ -26,6 +26,7 @@ mod workflows;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::web::{self, ServiceConfig};
+use idem_actix::prometheus::{PrometheusHandle, metrics_service};
 use idem_actix::runtime::OutboxDispatcher;
 use idem_actix::{
     Idempotency, IdempotencyStore, Operation, ProtectedRoutes, StartupError, StoreConfig,
@@ -55,6 +56,7 @@ pub enum OpenError {
 pub struct AccuBooks {
     store: IdempotencyStore<Any>,
     routes: VerifiedRoutes<Any>,
+    metrics: Option<PrometheusHandle>,
 }
 
 impl AccuBooks {
@@ -84,7 +86,18 @@ impl AccuBooks {
             .high_risk(admin::grant_user_access)
             .verify()
             .await?;
-        Ok(Self { store, routes })
+        Ok(Self {
+            store,
+            routes,
+            metrics: None,
+        })
+    }
+
+    /// Serves `GET /metrics` from this Prometheus recorder
+    /// ([`install_recorder`](idem_actix::prometheus::install_recorder)).
+    pub fn with_metrics(mut self, metrics: PrometheusHandle) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Mounts the whole API: `App::new().configure(|config| accubooks.configure(config))`.
@@ -93,6 +106,9 @@ impl AccuBooks {
         config.route("/api/companies", web::post().to(auth::create_company));
         self.routes.configure(config);
         reads::configure(config);
+        if let Some(metrics) = &self.metrics {
+            config.service(metrics_service(metrics.clone()));
+        }
     }
 
     /// The dispatcher that runs the workflows the writes started; run it on a task of its own.
