@@ -11,13 +11,10 @@ use idem_runtime::{
 };
 use sqlx::Sqlite;
 
-// What `#[financial_mutation("createPayment", ...)]` registers for a handler.
-idem_runtime::__register_operation!(
-    CreatePayment,
-    "createPayment",
-    FINANCIAL_MUTATIONS,
-    Financial
-);
+idem_runtime::operation! {
+    /// Records a payment. An HTTP handler declares this with `#[financial_mutation]`.
+    financial CreatePayment = "createPayment";
+}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -84,6 +84,7 @@ pub use gate::{
     VerifiedRoutes,
 };
 pub use idem_macros::{financial_mutation, high_risk_mutation};
+pub use idem_runtime::operation;
 pub use idem_runtime::{
     Backend, ENTITY_ID_NAMESPACE, FINANCIAL_MUTATIONS, Fingerprint, HIGH_RISK_MUTATIONS,
     IdempotencyStore, Operation, OperationClass, Outcome, RegisteredOperation, RetryPolicy, Route,

@@ -581,6 +581,39 @@ const OPERATIONS: [&str; 14] = [
     "grantUserAccess",
 ];
 
+/// The registry, rendered one operation per line: adding, removing or reclassifying a
+/// protected operation changes `examples/accubooks-operations.txt` in the same commit, where a
+/// reviewer sees it.
+#[test]
+fn the_registry_matches_its_reviewed_snapshot() {
+    let mut lines: Vec<String> = idem_actix::registered_operations()
+        .map(|op| {
+            let route = op.route().map_or("(no route)".to_owned(), |r| {
+                format!("{} {}", r.method, r.path)
+            });
+            format!("{:<10} {:<22} {route}", op.class(), op.name())
+        })
+        .collect();
+    lines.sort();
+    let rendered = lines.join("\n") + "\n";
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/accubooks-operations.txt"
+    );
+    if std::env::var_os("IDEM_BLESS").is_some() {
+        std::fs::write(path, &rendered).expect("write the snapshot");
+    }
+    let snapshot = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        rendered == snapshot,
+        "the registry of protected operations changed.\n\
+         If the change is intended, review it and update the snapshot with\n\
+         \n    IDEM_BLESS=1 cargo test -p idem-tests --test accubooks the_registry_matches_its_reviewed_snapshot\n\n\
+         and commit examples/accubooks-operations.txt with the change.\n\
+         registry now:\n{rendered}\nsnapshot:\n{snapshot}"
+    );
+}
+
 macro_rules! per_operation {
     ($backend:ident: $($test:ident => $operation:literal,)*) => {
         mod $backend {

@@ -23,7 +23,10 @@ fn metric_names(text: &str) -> Vec<String> {
         let name = &tail[..end];
         let base = ["_bucket", "_sum", "_count"]
             .iter()
-            .find_map(|suffix| name.strip_suffix(suffix).filter(|base| *base == WRITE_DURATION_MS))
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|base| *base == WRITE_DURATION_MS)
+            })
             .unwrap_or(name);
         names.push(base.to_owned());
         rest = &tail[end..];
@@ -53,12 +56,20 @@ fn label_names(expr: &str) -> Vec<String> {
 }
 
 fn dashboard_queries() -> Vec<String> {
-    let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
-    let panels = dashboard["panels"].as_array().expect("the dashboard has panels");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+    let panels = dashboard["panels"]
+        .as_array()
+        .expect("the dashboard has panels");
     panels
         .iter()
         .flat_map(|panel| panel["targets"].as_array().cloned().unwrap_or_default())
-        .map(|target| target["expr"].as_str().expect("a target has an expr").to_owned())
+        .map(|target| {
+            target["expr"]
+                .as_str()
+                .expect("a target has an expr")
+                .to_owned()
+        })
         .collect()
 }
 
@@ -70,15 +81,24 @@ fn the_dashboard_queries_only_metrics_the_code_records() {
         let names = metric_names(query);
         assert!(!names.is_empty(), "{query} queries no idem metric");
         for name in names {
-            assert!(METRIC_NAMES.contains(&name.as_str()), "{query}: `{name}` is not recorded");
+            assert!(
+                METRIC_NAMES.contains(&name.as_str()),
+                "{query}: `{name}` is not recorded"
+            );
         }
         for label in label_names(query) {
-            assert!(LABELS.contains(&label.as_str()), "{query}: label `{label}` is not recorded");
+            assert!(
+                LABELS.contains(&label.as_str()),
+                "{query}: label `{label}` is not recorded"
+            );
         }
     }
     let all = queries.join("\n");
     for name in METRIC_NAMES {
-        assert!(all.contains(name), "the dashboard shows no panel of `{name}`");
+        assert!(
+            all.contains(name),
+            "the dashboard shows no panel of `{name}`"
+        );
     }
 }
 
@@ -87,7 +107,10 @@ fn the_alert_rules_query_only_metrics_the_code_records() {
     let names = metric_names(ALERTS);
     assert!(!names.is_empty());
     for name in names {
-        assert!(METRIC_NAMES.contains(&name.as_str()), "alert rules: `{name}` is not recorded");
+        assert!(
+            METRIC_NAMES.contains(&name.as_str()),
+            "alert rules: `{name}` is not recorded"
+        );
     }
     for alert in [
         "IdempotentWriteFailureRateHigh",
@@ -95,14 +118,19 @@ fn the_alert_rules_query_only_metrics_the_code_records() {
         "IdempotencyKeyMismatchSpike",
         "IdempotentWriteLatencyP95High",
     ] {
-        assert!(ALERTS.contains(&format!("alert: {alert}")), "{alert} is missing");
+        assert!(
+            ALERTS.contains(&format!("alert: {alert}")),
+            "{alert} is missing"
+        );
     }
 }
 
 #[test]
 fn the_metric_scanner_sees_names_and_labels() {
     assert_eq!(
-        metric_names("rate(idempotent_write_duration_ms_bucket{a=\"b\"}[5m]) / idempotent_writes_total"),
+        metric_names(
+            "rate(idempotent_write_duration_ms_bucket{a=\"b\"}[5m]) / idempotent_writes_total"
+        ),
         ["idempotent_write_duration_ms", "idempotent_writes_total"]
     );
     assert_eq!(

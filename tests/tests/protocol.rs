@@ -16,13 +16,14 @@ use idem_runtime::{
 use idem_tests::{TestDb, TestStore};
 use tokio::sync::Notify;
 
-idem_runtime::__register_operation!(
-    CreatePayment,
-    "createPayment",
-    FINANCIAL_MUTATIONS,
-    Financial
-);
-idem_runtime::__register_operation!(PostLedger, "postLedger", FINANCIAL_MUTATIONS, Financial);
+idem_runtime::operation! {
+    /// A payment, written by the scenarios below as a job would.
+    financial CreatePayment = "createPayment";
+}
+idem_runtime::operation! {
+    /// A ledger posting whose body reads a balance and appends to it.
+    financial PostLedger = "postLedger";
+}
 
 const PAYMENTS: &str = "SELECT COUNT(*) FROM payments";
 const PAYMENTS_OF: &str = "SELECT COUNT(*) FROM payments WHERE tenant_id = $1";
