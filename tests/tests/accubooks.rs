@@ -551,6 +551,136 @@ async fn exactly_once(app: TestApp, operation: &str) {
     app.stop().await;
 }
 
+/// 500 concurrent requests with one key: one record, one workflow run where the operation
+/// starts one, and 500 answers with byte-identical bodies.
+async fn burst_of_500_writes_once(app: TestApp, operation: &str) {
+    let case = case(&app, operation).await;
+    let rows_before = app.count(case.rows, &app.a).await;
+    let workflows_before = app.workflow_runs(&app.a).await;
+    let key = format!("{operation}-burst");
+    let answers =
+        futures_util::future::join_all((0..500).map(|_| app.send(&app.a, Some(&key), &case.ok)))
+            .await;
+    let first = answers
+        .iter()
+        .find(|answer| !answer.replayed)
+        .expect("one answer is the write");
+    assert!(
+        first.status.is_success(),
+        "{operation}: {} {:?}",
+        first.status,
+        first.body
+    );
+    assert_eq!(
+        answers.iter().filter(|answer| !answer.replayed).count(),
+        1,
+        "{operation}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|answer| answer.status.is_success() && answer.body == first.body),
+        "{operation}: 500 byte-identical bodies"
+    );
+    assert_eq!(
+        app.count(case.rows, &app.a).await,
+        rows_before + 1,
+        "{operation}: one record"
+    );
+    assert_eq!(
+        app.workflow_runs(&app.a).await,
+        workflows_before + case.workflows,
+        "{operation}: one workflow at most"
+    );
+    app.stop().await;
+}
+
+/// The operations a fresh company can call without setting anything up first, with the table
+/// each writes to.
+const STANDALONE: [(&str, &str); 5] = [
+    ("/api/customers", "customers"),
+    ("/api/employees", "employees"),
+    ("/api/bank-transactions", "bank_transactions"),
+    ("/api/inventory", "inventory_items"),
+    ("/api/users", "users"),
+];
+
+fn standalone_body(operation: usize, n: usize) -> Value {
+    match operation {
+        0 => json!({ "name": format!("Customer {n}") }),
+        1 => {
+            json!({ "name": format!("Employee {n}"), "monthly_salary_cents": 300_000, "currency": "EUR" })
+        }
+        2 => {
+            json!({ "amount_cents": 100 + n as i64, "currency": "EUR", "description": format!("wire {n}") })
+        }
+        3 => json!({ "sku": format!("SKU-{n}"), "name": "Widget" }),
+        _ => json!({ "email": format!("user{n}@example.com") }),
+    }
+}
+
+/// 50 companies × 10 keys × 10 retries of each, all at once, across five operations: exactly
+/// 500 records, 10 per company, and every company reads back only its own.
+async fn fifty_tenants_ten_keys_ten_retries(app: TestApp) {
+    let mut companies = Vec::new();
+    for n in 0..50 {
+        companies.push(TestApp::company(&app.base, &format!("Tenant {n}")).await);
+    }
+    let calls: Vec<(usize, String, Call)> = (0..50)
+        .flat_map(|tenant| (0..10).map(move |key| (tenant, key)))
+        .flat_map(|(tenant, key)| {
+            let operation = key % STANDALONE.len();
+            let call = post(STANDALONE[operation].0, standalone_body(operation, key));
+            (0..10).map(move |_| (tenant, format!("mixed-{key}"), call.clone()))
+        })
+        .collect();
+    let answers = futures_util::future::join_all(
+        calls
+            .iter()
+            .map(|(tenant, key, call)| app.send(&companies[*tenant], Some(key), call)),
+    )
+    .await;
+    assert!(
+        answers.iter().all(|answer| answer.status.is_success()),
+        "every retry answers success"
+    );
+    assert_eq!(
+        answers.iter().filter(|answer| !answer.replayed).count(),
+        500,
+        "500 new writes"
+    );
+
+    let mut total = 0;
+    for company in &companies {
+        let mut own = 0;
+        for (path, table) in STANDALONE {
+            let sql = format!("SELECT COUNT(*) FROM {table} WHERE company_id = $1");
+            let rows = app.count(&sql, company).await;
+            let listed = app
+                .send(
+                    company,
+                    None,
+                    &Call {
+                        method: "GET",
+                        path: path.to_owned(),
+                        body: Value::Null,
+                    },
+                )
+                .await;
+            let listed = listed.json().as_array().map_or(usize::MAX, Vec::len);
+            assert_eq!(
+                listed as i64, rows,
+                "{path}: a company reads exactly its own rows"
+            );
+            own += rows;
+        }
+        assert_eq!(own, 10, "10 records per company");
+        total += own;
+    }
+    assert_eq!(total, 500);
+    app.stop().await;
+}
+
 async fn registry_is_complete(app: TestApp) {
     let mounted: Vec<_> = app.accubooks.operations().map(|op| op.name()).collect();
     let registered: Vec<_> = idem_actix::registered_operations()
@@ -620,11 +750,25 @@ macro_rules! per_operation {
             use super::*;
 
             $(
-                #[actix_web::test]
-                async fn $test() {
-                    exactly_once(TestApp::$backend().await, $operation).await;
+                mod $test {
+                    use super::*;
+
+                    #[actix_web::test]
+                    async fn exactly_once() {
+                        super::super::exactly_once(TestApp::$backend().await, $operation).await;
+                    }
+
+                    #[actix_web::test]
+                    async fn burst_of_500_writes_once() {
+                        super::super::burst_of_500_writes_once(TestApp::$backend().await, $operation).await;
+                    }
                 }
             )*
+
+            #[actix_web::test]
+            async fn fifty_tenants_ten_keys_ten_retries() {
+                super::fifty_tenants_ten_keys_ten_retries(TestApp::$backend().await).await;
+            }
 
             #[actix_web::test]
             async fn every_operation_is_registered_and_mounted() {
