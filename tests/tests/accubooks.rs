@@ -681,6 +681,306 @@ async fn fifty_tenants_ten_keys_ten_retries(app: TestApp) {
     app.stop().await;
 }
 
+/// Sends raw bytes, so headers that no well-behaved client would build get through, and
+/// returns the answer's status code.
+async fn raw_status(app: &TestApp, request: Vec<u8>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream.write_all(&request).await.expect("send");
+    let mut head = vec![0; 12];
+    stream.read_exact(&mut head).await.expect("an answer");
+    let status = std::str::from_utf8(&head[9..12]).expect("a status line");
+    status.parse().expect("a status code")
+}
+
+fn raw_post(path: &str, token: &str, keys: &[&[u8]], content_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !token.is_empty() {
+        request.extend_from_slice(format!("authorization: {token}\r\n").as_bytes());
+    }
+    for key in keys {
+        request.extend_from_slice(b"idempotency-key: ");
+        request.extend_from_slice(key);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(body);
+    request
+}
+
+/// Hostile keys, bodies, tenants and paths: each gets a 4xx, nothing is written, and the server
+/// keeps serving.
+async fn hostile_input_is_refused_and_writes_nothing(app: TestApp) {
+    let invoice = final_invoice(&app, 10_000).await;
+    let b_item = app
+        .create(
+            &app.b,
+            post("/api/inventory", json!({ "sku": "B-ITEM", "name": "Bolt" })),
+        )
+        .await;
+    let (a, b) = (
+        format!("Bearer {}", app.a.token),
+        format!("Bearer {}", app.b.token),
+    );
+    let payment = |cents: i64| {
+        json!({ "invoice_id": invoice, "amount_cents": cents })
+            .to_string()
+            .into_bytes()
+    };
+    let json_type = "application/json";
+    let long_key = vec![b'k'; 256];
+    let quoted_long_key = [b"\"".as_slice(), &[b'k'; 300], b"\""].concat();
+    let huge = [
+        b"{\"invoice_id\":\"".as_slice(),
+        &vec![b'x'; 1 << 20],
+        b"\",\"amount_cents\":1}",
+    ]
+    .concat();
+    let long_path = format!("/api/invoices/{}/finalize", "9".repeat(10_000));
+
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "empty key",
+            raw_post("/api/payments", &a, &[b""], json_type, &payment(100)),
+        ),
+        (
+            "empty quoted key",
+            raw_post("/api/payments", &a, &[b"\"\""], json_type, &payment(100)),
+        ),
+        (
+            "256-byte key",
+            raw_post("/api/payments", &a, &[&long_key], json_type, &payment(100)),
+        ),
+        (
+            "300-byte quoted key",
+            raw_post(
+                "/api/payments",
+                &a,
+                &[&quoted_long_key],
+                json_type,
+                &payment(100),
+            ),
+        ),
+        (
+            "control character in key",
+            raw_post("/api/payments", &a, &[b"k\x01ey"], json_type, &payment(100)),
+        ),
+        (
+            "DEL in key",
+            raw_post("/api/payments", &a, &[b"k\x7fey"], json_type, &payment(100)),
+        ),
+        (
+            "non-ASCII key",
+            raw_post(
+                "/api/payments",
+                &a,
+                &["ключ".as_bytes()],
+                json_type,
+                &payment(100),
+            ),
+        ),
+        (
+            "tab in quoted key",
+            raw_post(
+                "/api/payments",
+                &a,
+                &[b"\"a\tb\""],
+                json_type,
+                &payment(100),
+            ),
+        ),
+        (
+            "SQL with spaces as key",
+            raw_post(
+                "/api/payments",
+                &a,
+                &[b"'; DROP TABLE payments; --"],
+                json_type,
+                &payment(100),
+            ),
+        ),
+        (
+            "unterminated quote",
+            raw_post("/api/payments", &a, &[b"\"abc"], json_type, &payment(100)),
+        ),
+        (
+            "three key headers",
+            raw_post(
+                "/api/payments",
+                &a,
+                &[b"k1", b"k2", b"k3"],
+                json_type,
+                &payment(100),
+            ),
+        ),
+        (
+            "malformed JSON",
+            raw_post(
+                "/api/payments",
+                &a,
+                &[b"h-1"],
+                json_type,
+                b"{\"amount_cents\":",
+            ),
+        ),
+        (
+            "1 MiB body",
+            raw_post("/api/payments", &a, &[b"h-2"], json_type, &huge),
+        ),
+        (
+            "wrong types",
+            raw_post(
+                "/api/payments",
+                &a,
+                &[b"h-3"],
+                json_type,
+                br#"{"invoice_id":5,"amount_cents":"ten"}"#,
+            ),
+        ),
+        (
+            "negative money",
+            raw_post("/api/payments", &a, &[b"h-4"], json_type, &payment(-500)),
+        ),
+        (
+            "zero money",
+            raw_post("/api/payments", &a, &[b"h-5"], json_type, &payment(0)),
+        ),
+        (
+            "money past i64",
+            raw_post(
+                "/api/payments",
+                &a,
+                &[b"h-6"],
+                json_type,
+                br#"{"invoice_id":"x","amount_cents":9223372036854775808}"#,
+            ),
+        ),
+        (
+            "not JSON at all",
+            raw_post("/api/payments", &a, &[b"h-7"], "text/plain", b"pay me"),
+        ),
+        (
+            "no tenant",
+            raw_post("/api/payments", "", &[b"h-8"], json_type, &payment(100)),
+        ),
+        (
+            "forged token",
+            raw_post(
+                "/api/payments",
+                "Bearer ab_forged",
+                &[b"h-9"],
+                json_type,
+                &payment(100),
+            ),
+        ),
+        (
+            "basic auth",
+            raw_post(
+                "/api/payments",
+                "Basic YWRtaW46YWRtaW4=",
+                &[b"h-10"],
+                json_type,
+                &payment(100),
+            ),
+        ),
+        (
+            "another company's invoice",
+            raw_post("/api/payments", &b, &[b"h-11"], json_type, &payment(100)),
+        ),
+        (
+            "another company's item",
+            raw_post(
+                &format!("/api/inventory/{b_item}/adjustments"),
+                &a,
+                &[b"h-12"],
+                json_type,
+                br#"{"delta":5,"reason":"x"}"#,
+            ),
+        ),
+        (
+            "unknown invoice",
+            raw_post(
+                "/api/invoices/00000000-0000-0000-0000-000000000000/finalize",
+                &a,
+                &[b"h-13"],
+                json_type,
+                b"{}",
+            ),
+        ),
+        (
+            "traversal in path",
+            raw_post(
+                "/api/invoices/..%2F..%2Fetc%2Fpasswd/finalize",
+                &a,
+                &[b"h-14"],
+                json_type,
+                b"{}",
+            ),
+        ),
+        (
+            "10 KB path segment",
+            raw_post(&long_path, &a, &[b"h-15"], json_type, b"{}"),
+        ),
+    ];
+    let written = "SELECT (SELECT COUNT(*) FROM payments WHERE company_id = $1)
+                        + (SELECT COUNT(*) FROM inventory_adjustments WHERE company_id = $1)
+                        + (SELECT COUNT(*) FROM idempotency_keys WHERE tenant_id = $1)";
+    let (a_before, b_before) = (
+        app.count(written, &app.a).await,
+        app.count(written, &app.b).await,
+    );
+    for (name, request) in cases {
+        let status = raw_status(&app, request).await;
+        assert!((400..500).contains(&status), "{name}: answered {status}");
+    }
+    assert_eq!(
+        app.count(written, &app.a).await,
+        a_before,
+        "nothing written for A"
+    );
+    assert_eq!(
+        app.count(written, &app.b).await,
+        b_before,
+        "nothing written for B"
+    );
+
+    // A key made of SQL is just a key: one payment, and every table still there.
+    let injected = raw_post(
+        "/api/payments",
+        &a,
+        &[b"';DROP_TABLE_payments;--"],
+        json_type,
+        &payment(100),
+    );
+    assert_eq!(raw_status(&app, injected).await, 201);
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM payments WHERE company_id = $1",
+            &app.a
+        )
+        .await,
+        1
+    );
+
+    // And the server keeps serving.
+    let healthy = app
+        .send(
+            &app.a,
+            Some("after-the-storm"),
+            &post("/api/customers", json!({ "name": "Still here" })),
+        )
+        .await;
+    assert_eq!(healthy.status, StatusCode::CREATED);
+    app.stop().await;
+}
+
 async fn registry_is_complete(app: TestApp) {
     let mounted: Vec<_> = app.accubooks.operations().map(|op| op.name()).collect();
     let registered: Vec<_> = idem_actix::registered_operations()
@@ -768,6 +1068,11 @@ macro_rules! per_operation {
             #[actix_web::test]
             async fn fifty_tenants_ten_keys_ten_retries() {
                 super::fifty_tenants_ten_keys_ten_retries(TestApp::$backend().await).await;
+            }
+
+            #[actix_web::test]
+            async fn hostile_input_is_refused_and_writes_nothing() {
+                super::hostile_input_is_refused_and_writes_nothing(TestApp::$backend().await).await;
             }
 
             #[actix_web::test]
