@@ -284,7 +284,7 @@ pub async fn postgres_test_url() -> String {
 
 /// Creates a new schema in the database that `DATABASE_URL` names and returns connect options
 /// whose `search_path` is that schema.
-async fn postgres_test_schema() -> PgConnectOptions {
+pub async fn postgres_test_schema() -> PgConnectOptions {
     let (_, base, schema) = create_test_schema().await;
     base.options([("search_path", schema.as_str())])
 }

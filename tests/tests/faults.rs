@@ -1,0 +1,395 @@
+//! Faults injected into a real PostgreSQL server, each followed by SQL proving that nothing
+//! was written twice and nothing acknowledged was lost. `chaos-scenarios.md` describes each.
+#![cfg(postgres_suite)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
+use awc::Client;
+use idem_actix::{
+    Idempotency, IdempotencyKey, IdempotencyStore, ProtectedRoutes, StoreConfig, TenantId,
+    TenantRejection, TenantResolver, WriteContext, financial_mutation,
+};
+use idem_tests::TestDb;
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Pool, Postgres};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+const PAYMENTS: &str = "SELECT COUNT(*) FROM payments";
+
+#[derive(Deserialize)]
+struct Payment {
+    amount_cents: i64,
+    /// How long the handler holds its transaction open after writing.
+    #[serde(default)]
+    hold_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+struct PaymentError(#[from] sqlx::Error);
+
+impl ResponseError for PaymentError {}
+
+#[financial_mutation("createPayment", post = "/payments")]
+async fn create_payment(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Postgres>,
+    payment: web::Json<Payment>,
+) -> Result<HttpResponse, PaymentError> {
+    let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+    Postgres::insert_payment(write.tx(), id, &tenant, payment.amount_cents).await?;
+    tokio::time::sleep(Duration::from_millis(payment.hold_ms)).await;
+    // A statement after the pause: a connection killed meanwhile fails here, inside the write.
+    sqlx::query("SELECT 1").execute(write.tx()).await?;
+    Ok(HttpResponse::Created().json(json!({ "id": id })))
+}
+
+struct OneTenant;
+
+impl TenantResolver for OneTenant {
+    fn resolve<'a>(
+        &'a self,
+        _: &'a actix_web::HttpRequest,
+    ) -> futures_util::future::LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
+        Box::pin(async { Ok(TenantId::new("acme").unwrap()) })
+    }
+}
+
+/// A server whose store reaches PostgreSQL through `options` (its own schema, its own
+/// application name, so faults hit only this test's connections).
+struct Faulty {
+    base: String,
+    admin: Pool<Postgres>,
+    application: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Faulty {
+    async fn start(
+        configure: impl FnOnce(PgConnectOptions) -> PgConnectOptions,
+        pool: PgPoolOptions,
+    ) -> Self {
+        let schema = idem_tests::postgres_test_schema().await;
+        let application = format!("idem-faults-{}", fastrand::u64(..));
+        let admin = PgPoolOptions::new()
+            .connect_with(schema.clone())
+            .await
+            .unwrap();
+        let store = IdempotencyStore::new(admin.clone(), StoreConfig::default());
+        store.migrate().await.unwrap();
+        Postgres::create_business_tables(&admin).await;
+
+        let options = configure(schema.application_name(&application));
+        let pool = pool.connect_lazy_with(options);
+        let config = StoreConfig::default().with_lock_timeout(Duration::from_secs(2));
+        let store = IdempotencyStore::new(pool.clone(), config);
+        let routes = ProtectedRoutes::new(Idempotency::new(store, OneTenant))
+            .financial(create_payment)
+            .verify()
+            .await
+            .expect("the startup check passes");
+        let server = HttpServer::new(move || {
+            let routes = routes.clone();
+            App::new().configure(move |config| routes.configure(config))
+        })
+        .workers(2)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let base = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self {
+            base,
+            admin,
+            application,
+            handle,
+        }
+    }
+
+    async fn default() -> Self {
+        Self::start(|options| options, PgPoolOptions::new()).await
+    }
+
+    async fn pay(&self, key: &str, body: serde_json::Value) -> (StatusCode, Option<String>) {
+        let client = Client::builder().timeout(Duration::from_secs(30)).finish();
+        let response = client
+            .post(format!("{}/payments", self.base))
+            .insert_header(("idempotency-key", key))
+            .send_json(&body)
+            .await
+            .expect("the server answers");
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|value| value.to_str().unwrap().to_owned());
+        (response.status(), retry_after)
+    }
+
+    async fn count(&self, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql)
+            .fetch_one(&self.admin)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `sql` counts `expected`.
+    async fn until(&self, sql: &'static str, expected: i64) {
+        for _ in 0..200 {
+            if self.count(sql).await == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{sql} never reached {expected}");
+    }
+
+    /// Waits until one of this server's connections holds a transaction open.
+    async fn until_a_write_is_open(&self) {
+        for _ in 0..200 {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'",
+            )
+            .bind(&self.application)
+            .fetch_one(&self.admin)
+            .await
+            .unwrap();
+            if open == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no write of this server opened a transaction");
+    }
+
+    /// Sends a request over a raw socket and returns the socket without reading the answer.
+    async fn send_and_walk_away(&self, key: &str, body: serde_json::Value) -> TcpStream {
+        let body = body.to_string();
+        let request = format!(
+            "POST /payments HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\nidempotency-key: {key}\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = TcpStream::connect(self.base.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        stream
+    }
+
+    async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}
+
+/// The server-side backend is killed while the write's transaction is open: the request fails
+/// cleanly, and the client's retry with the same key writes exactly once.
+#[actix_web::test]
+async fn backend_killed_mid_transaction() {
+    let db = Faulty::default().await;
+    let killer = async {
+        db.until_a_write_is_open().await;
+        let killed: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'",
+        )
+        .bind(&db.application)
+        .fetch_all(&db.admin)
+        .await
+        .unwrap();
+        assert_eq!(killed, [true]);
+    };
+    let (killed_request, ()) = tokio::join!(
+        db.pay("k-kill", json!({ "amount_cents": 10, "hold_ms": 3000 })),
+        killer
+    );
+    assert!(
+        killed_request.0.is_server_error(),
+        "the killed write fails: {killed_request:?}"
+    );
+    assert_eq!(db.count(PAYMENTS).await, 0, "nothing of it committed");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM idempotency_keys").await,
+        0,
+        "its key is free"
+    );
+
+    assert_eq!(
+        db.pay("k-kill", json!({ "amount_cents": 10 })).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        db.pay("k-kill", json!({ "amount_cents": 10 })).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(db.count(PAYMENTS).await, 1, "exactly once");
+    db.stop().await;
+}
+
+/// The write commits but its answer never reaches the client; the retry gets the stored
+/// answer, not a second payment.
+#[actix_web::test]
+async fn answer_lost_after_commit() {
+    let db = Faulty::default().await;
+    let lost = db
+        .send_and_walk_away("k-lost", json!({ "amount_cents": 25 }))
+        .await;
+    db.until(
+        "SELECT COUNT(*) FROM idempotency_keys WHERE response_status IS NOT NULL",
+        1,
+    )
+    .await;
+    drop(lost);
+    let (status, _) = db.pay("k-lost", json!({ "amount_cents": 25 })).await;
+    assert_eq!(status, StatusCode::OK, "the retry replays");
+    assert_eq!(db.count(PAYMENTS).await, 1);
+    db.stop().await;
+}
+
+/// The client disconnects while the write is in progress. Whatever the server did with the
+/// abandoned request, the retry answers success and there is exactly one payment.
+#[actix_web::test]
+async fn client_disconnects_mid_request() {
+    let db = Faulty::default().await;
+    let request = json!({ "amount_cents": 5, "hold_ms": 500 });
+    let abandoned = db.send_and_walk_away("k-gone", request.clone()).await;
+    db.until_a_write_is_open().await;
+    drop(abandoned);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(db.count(PAYMENTS).await <= 1);
+    let (status, _) = db.pay("k-gone", request).await;
+    assert!(
+        status == StatusCode::CREATED || status == StatusCode::OK,
+        "{status}"
+    );
+    assert_eq!(db.count(PAYMENTS).await, 1, "never twice, never lost");
+    db.stop().await;
+}
+
+/// Every connection is busy: a clear 503 with Retry-After, quickly, and no partial write.
+#[actix_web::test]
+async fn pool_exhaustion_is_503_with_retry_after() {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_millis(300));
+    let db = Faulty::start(|options| options, pool).await;
+    let holder = db.pay("k-holder", json!({ "amount_cents": 1, "hold_ms": 1500 }));
+    let starved = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        let answer = db.pay("k-starved", json!({ "amount_cents": 2 })).await;
+        (answer, started.elapsed())
+    };
+    let (holder, ((status, retry_after), waited)) = tokio::join!(holder, starved);
+    assert_eq!(holder.0, StatusCode::CREATED);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(waited < Duration::from_secs(5), "no hang: {waited:?}");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM payments WHERE amount_cents = 2")
+            .await,
+        0
+    );
+    assert_eq!(
+        db.pay("k-starved", json!({ "amount_cents": 2 })).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(db.count(PAYMENTS).await, 2);
+    db.stop().await;
+}
+
+/// A TCP relay in front of PostgreSQL that can be cut and restored, like a network partition.
+struct Relay {
+    port: u16,
+    up: Arc<AtomicBool>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let relay_up = up.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !relay_up.load(Ordering::SeqCst) {
+                    continue; // refused: dropped at once
+                }
+                let (target, up) = (target.clone(), relay_up.clone());
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.split();
+                    let (mut server_read, mut server_write) = server.split();
+                    let cut = async {
+                        while up.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                        _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Self { port, up }
+    }
+
+    fn set(&self, up: bool) {
+        self.up.store(up, Ordering::SeqCst);
+    }
+}
+
+/// The database is unreachable for a while, then back: requests fail cleanly (503, nothing
+/// written), then succeed, each exactly once.
+#[actix_web::test]
+async fn database_unreachable_then_back() {
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let target: PgConnectOptions = url.parse().unwrap();
+    let relay = Relay::start(format!("{}:{}", target.get_host(), target.get_port())).await;
+    let pool = PgPoolOptions::new().acquire_timeout(Duration::from_secs(1));
+    let db = Faulty::start(|options| options.host("127.0.0.1").port(relay.port), pool).await;
+    assert_eq!(
+        db.pay("k-before", json!({ "amount_cents": 1 })).await.0,
+        StatusCode::CREATED
+    );
+
+    relay.set(false);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for key in ["k-down-1", "k-down-2"] {
+        let (status, retry_after) = db.pay(key, json!({ "amount_cents": 2 })).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{key}");
+        assert!(retry_after.is_some());
+    }
+    relay.set(true);
+    let mut recovered = false;
+    for _ in 0..40 {
+        if db.pay("k-down-1", json!({ "amount_cents": 2 })).await.0 == StatusCode::CREATED {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recovered, "the write succeeds once the database is back");
+    assert_eq!(
+        db.pay("k-down-1", json!({ "amount_cents": 2 })).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        db.count(PAYMENTS).await,
+        2,
+        "k-before and k-down-1, once each"
+    );
+    db.stop().await;
+}
