@@ -1,0 +1,254 @@
+//! What exactly-once costs: AccuBooks' protected `createCustomer` against a bare twin (the same
+//! INSERT in the same kind of transaction, with no key), side by side in one run, on SQLite and
+//! on PostgreSQL.
+//!
+//! ```text
+//! cargo run --release --example bench                       # SQLite only
+//! cargo run --release --example bench -- --postgres postgres://postgres@127.0.0.1:5432/idem_bench
+//! ```
+//!
+//! Prints a Markdown table (throughput and p50/p99 latency of bare writes, protected new writes,
+//! replays and a 500-request same-key burst, each with its ratio to bare) and writes it, with a
+//! JSON copy for tracking over time, to `target/bench/`. The machine is small and shared: read
+//! the ratios, not the absolute numbers.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use awc::Client;
+use futures_util::StreamExt;
+use hdrhistogram::Histogram;
+use idem_actix::{StoreConfig, Tenant};
+use idem_examples::accubooks::AccuBooks;
+use serde_json::{Value, json};
+use sqlx::{Any, Pool};
+
+/// Requests per measured scenario, and how many run at once.
+const REQUESTS: usize = 2000;
+const CONCURRENCY: usize = 32;
+const BURST: usize = 500;
+
+/// The bare twin of `createCustomer`: the same row, the same transaction, no idempotency.
+async fn create_customer_bare(
+    pool: web::Data<Pool<Any>>,
+    tenant: Tenant,
+    customer: web::Json<Value>,
+) -> actix_web::Result<HttpResponse> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let name = customer["name"].as_str().unwrap_or("anonymous").to_owned();
+    let mut tx = pool.begin().await.map_err(actix_web::error::ErrorInternalServerError)?;
+    sqlx::query("INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ($1, $2, $3, NULL, 0)")
+        .bind(&id)
+        .bind(tenant.0.as_str())
+        .bind(&name)
+        .execute(&mut *tx)
+        .await
+        .map_err(actix_web::error::ErrorInternalServerError)?;
+    tx.commit().await.map_err(actix_web::error::ErrorInternalServerError)?;
+    Ok(HttpResponse::Created().json(json!({ "id": id, "name": name, "email": null })))
+}
+
+/// One measured scenario.
+struct Row {
+    name: &'static str,
+    requests: usize,
+    seconds: f64,
+    latency: Histogram<u64>,
+    rows_written: i64,
+}
+
+impl Row {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    fn p(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+struct Target {
+    base: String,
+    token: String,
+    pool: Pool<Any>,
+    company: String,
+}
+
+impl Target {
+    async fn start(url: &str) -> Result<(Self, actix_web::dev::ServerHandle), Box<dyn std::error::Error>> {
+        let accubooks = AccuBooks::open(url, StoreConfig::default()).await?;
+        let pool = accubooks.store().pool().clone();
+        let app = accubooks.clone();
+        let server = HttpServer::new(move || {
+            let app = app.clone();
+            App::new()
+                .configure(move |config| app.configure(config))
+                .route("/bare/customers", web::post().to(create_customer_bare))
+        })
+        .workers(2)
+        .bind(("127.0.0.1", 0))?;
+        let base = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let mut created = Client::default()
+            .post(format!("{base}/api/companies"))
+            .send_json(&json!({ "name": "Bench" }))
+            .await?;
+        let company: Value = created.json().await?;
+        let target = Self {
+            base,
+            token: company["token"].as_str().unwrap_or_default().to_owned(),
+            company: company["company_id"].as_str().unwrap_or_default().to_owned(),
+            pool,
+        };
+        Ok((target, handle))
+    }
+
+    async fn customers(&self) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE company_id = $1")
+            .bind(&self.company)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(-1)
+    }
+
+    /// Sends `requests` requests, `concurrency` at a time: request `i` goes to `path` with key
+    /// `key(i)` (none when `None`).
+    async fn drive(
+        &self,
+        name: &'static str,
+        path: &str,
+        requests: usize,
+        concurrency: usize,
+        key: impl Fn(usize) -> Option<String>,
+    ) -> Row {
+        let client = Client::builder()
+            .connector(awc::Connector::new().limit(concurrency))
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let before = self.customers().await;
+        let started = Instant::now();
+        let latencies: Vec<u64> = futures_util::stream::iter(0..requests)
+            .map(|i| {
+                let mut request = client
+                    .post(format!("{}{path}", self.base))
+                    .insert_header(("authorization", format!("Bearer {}", self.token)));
+                if let Some(key) = key(i) {
+                    request = request.insert_header(("idempotency-key", key));
+                }
+                async move {
+                    let sent = Instant::now();
+                    let mut response = request
+                        .send_json(&json!({ "name": "Bench Customer" }))
+                        .await
+                        .expect("the server answers");
+                    let _ = response.body().await;
+                    assert!(response.status().is_success(), "{name}: {}", response.status());
+                    u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut latency = Histogram::new(3).expect("a histogram");
+        for micros in latencies {
+            latency.record(micros.max(1)).expect("a recordable latency");
+        }
+        Row {
+            name,
+            requests,
+            seconds,
+            latency,
+            rows_written: self.customers().await - before,
+        }
+    }
+}
+
+async fn measure(database: &str, url: &str) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+    let (target, handle) = Target::start(url).await?;
+    let run = format!("{:x}", std::process::id());
+    // Warm up connections and caches on both paths before measuring.
+    target.drive("warm-up", "/bare/customers", 200, CONCURRENCY, |_| None).await;
+    target.drive("warm-up", "/api/customers", 200, CONCURRENCY, |i| Some(format!("warm-{run}-{i}"))).await;
+
+    let mut rows = vec![
+        target.drive("bare writes", "/bare/customers", REQUESTS, CONCURRENCY, |_| None).await,
+        target
+            .drive("protected new writes", "/api/customers", REQUESTS, CONCURRENCY, |i| Some(format!("new-{run}-{i}")))
+            .await,
+        // The keys of the new writes again: every request is a replay.
+        target
+            .drive("replays", "/api/customers", REQUESTS, CONCURRENCY, |i| Some(format!("new-{run}-{i}")))
+            .await,
+    ];
+    let burst_key = format!("burst-{run}");
+    rows.push(
+        target
+            .drive("500-request same-key burst", "/api/customers", BURST, BURST, |_| Some(burst_key.clone()))
+            .await,
+    );
+    handle.stop(true).await;
+    println!("{database}: done");
+    Ok(rows)
+}
+
+fn report(results: &[(&str, Vec<Row>)]) -> (String, Value) {
+    let mut markdown = String::from(
+        "| database | scenario | requests | throughput (req/s) | × bare | p50 (ms) | × bare | p99 (ms) | × bare | rows written |\n\
+         | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let mut json_rows = Vec::new();
+    for (database, rows) in results {
+        let bare = &rows[0];
+        for row in rows {
+            let _ = writeln!(
+                markdown,
+                "| {database} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |",
+                row.name,
+                row.requests,
+                row.throughput(),
+                row.throughput() / bare.throughput(),
+                row.p(0.5),
+                row.p(0.5) / bare.p(0.5),
+                row.p(0.99),
+                row.p(0.99) / bare.p(0.99),
+                row.rows_written,
+            );
+            json_rows.push(json!({
+                "database": database, "scenario": row.name, "requests": row.requests,
+                "throughput_rps": row.throughput(), "throughput_ratio_to_bare": row.throughput() / bare.throughput(),
+                "p50_ms": row.p(0.5), "p99_ms": row.p(0.99),
+                "p50_ratio_to_bare": row.p(0.5) / bare.p(0.5), "p99_ratio_to_bare": row.p(0.99) / bare.p(0.99),
+                "rows_written": row.rows_written,
+            }));
+        }
+    }
+    (markdown, json!({ "concurrency": CONCURRENCY, "rows": json_rows }))
+}
+
+#[actix_web::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let postgres = args
+        .iter()
+        .position(|arg| arg == "--postgres")
+        .and_then(|i| args.get(i + 1).cloned());
+
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let mut results = vec![("SQLite", measure("SQLite", &sqlite).await?)];
+    if let Some(url) = postgres {
+        results.push(("PostgreSQL", measure("PostgreSQL", &url).await?));
+    }
+
+    let (markdown, json) = report(&results);
+    println!("\n{markdown}");
+    std::fs::create_dir_all("target/bench")?;
+    std::fs::write("target/bench/results.md", &markdown)?;
+    std::fs::write("target/bench/results.json", serde_json::to_string_pretty(&json)?)?;
+    println!("written to target/bench/results.md and target/bench/results.json");
+    Ok(())
+}
