@@ -93,6 +93,7 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(bind = %options.bind, "ready to serve");
     server.run().await?;
     workflows.abort();
+    accubooks.store().flush_audit().await;
     tracing::info!("stopped");
     Ok(())
 }

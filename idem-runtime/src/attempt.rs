@@ -37,20 +37,20 @@ impl Call<'_> {
         outcome: WriteOutcome,
         status: Option<u16>,
         attempts: u32,
-    ) -> AuditRecord<'_> {
+    ) -> AuditRecord {
         AuditRecord {
             id: Uuid::from_u128(fastrand::u128(..)),
             operation: self.operation,
-            tenant: self.request.tenant(),
-            user: self.request.user(),
-            key_hash: &self.key_hash,
+            tenant: self.request.tenant().clone(),
+            user: self.request.user().map(str::to_owned),
+            key_hash: self.key_hash.clone(),
             entity_id: self.entity_id,
-            fingerprint: self.request.fingerprint(),
+            fingerprint: *self.request.fingerprint(),
             outcome,
             status,
             attempts,
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
-            request_id: self.request.request_id(),
+            request_id: self.request.request_id().map(str::to_owned),
             now_ms: now_ms(),
         }
     }
@@ -147,11 +147,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         };
 
         let audit = call.audit_record(WriteOutcome::New, Some(response.status), attempt);
-        let stored = match DB::store_response(&mut tx, &call.scope, &response).await {
-            Ok(()) => DB::append_audit(&mut tx, &audit).await,
-            Err(error) => Err(error),
-        };
-        if let Err(error) = stored {
+        if let Err(error) = DB::record_write(&mut tx, &call.scope, &response, &audit).await {
             rollback(tx).await;
             return Err(store_failure(error));
         }

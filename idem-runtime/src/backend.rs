@@ -63,20 +63,20 @@ pub struct OutboxRecord<'a> {
     pub now_ms: i64,
 }
 
-/// One row of the audit log.
-pub struct AuditRecord<'a> {
+/// One row of the audit log, owned so it can be written after the request has been answered.
+pub struct AuditRecord {
     pub id: Uuid,
     pub operation: &'static Operation,
-    pub tenant: &'a TenantId,
-    pub user: Option<&'a str>,
-    pub key_hash: &'a str,
+    pub tenant: TenantId,
+    pub user: Option<String>,
+    pub key_hash: String,
     pub entity_id: Uuid,
-    pub fingerprint: &'a Fingerprint,
+    pub fingerprint: Fingerprint,
     pub outcome: WriteOutcome,
     pub status: Option<u16>,
     pub attempts: u32,
     pub duration_ms: f64,
-    pub request_id: Option<&'a str>,
+    pub request_id: Option<String>,
     pub now_ms: i64,
 }
 
@@ -117,6 +117,19 @@ const STORE_RESPONSE: &str = "\
 UPDATE idempotency_keys
 SET response_status = $4, response_headers = $5, response_body = $6
 WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3";
+
+/// [`STORE_RESPONSE`] and [`APPEND_AUDIT`] in one statement, for PostgreSQL.
+const RECORD_WRITE_TOGETHER: &str = "\
+WITH stored AS (
+    UPDATE idempotency_keys
+    SET response_status = $4, response_headers = $5, response_body = $6
+    WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3
+    RETURNING 1
+)
+INSERT INTO idempotent_write_audit_log
+    (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint, outcome, status,
+     failure, attempts, duration_ms, request_id, created_at_ms)
+SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21 FROM stored";
 
 const APPLIED_MIGRATIONS: &str = "SELECT version FROM _idem_migrations WHERE success";
 
@@ -193,11 +206,10 @@ pub(crate) mod sealed {
             claim: &Claim<'_>,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
-        fn store_response(
-            tx: &mut Transaction<'static, Self>,
-            scope: &KeyScope<'_>,
-            response: &StoredResponse,
-        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+        fn purge_expired(
+            pool: &Pool<Self>,
+            expired_at_or_before_ms: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
         /// Records an event in the write's transaction.
         fn record_event(
@@ -218,21 +230,19 @@ pub(crate) mod sealed {
             now_ms: i64,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
-        fn purge_expired(
-            pool: &Pool<Self>,
-            expired_at_or_before_ms: i64,
-        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
-
-        /// Appends an audit row in the write's transaction.
-        fn append_audit(
+        /// Stores the response on the claimed key row and appends the new write's audit row,
+        /// in the write's transaction.
+        fn record_write(
             tx: &mut Transaction<'static, Self>,
-            record: &AuditRecord<'_>,
+            scope: &KeyScope<'_>,
+            response: &StoredResponse,
+            audit: &AuditRecord,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
         /// Appends an audit row on its own, after the write rolled back or was not needed.
         fn append_audit_after(
             pool: &Pool<Self>,
-            record: &AuditRecord<'_>,
+            record: &AuditRecord,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
         /// Deletes the audit rows created before `horizon_ms`: the one path the log's
@@ -302,17 +312,18 @@ fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
     })
 }
 
-/// The audit insert, bound; shared by the in-transaction and the after-the-fact paths.
-macro_rules! audit_query {
-    ($record:expr) => {{
+/// Binds an audit row's fields, in the column order of [`APPEND_AUDIT`], after whatever
+/// `$query` has bound already.
+macro_rules! bind_audit {
+    ($query:expr, $record:expr) => {{
         let record = $record;
-        sqlx::query(APPEND_AUDIT)
+        $query
             .bind(record.id.to_string())
             .bind(record.operation.name())
             .bind(record.operation.class().as_str())
             .bind(record.tenant.as_str())
-            .bind(record.user)
-            .bind(record.key_hash)
+            .bind(record.user.as_deref())
+            .bind(record.key_hash.as_str())
             .bind(record.entity_id.to_string())
             .bind(record.fingerprint.to_string())
             .bind(record.outcome.as_str())
@@ -320,8 +331,52 @@ macro_rules! audit_query {
             .bind(record.outcome.failure())
             .bind(i32::try_from(record.attempts).unwrap_or(i32::MAX))
             .bind(record.duration_ms)
-            .bind(record.request_id)
+            .bind(record.request_id.as_deref())
             .bind(record.now_ms)
+    }};
+}
+
+/// The response and the audit row of a new write as two statements (SQLite, where a statement
+/// costs no round trip).
+macro_rules! record_write_apart {
+    ($tx:expr, $scope:expr, $response:expr, $audit:expr) => {{
+        let (tx, scope, response, audit) = ($tx, $scope, $response, $audit);
+        bind_response!(sqlx::query(STORE_RESPONSE), scope, response)?
+            .execute(&mut **tx)
+            .await?;
+        bind_audit!(sqlx::query(APPEND_AUDIT), audit)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }};
+}
+
+/// The response and the audit row of a new write as one statement (PostgreSQL): a round trip
+/// saved on every new write.
+macro_rules! record_write_together {
+    ($tx:expr, $scope:expr, $response:expr, $audit:expr) => {{
+        let (tx, scope, response, audit) = ($tx, $scope, $response, $audit);
+        let query = bind_response!(sqlx::query(RECORD_WRITE_TOGETHER), scope, response)?;
+        bind_audit!(query, audit).execute(&mut **tx).await?;
+        Ok(())
+    }};
+}
+
+/// Binds the key's scope and the response, in the parameter order of [`STORE_RESPONSE`].
+macro_rules! bind_response {
+    ($query:expr, $scope:expr, $response:expr) => {{
+        let (scope, response) = ($scope, $response);
+        serde_json::to_string(&response.headers)
+            .map_err(|e| sqlx::Error::Encode(e.into()))
+            .map(|headers| {
+                $query
+                    .bind(scope.tenant.as_str())
+                    .bind(scope.operation)
+                    .bind(scope.key.as_str())
+                    .bind(i32::from(response.status))
+                    .bind(headers)
+                    .bind(response.body.as_slice())
+            })
     }};
 }
 
@@ -365,25 +420,6 @@ macro_rules! shared_statements {
                 .fetch_optional(&mut **tx)
                 .await?;
             Ok(claimed.is_some())
-        }
-
-        async fn store_response(
-            tx: &mut Transaction<'static, Self>,
-            scope: &KeyScope<'_>,
-            response: &StoredResponse,
-        ) -> Result<(), sqlx::Error> {
-            let headers = serde_json::to_string(&response.headers)
-                .map_err(|e| sqlx::Error::Encode(e.into()))?;
-            sqlx::query(STORE_RESPONSE)
-                .bind(scope.tenant.as_str())
-                .bind(scope.operation)
-                .bind(scope.key.as_str())
-                .bind(i32::from(response.status))
-                .bind(headers)
-                .bind(&response.body[..])
-                .execute(&mut **tx)
-                .await?;
-            Ok(())
         }
 
         async fn applied_migrations(pool: &Pool<Self>) -> Result<Vec<i64>, sqlx::Error> {
@@ -447,18 +483,14 @@ macro_rules! shared_statements {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn append_audit(
-            tx: &mut Transaction<'static, Self>,
-            record: &AuditRecord<'_>,
-        ) -> Result<(), sqlx::Error> {
-            audit_query!(record).execute(&mut **tx).await.map(drop)
-        }
-
         async fn append_audit_after(
             pool: &Pool<Self>,
-            record: &AuditRecord<'_>,
+            record: &AuditRecord,
         ) -> Result<(), sqlx::Error> {
-            audit_query!(record).execute(pool).await.map(drop)
+            bind_audit!(sqlx::query(APPEND_AUDIT), record)
+                .execute(pool)
+                .await
+                .map(drop)
         }
 
         async fn purge_audit(pool: &Pool<Self>, horizon_ms: i64) -> Result<u64, sqlx::Error> {
@@ -516,6 +548,15 @@ impl sealed::Protocol for Postgres {
 
     shared_statements!();
 
+    async fn record_write(
+        tx: &mut Transaction<'static, Self>,
+        scope: &KeyScope<'_>,
+        response: &StoredResponse,
+        audit: &AuditRecord,
+    ) -> Result<(), sqlx::Error> {
+        record_write_together!(tx, scope, response, audit)
+    }
+
     fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
         error
             .downcast_ref::<PgDatabaseError>()
@@ -562,6 +603,15 @@ impl sealed::Protocol for Sqlite {
     }
 
     shared_statements!();
+
+    async fn record_write(
+        tx: &mut Transaction<'static, Self>,
+        scope: &KeyScope<'_>,
+        response: &StoredResponse,
+        audit: &AuditRecord,
+    ) -> Result<(), sqlx::Error> {
+        record_write_apart!(tx, scope, response, audit)
+    }
 
     fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
         error
@@ -660,6 +710,20 @@ impl sealed::Protocol for Any {
     }
 
     shared_statements!();
+
+    async fn record_write(
+        tx: &mut Transaction<'static, Self>,
+        scope: &KeyScope<'_>,
+        response: &StoredResponse,
+        audit: &AuditRecord,
+    ) -> Result<(), sqlx::Error> {
+        // The transaction's connection knows its backend; the pool is not at hand here.
+        if tx.backend_name() == <Sqlite as sqlx::Database>::NAME {
+            record_write_apart!(tx, scope, response, audit)
+        } else {
+            record_write_together!(tx, scope, response, audit)
+        }
+    }
 
     fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
         Postgres::driver_error(error).or_else(|| Sqlite::driver_error(error))

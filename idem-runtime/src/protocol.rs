@@ -186,11 +186,9 @@ impl<DB: Backend> IdempotencyStore<DB> {
         span.record("duration_ms", duration_ms);
         record_metrics(operation, outcome, events, elapsed);
         if outcome != WriteOutcome::New {
-            // The new write's row committed with it; every other outcome is recorded now.
-            let record = call.audit_record(outcome, status, attempts);
-            if let Err(error) = self.append_audit_after(&record).await {
-                tracing::warn!(parent: &span, %error, "the audit row could not be written");
-            }
+            // The new write's row committed with it. Every other outcome changed nothing, so its
+            // row is written off the request's path (see `IdempotencyStore::flush_audit`).
+            self.audit_later(call.audit_record(outcome, status, attempts));
         }
         result
     }
@@ -248,22 +246,37 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
     }
 
-    /// Appends the audit row of an outcome that committed nothing, retrying a busy database
-    /// (on SQLite it waits for the writer that a conflict was about) under the retry policy.
-    async fn append_audit_after(&self, record: &AuditRecord<'_>) -> Result<(), sqlx::Error> {
-        let mut attempt = 1;
-        loop {
-            match DB::append_audit_after(&self.pool, record).await {
-                Err(sqlx::Error::Database(error))
-                    if DB::is_transient(error.as_ref())
-                        && attempt < self.config.retry().max_attempts() =>
-                {
-                    sleep(self.config.retry().backoff(attempt)).await;
-                    attempt += 1;
+    /// Writes the audit row of an outcome that committed nothing on a task of its own, retrying
+    /// a busy database (on SQLite, the writer a conflict was about) under the retry policy.
+    fn audit_later(&self, record: AuditRecord) {
+        let store = self.clone();
+        let pending = self.audit_backlog.start();
+        tokio::spawn(async move {
+            let mut attempt = 1;
+            loop {
+                match DB::append_audit_after(&store.pool, &record).await {
+                    Err(sqlx::Error::Database(error))
+                        if DB::is_transient(error.as_ref())
+                            && attempt < store.config.retry().max_attempts() =>
+                    {
+                        sleep(store.config.retry().backoff(attempt)).await;
+                        attempt += 1;
+                    }
+                    Err(error) => {
+                        tracing::warn!(
+                            operation = record.operation.name(),
+                            key_hash = %record.key_hash,
+                            outcome = record.outcome.as_str(),
+                            %error,
+                            "the audit row could not be written"
+                        );
+                        break;
+                    }
+                    Ok(()) => break,
                 }
-                written => return written,
             }
-        }
+            drop(pending);
+        });
     }
 
     pub(crate) fn in_flight_outcome(&self) -> Outcome {

@@ -610,6 +610,7 @@ async fn the_audit_log_is_append_only<DB: TestDb>() {
             .await
             .unwrap();
     }
+    db.store.flush_audit().await;
     assert_eq!(
         db.count(AUDIT, &[]).await,
         2,

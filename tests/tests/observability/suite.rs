@@ -305,7 +305,9 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         );
     }
 
-    // The audit log: one row per outcome, joined to a key by its hash.
+    // The audit log: one row per outcome, joined to a key by its hash. The rows of outcomes
+    // that changed nothing are written after the answer; wait for them.
+    db.store.flush_audit().await;
     let audit = |sql: &'static str, args: &'static [&'static str]| db.count(sql, args);
     let by_outcome = "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE outcome = $1";
     assert_eq!(audit(by_outcome, &["new"]).await, 2);
