@@ -37,7 +37,10 @@ async fn create_customer_bare(
 ) -> actix_web::Result<HttpResponse> {
     let id = uuid::Uuid::new_v4().to_string();
     let name = customer["name"].as_str().unwrap_or("anonymous").to_owned();
-    let mut tx = pool.begin().await.map_err(actix_web::error::ErrorInternalServerError)?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(actix_web::error::ErrorInternalServerError)?;
     sqlx::query("INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ($1, $2, $3, NULL, 0)")
         .bind(&id)
         .bind(tenant.0.as_str())
@@ -45,7 +48,9 @@ async fn create_customer_bare(
         .execute(&mut *tx)
         .await
         .map_err(actix_web::error::ErrorInternalServerError)?;
-    tx.commit().await.map_err(actix_web::error::ErrorInternalServerError)?;
+    tx.commit()
+        .await
+        .map_err(actix_web::error::ErrorInternalServerError)?;
     Ok(HttpResponse::Created().json(json!({ "id": id, "name": name, "email": null })))
 }
 
@@ -76,7 +81,9 @@ struct Target {
 }
 
 impl Target {
-    async fn start(url: &str) -> Result<(Self, actix_web::dev::ServerHandle), Box<dyn std::error::Error>> {
+    async fn start(
+        url: &str,
+    ) -> Result<(Self, actix_web::dev::ServerHandle), Box<dyn std::error::Error>> {
         let accubooks = AccuBooks::open(url, StoreConfig::default()).await?;
         let pool = accubooks.store().pool().clone();
         let app = accubooks.clone();
@@ -100,7 +107,10 @@ impl Target {
         let target = Self {
             base,
             token: company["token"].as_str().unwrap_or_default().to_owned(),
-            company: company["company_id"].as_str().unwrap_or_default().to_owned(),
+            company: company["company_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
             pool,
         };
         Ok((target, handle))
@@ -145,7 +155,11 @@ impl Target {
                         .await
                         .expect("the server answers");
                     let _ = response.body().await;
-                    assert!(response.status().is_success(), "{name}: {}", response.status());
+                    assert!(
+                        response.status().is_success(),
+                        "{name}: {}",
+                        response.status()
+                    );
                     u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)
                 }
             })
@@ -171,23 +185,51 @@ async fn measure(database: &str, url: &str) -> Result<Vec<Row>, Box<dyn std::err
     let (target, handle) = Target::start(url).await?;
     let run = format!("{:x}", std::process::id());
     // Warm up connections and caches on both paths before measuring.
-    target.drive("warm-up", "/bare/customers", 200, CONCURRENCY, |_| None).await;
-    target.drive("warm-up", "/api/customers", 200, CONCURRENCY, |i| Some(format!("warm-{run}-{i}"))).await;
+    target
+        .drive("warm-up", "/bare/customers", 200, CONCURRENCY, |_| None)
+        .await;
+    target
+        .drive("warm-up", "/api/customers", 200, CONCURRENCY, |i| {
+            Some(format!("warm-{run}-{i}"))
+        })
+        .await;
 
     let mut rows = vec![
-        target.drive("bare writes", "/bare/customers", REQUESTS, CONCURRENCY, |_| None).await,
         target
-            .drive("protected new writes", "/api/customers", REQUESTS, CONCURRENCY, |i| Some(format!("new-{run}-{i}")))
+            .drive(
+                "bare writes",
+                "/bare/customers",
+                REQUESTS,
+                CONCURRENCY,
+                |_| None,
+            )
+            .await,
+        target
+            .drive(
+                "protected new writes",
+                "/api/customers",
+                REQUESTS,
+                CONCURRENCY,
+                |i| Some(format!("new-{run}-{i}")),
+            )
             .await,
         // The keys of the new writes again: every request is a replay.
         target
-            .drive("replays", "/api/customers", REQUESTS, CONCURRENCY, |i| Some(format!("new-{run}-{i}")))
+            .drive("replays", "/api/customers", REQUESTS, CONCURRENCY, |i| {
+                Some(format!("new-{run}-{i}"))
+            })
             .await,
     ];
     let burst_key = format!("burst-{run}");
     rows.push(
         target
-            .drive("500-request same-key burst", "/api/customers", BURST, BURST, |_| Some(burst_key.clone()))
+            .drive(
+                "500-request same-key burst",
+                "/api/customers",
+                BURST,
+                BURST,
+                |_| Some(burst_key.clone()),
+            )
             .await,
     );
     handle.stop(true).await;
@@ -226,7 +268,10 @@ fn report(results: &[(&str, Vec<Row>)]) -> (String, Value) {
             }));
         }
     }
-    (markdown, json!({ "concurrency": CONCURRENCY, "rows": json_rows }))
+    (
+        markdown,
+        json!({ "concurrency": CONCURRENCY, "rows": json_rows }),
+    )
 }
 
 #[actix_web::main]
@@ -248,7 +293,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("\n{markdown}");
     std::fs::create_dir_all("target/bench")?;
     std::fs::write("target/bench/results.md", &markdown)?;
-    std::fs::write("target/bench/results.json", serde_json::to_string_pretty(&json)?)?;
+    std::fs::write(
+        "target/bench/results.json",
+        serde_json::to_string_pretty(&json)?,
+    )?;
     println!("written to target/bench/results.md and target/bench/results.json");
     Ok(())
 }

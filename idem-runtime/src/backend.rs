@@ -64,6 +64,7 @@ pub struct OutboxRecord<'a> {
 }
 
 /// One row of the audit log, owned so it can be written after the request has been answered.
+#[derive(Debug)]
 pub struct AuditRecord {
     pub id: Uuid,
     pub operation: &'static Operation,
@@ -153,6 +154,12 @@ INSERT INTO idempotent_write_audit_log
      failure, attempts, duration_ms, request_id, created_at_ms)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
+/// [`APPEND_AUDIT`] without its `VALUES`, for batches.
+const APPEND_AUDIT_COLUMNS: &str = "\
+INSERT INTO idempotent_write_audit_log
+    (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint, outcome, status,
+     failure, attempts, duration_ms, request_id, created_at_ms) ";
+
 const OPEN_AUDIT_MAINTENANCE: &str =
     "INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES ($1)";
 const PURGE_AUDIT: &str = "DELETE FROM idempotent_write_audit_log WHERE created_at_ms < $1";
@@ -239,10 +246,11 @@ pub(crate) mod sealed {
             audit: &AuditRecord,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-        /// Appends an audit row on its own, after the write rolled back or was not needed.
-        fn append_audit_after(
+        /// Appends audit rows on their own, after their writes rolled back or were not needed:
+        /// one statement, one commit for the whole batch.
+        fn append_audit_batch(
             pool: &Pool<Self>,
-            record: &AuditRecord,
+            records: &[AuditRecord],
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
         /// Deletes the audit rows created before `horizon_ms`: the one path the log's
@@ -483,14 +491,29 @@ macro_rules! shared_statements {
             Ok(done.rows_affected() == 1)
         }
 
-        async fn append_audit_after(
+        async fn append_audit_batch(
             pool: &Pool<Self>,
-            record: &AuditRecord,
+            records: &[AuditRecord],
         ) -> Result<(), sqlx::Error> {
-            bind_audit!(sqlx::query(APPEND_AUDIT), record)
-                .execute(pool)
-                .await
-                .map(drop)
+            let mut insert = sqlx::QueryBuilder::<Self>::new(APPEND_AUDIT_COLUMNS);
+            insert.push_values(records, |mut row, record| {
+                row.push_bind(record.id.to_string())
+                    .push_bind(record.operation.name())
+                    .push_bind(record.operation.class().as_str())
+                    .push_bind(record.tenant.as_str())
+                    .push_bind(record.user.as_deref())
+                    .push_bind(record.key_hash.as_str())
+                    .push_bind(record.entity_id.to_string())
+                    .push_bind(record.fingerprint.to_string())
+                    .push_bind(record.outcome.as_str())
+                    .push_bind(record.status.map(i32::from))
+                    .push_bind(record.outcome.failure())
+                    .push_bind(i32::try_from(record.attempts).unwrap_or(i32::MAX))
+                    .push_bind(record.duration_ms)
+                    .push_bind(record.request_id.as_deref())
+                    .push_bind(record.now_ms);
+            });
+            insert.build().execute(pool).await.map(drop)
         }
 
         async fn purge_audit(pool: &Pool<Self>, horizon_ms: i64) -> Result<u64, sqlx::Error> {

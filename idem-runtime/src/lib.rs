@@ -58,6 +58,7 @@
 //! ```
 
 mod attempt;
+mod audit_queue;
 mod backend;
 mod config;
 mod context;

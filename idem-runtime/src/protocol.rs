@@ -246,37 +246,38 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
     }
 
-    /// Writes the audit row of an outcome that committed nothing on a task of its own, retrying
-    /// a busy database (on SQLite, the writer a conflict was about) under the retry policy.
+    /// Queues the audit row of an outcome that committed nothing, and starts the writer that
+    /// inserts the queue in batches if none is running.
     fn audit_later(&self, record: AuditRecord) {
-        let store = self.clone();
-        let pending = self.audit_backlog.start();
-        tokio::spawn(async move {
+        if self.audit_queue.push(record) {
+            let store = self.clone();
+            tokio::spawn(async move { store.write_audit_queue().await });
+        }
+    }
+
+    /// Inserts the queued audit rows, a batch at a time, retrying a busy database (on SQLite,
+    /// the writer a conflict was about) under the retry policy, until the queue is empty.
+    async fn write_audit_queue(&self) {
+        while let Some(batch) = self.audit_queue.next_batch() {
             let mut attempt = 1;
             loop {
-                match DB::append_audit_after(&store.pool, &record).await {
+                match DB::append_audit_batch(&self.pool, &batch).await {
                     Err(sqlx::Error::Database(error))
                         if DB::is_transient(error.as_ref())
-                            && attempt < store.config.retry().max_attempts() =>
+                            && attempt < self.config.retry().max_attempts() =>
                     {
-                        sleep(store.config.retry().backoff(attempt)).await;
+                        sleep(self.config.retry().backoff(attempt)).await;
                         attempt += 1;
                     }
                     Err(error) => {
-                        tracing::warn!(
-                            operation = record.operation.name(),
-                            key_hash = %record.key_hash,
-                            outcome = record.outcome.as_str(),
-                            %error,
-                            "the audit row could not be written"
-                        );
+                        tracing::warn!(rows = batch.len(), %error, "audit rows could not be written");
                         break;
                     }
                     Ok(()) => break,
                 }
             }
-            drop(pending);
-        });
+            self.audit_queue.done(batch.len());
+        }
     }
 
     pub(crate) fn in_flight_outcome(&self) -> Outcome {

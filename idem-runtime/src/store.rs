@@ -1,13 +1,13 @@
 //! The idempotency store: a pool, its settings, its schema and its maintenance.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 
 use sqlx::Pool;
 
+use crate::audit_queue::AuditQueue;
 use crate::backend::{KeyRecord, KeyScope};
 use crate::in_flight::InFlightClaims;
 use crate::{Backend, StoreConfig, StoreError};
@@ -35,8 +35,8 @@ pub struct IdempotencyStore<DB: Backend> {
     pub(crate) in_flight: InFlightClaims,
     /// Wakes this process's outbox dispatchers when a write with events commits.
     pub(crate) outbox_signal: Arc<Notify>,
-    /// Audit rows being written after their request was answered.
-    pub(crate) audit_backlog: AuditBacklog,
+    /// Audit rows written after their request was answered.
+    pub(crate) audit_queue: AuditQueue,
 }
 
 impl<DB: Backend> Clone for IdempotencyStore<DB> {
@@ -46,7 +46,7 @@ impl<DB: Backend> Clone for IdempotencyStore<DB> {
             config: self.config.clone(),
             in_flight: self.in_flight.clone(),
             outbox_signal: self.outbox_signal.clone(),
-            audit_backlog: self.audit_backlog.clone(),
+            audit_queue: self.audit_queue.clone(),
         }
     }
 }
@@ -60,7 +60,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
             config,
             in_flight: InFlightClaims::default(),
             outbox_signal: Arc::default(),
-            audit_backlog: AuditBacklog::default(),
+            audit_queue: AuditQueue::default(),
         }
     }
 
@@ -115,7 +115,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// mismatches, failures, conflicts: the outcomes that changed nothing) is written. Call it
     /// at shutdown, after the server stopped, so no row is lost with the process.
     pub async fn flush_audit(&self) {
-        self.audit_backlog.drained().await;
+        self.audit_queue.drained().await;
     }
 
     /// The pool the store writes through.
@@ -150,36 +150,4 @@ pub(crate) fn now_ms() -> i64 {
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Counts the audit rows in flight, so shutdown (and tests) can wait for them.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct AuditBacklog(Arc<(AtomicUsize, Notify)>);
-
-/// One row of the backlog; dropping it (written or given up) takes it off.
-pub(crate) struct PendingAudit(AuditBacklog);
-
-impl AuditBacklog {
-    pub(crate) fn start(&self) -> PendingAudit {
-        self.0.0.fetch_add(1, Ordering::SeqCst);
-        PendingAudit(self.clone())
-    }
-
-    async fn drained(&self) {
-        loop {
-            let idle = self.0.1.notified();
-            if self.0.0.load(Ordering::SeqCst) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
-
-impl Drop for PendingAudit {
-    fn drop(&mut self) {
-        if self.0.0.0.fetch_sub(1, Ordering::SeqCst) == 1 {
-            self.0.0.1.notify_waiters();
-        }
-    }
 }
