@@ -71,10 +71,12 @@ pub(crate) enum Transient<E> {
 }
 
 impl<DB: Backend> IdempotencyStore<DB> {
+    /// One attempt, on `conn` (the connection the replay fast path already used).
     pub(crate) async fn attempt<K, F, E>(
         &self,
         call: &Call<'_>,
         attempt: u32,
+        conn: &mut DB::Connection,
         body: &mut F,
     ) -> Result<Outcome, AttemptFailure<E>>
     where
@@ -84,7 +86,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
     {
         let store_failure = |error| self.classify(error);
         let fingerprint = call.request.fingerprint();
-        let mut tx = DB::begin_write(&self.pool, self.config.lock_timeout())
+        let mut tx = DB::begin_write(conn, self.config.lock_timeout())
             .await
             .map_err(store_failure)?;
         let attempt_id = fastrand::i64(..);
@@ -100,7 +102,10 @@ impl<DB: Backend> IdempotencyStore<DB> {
             Ok(true) => {}
             Ok(false) => {
                 rollback(tx).await;
-                return match self.find_record(&call.scope).await.map_err(store_failure)? {
+                let record = DB::find_record(conn, &call.scope, self.expired_at_or_before_ms())
+                    .await
+                    .map_err(store_failure)?;
+                return match record {
                     Some(record) => Ok(replay_or_mismatch(record, fingerprint)),
                     // The winner's row expired or was purged in between: claim again.
                     None => Err(AttemptFailure::Transient(Transient::Store(
@@ -180,7 +185,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         committed: Outcome,
         commit_error: sqlx::Error,
     ) -> Result<Outcome, AttemptFailure<E>> {
-        match self.find_record(&call.scope).await {
+        match self.find_record_anew(&call.scope).await {
             Ok(Some(record)) if record.attempt_id == attempt_id => {
                 self.outbox_signal.notify_waiters();
                 Ok(committed)
@@ -238,7 +243,7 @@ pub(crate) fn replay_or_mismatch(record: KeyRecord, fingerprint: &Fingerprint) -
 
 /// Rolls back explicitly so the key is free before the answer goes out. If the connection is
 /// gone, the server has rolled back already.
-async fn rollback<DB: Backend>(tx: Transaction<'static, DB>) {
+async fn rollback<DB: Backend>(tx: Transaction<'_, DB>) {
     if let Err(error) = tx.rollback().await {
         tracing::warn!(%error, "rollback failed; the database rolls back on disconnect");
     }

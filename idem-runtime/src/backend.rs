@@ -15,7 +15,7 @@ use sqlx::postgres::{PgDatabaseError, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteError, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Any, AssertSqlSafe, Pool, Postgres, Sqlite, Transaction};
+use sqlx::{Any, AssertSqlSafe, Connection as _, Pool, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
 use crate::observe::WriteOutcome;
@@ -197,19 +197,19 @@ pub(crate) mod sealed {
 
         /// Begins the write transaction of one attempt.
         fn begin_write(
-            pool: &Pool<Self>,
+            conn: &mut Self::Connection,
             lock_timeout: Duration,
-        ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
+        ) -> impl Future<Output = Result<Transaction<'_, Self>, sqlx::Error>> + Send;
 
         fn find_record(
-            pool: &Pool<Self>,
+            conn: &mut Self::Connection,
             scope: &KeyScope<'_>,
             expired_at_or_before_ms: i64,
         ) -> impl Future<Output = Result<Option<KeyRecord>, sqlx::Error>> + Send;
 
         /// `true` when this attempt now holds the key.
         fn claim(
-            tx: &mut Transaction<'static, Self>,
+            tx: &mut Transaction<'_, Self>,
             claim: &Claim<'_>,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
@@ -220,7 +220,7 @@ pub(crate) mod sealed {
 
         /// Records an event in the write's transaction.
         fn record_event(
-            tx: &mut Transaction<'static, Self>,
+            tx: &mut Transaction<'_, Self>,
             event: &OutboxRecord<'_>,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
@@ -240,7 +240,7 @@ pub(crate) mod sealed {
         /// Stores the response on the claimed key row and appends the new write's audit row,
         /// in the write's transaction.
         fn record_write(
-            tx: &mut Transaction<'static, Self>,
+            tx: &mut Transaction<'_, Self>,
             scope: &KeyScope<'_>,
             response: &StoredResponse,
             audit: &AuditRecord,
@@ -392,7 +392,7 @@ macro_rules! bind_response {
 macro_rules! shared_statements {
     () => {
         async fn find_record(
-            pool: &Pool<Self>,
+            conn: &mut Self::Connection,
             scope: &KeyScope<'_>,
             expired_at_or_before_ms: i64,
         ) -> Result<Option<KeyRecord>, sqlx::Error> {
@@ -401,14 +401,14 @@ macro_rules! shared_statements {
                 .bind(scope.operation)
                 .bind(scope.key.as_str())
                 .bind(expired_at_or_before_ms)
-                .fetch_optional(pool)
+                .fetch_optional(conn)
                 .await?
                 .map(decode_record)
                 .transpose()
         }
 
         async fn claim(
-            tx: &mut Transaction<'static, Self>,
+            tx: &mut Transaction<'_, Self>,
             claim: &Claim<'_>,
         ) -> Result<bool, sqlx::Error> {
             let claimed = sqlx::query_scalar::<_, i64>(CLAIM)
@@ -442,7 +442,7 @@ macro_rules! shared_statements {
         }
 
         async fn record_event(
-            tx: &mut Transaction<'static, Self>,
+            tx: &mut Transaction<'_, Self>,
             event: &OutboxRecord<'_>,
         ) -> Result<(), sqlx::Error> {
             sqlx::query(RECORD_EVENT)
@@ -563,16 +563,16 @@ impl sealed::Protocol for Postgres {
     }
 
     async fn begin_write(
-        pool: &Pool<Self>,
+        conn: &mut Self::Connection,
         lock_timeout: Duration,
-    ) -> Result<Transaction<'static, Self>, sqlx::Error> {
-        pool.begin_with(postgres_begin(lock_timeout)).await
+    ) -> Result<Transaction<'_, Self>, sqlx::Error> {
+        conn.begin_with(postgres_begin(lock_timeout)).await
     }
 
     shared_statements!();
 
     async fn record_write(
-        tx: &mut Transaction<'static, Self>,
+        tx: &mut Transaction<'_, Self>,
         scope: &KeyScope<'_>,
         response: &StoredResponse,
         audit: &AuditRecord,
@@ -619,16 +619,16 @@ impl sealed::Protocol for Sqlite {
     }
 
     async fn begin_write(
-        pool: &Pool<Self>,
+        conn: &mut Self::Connection,
         _lock_timeout: Duration,
-    ) -> Result<Transaction<'static, Self>, sqlx::Error> {
-        pool.begin_with(SQLITE_BEGIN).await
+    ) -> Result<Transaction<'_, Self>, sqlx::Error> {
+        conn.begin_with(SQLITE_BEGIN).await
     }
 
     shared_statements!();
 
     async fn record_write(
-        tx: &mut Transaction<'static, Self>,
+        tx: &mut Transaction<'_, Self>,
         scope: &KeyScope<'_>,
         response: &StoredResponse,
         audit: &AuditRecord,
@@ -723,19 +723,20 @@ impl sealed::Protocol for Any {
     }
 
     async fn begin_write(
-        pool: &Pool<Self>,
+        conn: &mut Self::Connection,
         lock_timeout: Duration,
-    ) -> Result<Transaction<'static, Self>, sqlx::Error> {
-        match AnyKind::of_pool(pool) {
-            AnyKind::Postgres => pool.begin_with(postgres_begin(lock_timeout)).await,
-            AnyKind::Sqlite => pool.begin_with(SQLITE_BEGIN).await,
+    ) -> Result<Transaction<'_, Self>, sqlx::Error> {
+        if conn.backend_name() == <Sqlite as sqlx::Database>::NAME {
+            conn.begin_with(SQLITE_BEGIN).await
+        } else {
+            conn.begin_with(postgres_begin(lock_timeout)).await
         }
     }
 
     shared_statements!();
 
     async fn record_write(
-        tx: &mut Transaction<'static, Self>,
+        tx: &mut Transaction<'_, Self>,
         scope: &KeyScope<'_>,
         response: &StoredResponse,
         audit: &AuditRecord,

@@ -13,7 +13,7 @@ use crate::{Backend, IdempotencyKey, Operation, TenantId};
 /// key is claimed in the same transaction, so a statement run through [`WriteContext::tx`]
 /// commits exactly when the key and the stored response do.
 pub struct WriteContext<'r, DB: Backend> {
-    tx: Transaction<'static, DB>,
+    tx: Transaction<'r, DB>,
     operation: &'static Operation,
     tenant: &'r TenantId,
     key: &'r IdempotencyKey,
@@ -26,7 +26,7 @@ pub struct WriteContext<'r, DB: Backend> {
 /// associated one, so that the compiler never suggests it to code outside this crate that
 /// tries to build a context by hand.
 pub(crate) fn claimed<'r, DB: Backend>(
-    tx: Transaction<'static, DB>,
+    tx: Transaction<'r, DB>,
     operation: &'static Operation,
     tenant: &'r TenantId,
     key: &'r IdempotencyKey,
@@ -44,9 +44,9 @@ pub(crate) fn claimed<'r, DB: Backend>(
     }
 }
 
-impl<DB: Backend> WriteContext<'_, DB> {
+impl<'r, DB: Backend> WriteContext<'r, DB> {
     /// The transaction back, and how many events the body recorded.
-    pub(crate) fn finish(self) -> (Transaction<'static, DB>, u32) {
+    pub(crate) fn finish(self) -> (Transaction<'r, DB>, u32) {
         (self.tx, self.events)
     }
 

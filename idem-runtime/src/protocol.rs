@@ -206,17 +206,20 @@ impl<DB: Backend> IdempotencyStore<DB> {
         E: StdError + 'static,
     {
         let deadline = Instant::now() + self.config.lock_timeout();
-        let _leadership = loop {
-            let record = self
-                .find_record(&call.scope)
+        // One connection serves the replay fast path and then, for a new write, its attempts:
+        // a pool round trip saved. A follower gives it back while it waits.
+        let (_leadership, mut conn) = loop {
+            let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
+            let record = DB::find_record(&mut conn, &call.scope, self.expired_at_or_before_ms())
                 .await
                 .map_err(StoreError::from)?;
             if let Some(record) = record {
                 return Ok(replay_or_mismatch(record, call.request.fingerprint()));
             }
             match self.in_flight.lead_or_follow(call.entity_id) {
-                Turn::Lead(leadership) => break leadership,
+                Turn::Lead(leadership) => break (leadership, conn),
                 Turn::Follow(leader) => {
+                    drop(conn);
                     if timeout_at(deadline, leader_finished(leader)).await.is_err() {
                         return Ok(self.in_flight_outcome());
                     }
@@ -226,7 +229,8 @@ impl<DB: Backend> IdempotencyStore<DB> {
 
         loop {
             *attempts += 1;
-            let failure = match self.attempt::<K, F, E>(call, *attempts, &mut body).await {
+            let attempt = self.attempt::<K, F, E>(call, *attempts, &mut conn, &mut body);
+            let failure = match attempt.await {
                 Ok(outcome) => return Ok(outcome),
                 Err(AttemptFailure::Final(error)) => return Err(error),
                 Err(AttemptFailure::Transient(failure)) => failure,

@@ -128,12 +128,14 @@ impl<DB: Backend> IdempotencyStore<DB> {
         &self.config
     }
 
-    /// The committed, unexpired record of a key, if there is one.
-    pub(crate) async fn find_record(
+    /// The committed, unexpired record of a key, read on a fresh connection (after a failure
+    /// that may have broken the one at hand).
+    pub(crate) async fn find_record_anew(
         &self,
         scope: &KeyScope<'_>,
     ) -> Result<Option<KeyRecord>, sqlx::Error> {
-        DB::find_record(&self.pool, scope, self.expired_at_or_before_ms()).await
+        let mut conn = self.pool.acquire().await?;
+        DB::find_record(&mut conn, scope, self.expired_at_or_before_ms()).await
     }
 
     /// Keys created at or before this instant are expired.
