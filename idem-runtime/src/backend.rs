@@ -119,18 +119,27 @@ UPDATE idempotency_keys
 SET response_status = $4, response_headers = $5, response_body = $6
 WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3";
 
+/// `INSERT INTO` the audit log with its column list, in the order [`bind_audit!`] binds.
+macro_rules! insert_audit {
+    () => {
+        "INSERT INTO idempotent_write_audit_log
+    (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint, outcome, status,
+     failure, attempts, duration_ms, request_id, created_at_ms) "
+    };
+}
+
 /// [`STORE_RESPONSE`] and [`APPEND_AUDIT`] in one statement, for PostgreSQL.
-const RECORD_WRITE_TOGETHER: &str = "\
-WITH stored AS (
+const RECORD_WRITE_TOGETHER: &str = concat!(
+    "WITH stored AS (
     UPDATE idempotency_keys
     SET response_status = $4, response_headers = $5, response_body = $6
     WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3
     RETURNING 1
 )
-INSERT INTO idempotent_write_audit_log
-    (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint, outcome, status,
-     failure, attempts, duration_ms, request_id, created_at_ms)
-SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21 FROM stored";
+",
+    insert_audit!(),
+    "SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21 FROM stored"
+);
 
 const APPLIED_MIGRATIONS: &str = "SELECT version FROM _idem_migrations WHERE success";
 
@@ -148,17 +157,13 @@ LIMIT $1";
 const MARK_DELIVERED: &str =
     "UPDATE idem_outbox SET delivered_at_ms = $2 WHERE event_id = $1 AND delivered_at_ms IS NULL";
 
-const APPEND_AUDIT: &str = "\
-INSERT INTO idempotent_write_audit_log
-    (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint, outcome, status,
-     failure, attempts, duration_ms, request_id, created_at_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+const APPEND_AUDIT: &str = concat!(
+    insert_audit!(),
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+);
 
 /// [`APPEND_AUDIT`] without its `VALUES`, for batches.
-const APPEND_AUDIT_COLUMNS: &str = "\
-INSERT INTO idempotent_write_audit_log
-    (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint, outcome, status,
-     failure, attempts, duration_ms, request_id, created_at_ms) ";
+const APPEND_AUDIT_COLUMNS: &str = insert_audit!();
 
 const OPEN_AUDIT_MAINTENANCE: &str =
     "INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES ($1)";
@@ -320,27 +325,30 @@ fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
     })
 }
 
-/// Binds an audit row's fields, in the column order of [`APPEND_AUDIT`], after whatever
-/// `$query` has bound already.
+/// Binds an audit row's fields in the column order of [`insert_audit!`], after whatever
+/// `$query` has bound already, with `$bind` (`bind` on a query, `push_bind` on a batch row).
 macro_rules! bind_audit {
-    ($query:expr, $record:expr) => {{
+    ($query:expr, $record:expr) => {
+        bind_audit!($query, $record, bind)
+    };
+    ($query:expr, $record:expr, $bind:ident) => {{
         let record = $record;
         $query
-            .bind(record.id.to_string())
-            .bind(record.operation.name())
-            .bind(record.operation.class().as_str())
-            .bind(record.tenant.as_str())
-            .bind(record.user.as_deref())
-            .bind(record.key_hash.as_str())
-            .bind(record.entity_id.to_string())
-            .bind(record.fingerprint.to_string())
-            .bind(record.outcome.as_str())
-            .bind(record.status.map(i32::from))
-            .bind(record.outcome.failure())
-            .bind(i32::try_from(record.attempts).unwrap_or(i32::MAX))
-            .bind(record.duration_ms)
-            .bind(record.request_id.as_deref())
-            .bind(record.now_ms)
+            .$bind(record.id.to_string())
+            .$bind(record.operation.name())
+            .$bind(record.operation.class().as_str())
+            .$bind(record.tenant.as_str())
+            .$bind(record.user.as_deref())
+            .$bind(record.key_hash.as_str())
+            .$bind(record.entity_id.to_string())
+            .$bind(record.fingerprint.to_string())
+            .$bind(record.outcome.as_str())
+            .$bind(record.status.map(i32::from))
+            .$bind(record.outcome.failure())
+            .$bind(i32::try_from(record.attempts).unwrap_or(i32::MAX))
+            .$bind(record.duration_ms)
+            .$bind(record.request_id.as_deref())
+            .$bind(record.now_ms)
     }};
 }
 
@@ -497,21 +505,7 @@ macro_rules! shared_statements {
         ) -> Result<(), sqlx::Error> {
             let mut insert = sqlx::QueryBuilder::<Self>::new(APPEND_AUDIT_COLUMNS);
             insert.push_values(records, |mut row, record| {
-                row.push_bind(record.id.to_string())
-                    .push_bind(record.operation.name())
-                    .push_bind(record.operation.class().as_str())
-                    .push_bind(record.tenant.as_str())
-                    .push_bind(record.user.as_deref())
-                    .push_bind(record.key_hash.as_str())
-                    .push_bind(record.entity_id.to_string())
-                    .push_bind(record.fingerprint.to_string())
-                    .push_bind(record.outcome.as_str())
-                    .push_bind(record.status.map(i32::from))
-                    .push_bind(record.outcome.failure())
-                    .push_bind(i32::try_from(record.attempts).unwrap_or(i32::MAX))
-                    .push_bind(record.duration_ms)
-                    .push_bind(record.request_id.as_deref())
-                    .push_bind(record.now_ms);
+                bind_audit!(row, record, push_bind);
             });
             insert.build().execute(pool).await.map(drop)
         }
