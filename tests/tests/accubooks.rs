@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{App, HttpServer, web};
+use actix_web::web;
 use awc::Client;
 use idem_actix::StoreConfig;
 use idem_examples::accubooks::AccuBooks;
@@ -61,17 +61,7 @@ impl TestApp {
             .await
             .expect("AccuBooks starts");
         let app = accubooks.clone();
-        let server = HttpServer::new(move || {
-            let app = app.clone();
-            App::new().configure(move |config| app.configure(config))
-        })
-        .workers(2)
-        .bind(("127.0.0.1", 0))
-        .expect("bind a loopback port");
-        let base = format!("http://{}", server.addrs()[0]);
-        let server = server.run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let (base, handle) = idem_tests::serve(move |config| app.configure(config));
         let a = Self::company(&base, "Company A").await;
         let b = Self::company(&base, "Company B").await;
         Self {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
+use actix_web::{HttpResponse, ResponseError, web};
 use awc::Client;
 use idem_actix::{
     Idempotency, IdempotencyKey, IdempotencyStore, ProtectedRoutes, StoreConfig, TenantId,
@@ -95,17 +95,7 @@ impl Faulty {
             .verify()
             .await
             .expect("the startup check passes");
-        let server = HttpServer::new(move || {
-            let routes = routes.clone();
-            App::new().configure(move |config| routes.configure(config))
-        })
-        .workers(2)
-        .bind(("127.0.0.1", 0))
-        .unwrap();
-        let base = format!("http://{}", server.addrs()[0]);
-        let server = server.run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let (base, handle) = idem_tests::serve(move |config| routes.configure(config));
         Self {
             base,
             admin,

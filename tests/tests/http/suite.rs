@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{LOCATION, SET_COOKIE};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use awc::Client;
 use futures_util::future::{LocalBoxFuture, join_all};
 use idem_actix::{
@@ -135,17 +135,7 @@ impl Server {
             .verify()
             .await
             .expect("the startup check passes");
-        let server = HttpServer::new(move || {
-            let routes = routes.clone();
-            App::new().configure(move |config| routes.configure(config))
-        })
-        .workers(2)
-        .bind(("127.0.0.1", 0))
-        .expect("bind a loopback port");
-        let base = format!("http://{}", server.addrs()[0]);
-        let server = server.run();
-        let handle = server.handle();
-        actix_web::rt::spawn(server);
+        let (base, handle) = idem_tests::serve(move |config| routes.configure(config));
         Self { base, db, handle }
     }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{App, HttpResponse, HttpServer, ResponseError, web};
+use actix_web::{HttpResponse, ResponseError, web};
 use awc::Client;
 use idem_actix::prometheus::{install_recorder, metrics_service};
 use idem_actix::runtime::sha256_hex;
@@ -163,19 +163,10 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         .verify()
         .await
         .expect("the startup check passes");
-    let server = HttpServer::new(move || {
-        let (routes, metrics) = (routes.clone(), metrics.clone());
-        App::new()
-            .configure(move |config| routes.configure(config))
-            .service(metrics_service(metrics))
-    })
-    .workers(2)
-    .bind(("127.0.0.1", 0))
-    .unwrap();
-    let base = format!("http://{}", server.addrs()[0]);
-    let server = server.run();
-    let handle = server.handle();
-    actix_web::rt::spawn(server);
+    let (base, handle) = idem_tests::serve(move |config| {
+        routes.configure(config);
+        config.service(metrics_service(metrics.clone()));
+    });
 
     let client = Client::builder().timeout(Duration::from_secs(30)).finish();
     let send = |key: &'static str, body: serde_json::Value| {
