@@ -65,6 +65,25 @@
 //! }
 //! ```
 //!
+//! # The attributes
+//!
+//! `#[financial_mutation("name", METHOD = "/path", ...)]` and `#[high_risk_mutation(...)]`
+//! take:
+//! - the operation's name, camelCase and unique across both registries (`"createPayment"`);
+//! - its route: one of `post`, `put`, `patch`, `delete` with the path (`post = "/payments"`,
+//!   `post = "/invoices/{id}/finalize"`);
+//! - optionally `ignore_in_fingerprint = ["client_sent_at"]`: top-level JSON fields of the body
+//!   that do not make a retry another request (a client's own timestamp or trace id). With it,
+//!   the body is fingerprinted as a JSON object without those fields, with its keys sorted.
+//!
+//! The handler is an `async fn` that takes an [`IdempotencyKey`], a
+//! `&mut WriteContext<'_, DB>` (its transaction and the write's entity id) and any other
+//! actix-web extractors, in any order, and returns anything actix-web can answer with; an `Err`
+//! of a `Result` refuses the write (it rolls back and the key stays free). The expansion of one
+//! handler is checked in at `idem-macros/tests/snapshots/create_payment.expanded.rs`: a unit
+//! type named after the handler, its registry entry, and the route that runs the handler inside
+//! the write protocol. Mount it with [`ProtectedRoutes`].
+//!
 //! The attribute's errors say what to write instead; `ui-tests/` holds one compile-fail case per
 //! breach of the contract, checked on the toolchain pinned in `rust-toolchain.toml`.
 

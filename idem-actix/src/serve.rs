@@ -3,6 +3,7 @@
 //! Generated code calls [`serve`] with the user's function wrapped in a closure; nothing here
 //! is meant to be called by hand.
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::error::Error as StdError;
 use std::fmt;
@@ -85,19 +86,21 @@ where
     Rc::new(function)
 }
 
-/// Runs one request of the registered operation `Op`.
+/// Runs one request of the registered operation `Op`. `ignored_fields` are the top-level JSON
+/// fields of the body that the fingerprint leaves out (`ignore_in_fingerprint`).
 pub async fn serve<Op, DB, Args>(
     operation: Op,
     request: HttpRequest,
     mut payload: Payload,
     handler: Handler<DB, Args>,
+    ignored_fields: &'static [&'static str],
 ) -> HttpResponse
 where
     Op: RegisteredOperation,
     DB: Backend,
     Args: FromRequest + 'static,
 {
-    match serve_checked(operation, &request, &mut payload, handler).await {
+    match serve_checked(operation, &request, &mut payload, handler, ignored_fields).await {
         Ok(response) | Err(response) => response,
     }
 }
@@ -107,6 +110,7 @@ async fn serve_checked<Op, DB, Args>(
     request: &HttpRequest,
     payload: &mut Payload,
     handler: Handler<DB, Args>,
+    ignored_fields: &'static [&'static str],
 ) -> Result<HttpResponse, HttpResponse>
 where
     Op: RegisteredOperation,
@@ -134,7 +138,7 @@ where
         request.method().as_str(),
         request.path(),
         request.query_string(),
-        &body,
+        &fingerprinted_body(&body, ignored_fields),
     );
 
     let user = idem.tenants.0.user(request);
@@ -226,6 +230,24 @@ fn store_detail(error: &StoreError) -> &'static str {
             "every database connection is busy and nothing was written: retry with the same key"
         }
         _ => "the idempotency store failed and nothing was written: retry with the same key",
+    }
+}
+
+/// The body as the fingerprint sees it: as sent, or, when the operation ignores some fields,
+/// a JSON object without them (re-serialized with sorted keys, so field order and whitespace
+/// stop mattering too). A body that is not a JSON object is fingerprinted as sent.
+fn fingerprinted_body<'a>(body: &'a Bytes, ignored_fields: &[&str]) -> Cow<'a, [u8]> {
+    if ignored_fields.is_empty() {
+        return Cow::Borrowed(body);
+    }
+    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
+        Ok(mut object) => {
+            for field in ignored_fields {
+                object.remove(*field);
+            }
+            Cow::Owned(serde_json::to_vec(&object).unwrap_or_else(|_| body.to_vec()))
+        }
+        Err(_) => Cow::Borrowed(body),
     }
 }
 
@@ -351,6 +373,38 @@ impl<E: Into<actix_web::Error>> Refusal for &Specialize<E> {
             response: error.error_response(),
             cause: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignored_fields_leave_the_fingerprint_and_order_stops_mattering() {
+        let ignore = &["client_sent_at"];
+        let a = Bytes::from_static(br#"{"amount_cents":5,"client_sent_at":"10:00"}"#);
+        let b = Bytes::from_static(br#"{ "client_sent_at": "10:01", "amount_cents": 5 }"#);
+        let c = Bytes::from_static(br#"{"amount_cents":6,"client_sent_at":"10:00"}"#);
+        assert_eq!(
+            fingerprinted_body(&a, ignore),
+            fingerprinted_body(&b, ignore)
+        );
+        assert_ne!(
+            fingerprinted_body(&a, ignore),
+            fingerprinted_body(&c, ignore)
+        );
+    }
+
+    #[test]
+    fn without_ignored_fields_the_body_is_fingerprinted_as_sent() {
+        let body = Bytes::from_static(br#"{"b":1, "a":2}"#);
+        assert_eq!(fingerprinted_body(&body, &[]).as_ref(), body.as_ref());
+        let not_json = Bytes::from_static(b"amount=5");
+        assert_eq!(
+            fingerprinted_body(&not_json, &["amount"]).as_ref(),
+            not_json.as_ref()
+        );
     }
 }
 

@@ -28,6 +28,8 @@ pub(crate) struct Args {
     pub(crate) name: LitStr,
     pub(crate) method: &'static str,
     pub(crate) path: LitStr,
+    /// Top-level JSON fields of the body that the fingerprint leaves out.
+    pub(crate) ignored_fields: Vec<LitStr>,
 }
 
 const METHODS: [(&str, &str); 4] = [
@@ -66,7 +68,7 @@ impl RawArgs {
     pub(crate) fn validate(self, class: Class) -> syn::Result<Args> {
         let attribute = class.attribute();
         let expected = format!(
-            "expected #[{attribute}(\"operationName\", post = \"/path\")]; the method is one of post, put, patch, delete"
+            "expected #[{attribute}(\"operationName\", post = \"/path\")]; the method is one of post, put, patch, delete, and ignore_in_fingerprint = [\"field\"] is optional"
         );
         let mut errors = Errors::default();
         let mut name = None;
@@ -77,6 +79,7 @@ impl RawArgs {
             }
         }
         let mut route = None;
+        let mut ignored_fields = Vec::new();
         for meta in self.pairs {
             let Meta::NameValue(pair) = &meta else {
                 errors.push(syn::Error::new_spanned(
@@ -90,6 +93,16 @@ impl RawArgs {
                 .get_ident()
                 .map(ToString::to_string)
                 .unwrap_or_default();
+            if key == "ignore_in_fingerprint" {
+                match fields(&pair.value) {
+                    Some(fields) => ignored_fields = fields,
+                    None => errors.push(syn::Error::new_spanned(
+                        &pair.value,
+                        "expected a list of top-level JSON field names, such as ignore_in_fingerprint = [\"client_sent_at\"]",
+                    )),
+                }
+                continue;
+            }
             let Expr::Lit(ExprLit {
                 lit: Lit::Str(value),
                 ..
@@ -149,9 +162,32 @@ impl RawArgs {
         errors.finish(|| {
             let (method, path) = route.expect("a missing route is reported as an error");
             let name = name.expect("a missing name is reported as an error");
-            Args { name, method, path }
+            Args {
+                name,
+                method,
+                path,
+                ignored_fields,
+            }
         })
     }
+}
+
+/// The string literals of `["a", "b"]`.
+fn fields(value: &Expr) -> Option<Vec<LitStr>> {
+    let Expr::Array(array) = value else {
+        return None;
+    };
+    array
+        .elems
+        .iter()
+        .map(|elem| match elem {
+            Expr::Lit(ExprLit {
+                lit: Lit::Str(field),
+                ..
+            }) if !field.value().is_empty() => Some(field.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Why `name` is not a valid operation name, if it is not.

@@ -46,6 +46,7 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
     let database = &handler.database;
     let operation_name = &args.name;
     let (method, path) = (args.method, &args.path);
+    let ignored_fields = &args.ignored_fields;
     let (slice, class_variant, gate) = match class {
         Class::Financial => (
             quote!(FINANCIAL_MUTATIONS),
@@ -135,6 +136,7 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
                             request,
                             payload.into_inner(),
                             handler,
+                            &[#(#ignored_fields),*],
                         )
                         .await
                     }

@@ -75,6 +75,7 @@ const _: () = {
                         request,
                         payload.into_inner(),
                         handler,
+                        &[],
                     )
                     .await
             }

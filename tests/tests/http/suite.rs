@@ -51,7 +51,8 @@ impl ResponseError for PaymentError {
 }
 
 /// Records a payment; answers with a nonce, so a body that ran twice would answer differently.
-#[financial_mutation("createPayment", post = "/payments")]
+/// The client's own timestamp is not part of the request's identity.
+#[financial_mutation("createPayment", post = "/payments", ignore_in_fingerprint = ["client_sent_at"])]
 async fn create_payment(
     _key: IdempotencyKey,
     write: &mut WriteContext<'_, Db>,
@@ -357,6 +358,24 @@ async fn same_key_with_another_payload_is_422_and_keeps_the_first_write() {
             .await,
         1
     );
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn a_field_left_out_of_the_fingerprint_does_not_make_a_retry_another_request() {
+    let server = Server::default().await;
+    let first = json!({"amount_cents": 300, "client_sent_at": "10:00:00"});
+    let retry = json!({"client_sent_at": "10:00:05", "amount_cents": 300});
+    let other = json!({"amount_cents": 301, "client_sent_at": "10:00:00"});
+    let new = send(server.post("/payments", "token-a", Some("k-ts")), first).await;
+    assert_eq!(new.status, StatusCode::CREATED);
+    let replay = send(server.post("/payments", "token-a", Some("k-ts")), retry).await;
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replay.body, new.body);
+    send(server.post("/payments", "token-a", Some("k-ts")), other)
+        .await
+        .assert_problem(422, "key-reused");
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1);
     server.stop().await;
 }
 
