@@ -376,6 +376,11 @@ impl<E: Into<actix_web::Error>> Refusal for &Specialize<E> {
     }
 }
 
+/// The answer of a handler, as a response.
+pub fn respond<T: Responder>(answer: T, request: &HttpRequest) -> HttpResponse {
+    answer.respond_to(request).map_into_boxed_body()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,9 +411,4 @@ mod tests {
             not_json.as_ref()
         );
     }
-}
-
-/// The answer of a handler, as a response.
-pub fn respond<T: Responder>(answer: T, request: &HttpRequest) -> HttpResponse {
-    answer.respond_to(request).map_into_boxed_body()
 }
