@@ -1,12 +1,14 @@
 //! The route gate: protected handlers are mounted only through it, only in their own class,
 //! and the application refuses to start when the registry and the mounts disagree.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use actix_web::web::ServiceConfig;
-use idem_runtime::{Backend, Operation, RegisteredOperation, StoreError, registered_operations};
+use idem_runtime::{
+    Backend, Operation, RegisteredOperation, RegistryError, StoreError, registered_operations,
+    registry_errors,
+};
 
 use crate::config::Idempotency;
 
@@ -110,50 +112,28 @@ impl<DB: Backend> ProtectedRoutes<DB> {
 }
 
 fn check_registry(
-    registry: impl Iterator<Item = &'static Operation>,
+    registry: impl Iterator<Item = &'static Operation> + Clone,
     mounts: &[Mounted],
 ) -> Vec<StartupProblem> {
-    let mut problems = Vec::new();
-    let mut by_name: BTreeMap<&str, Vec<&'static Operation>> = BTreeMap::new();
-    for operation in registry {
-        by_name.entry(operation.name()).or_default().push(operation);
-    }
-    if by_name.is_empty() {
-        problems.push(StartupProblem::EmptyRegistry);
-    }
-    for (name, declared) in &by_name {
-        if declared.len() > 1 {
-            problems.push(StartupProblem::DuplicateName {
-                operation: name.to_string(),
-                locations: declared.iter().map(|op| location(op)).collect(),
-            });
-            continue;
-        }
-        let operation = declared[0];
-        if operation.route().is_none() {
-            continue;
-        }
-        match mounts
-            .iter()
-            .filter(|m| m.operation.name() == *name)
-            .count()
-        {
+    let mut problems: Vec<StartupProblem> = registry_errors(registry.clone())
+        .into_iter()
+        .map(StartupProblem::Registry)
+        .collect();
+    for operation in registry.filter(|op| op.route().is_some()) {
+        let name = operation.name();
+        match mounts.iter().filter(|m| m.operation.name() == name).count() {
             0 => problems.push(StartupProblem::NotMounted {
-                operation: name.to_string(),
-                location: location(operation),
+                operation: name.to_owned(),
+                location: operation.location(),
             }),
             1 => {}
             times => problems.push(StartupProblem::MountedMoreThanOnce {
-                operation: name.to_string(),
+                operation: name.to_owned(),
                 times,
             }),
         }
     }
     problems
-}
-
-fn location(operation: &Operation) -> String {
-    format!("{}:{}", operation.file(), operation.line())
 }
 
 /// The protected routes after the startup check: cheap to clone into each worker.
@@ -191,9 +171,8 @@ impl<DB: Backend> VerifiedRoutes<DB> {
 /// One disagreement between the registry, the mounts and the database.
 #[derive(Debug)]
 pub enum StartupProblem {
-    /// No operation is registered: the crate that declares the handlers was not linked
-    /// (name one of its items, or `use that_crate as _;`).
-    EmptyRegistry,
+    /// The registry is empty, or two handlers declare one operation name.
+    Registry(RegistryError),
     /// A registered operation has no mounted route.
     NotMounted {
         /// The operation's name.
@@ -208,13 +187,6 @@ pub enum StartupProblem {
         /// How many times it is mounted.
         times: usize,
     },
-    /// Two handlers declare one operation name.
-    DuplicateName {
-        /// The name.
-        operation: String,
-        /// Where each declaration is.
-        locations: Vec<String>,
-    },
     /// Some of idem's migrations have not been applied.
     NotMigrated {
         /// The versions still to apply.
@@ -227,24 +199,17 @@ pub enum StartupProblem {
 impl fmt::Display for StartupProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::EmptyRegistry => f.write_str(
-                "no protected operation is registered: the crate that declares the annotated handlers is not linked; name one of its items or add `use that_crate as _;`",
-            ),
-            Self::NotMounted { operation, location } => write!(
+            Self::Registry(error) => error.fmt(f),
+            Self::NotMounted {
+                operation,
+                location,
+            } => write!(
                 f,
                 "operation `{operation}` (declared at {location}) is registered but not mounted: add it to ProtectedRoutes with .financial(...) or .high_risk(...)"
             ),
             Self::MountedMoreThanOnce { operation, times } => write!(
                 f,
                 "operation `{operation}` is mounted {times} times: mount it once"
-            ),
-            Self::DuplicateName {
-                operation,
-                locations,
-            } => write!(
-                f,
-                "operation name `{operation}` is declared by more than one handler ({}): give each operation its own name",
-                locations.join(", ")
             ),
             Self::NotMigrated { pending } => write!(
                 f,
@@ -308,15 +273,13 @@ mod tests {
     fn two_declarations_of_one_name_are_refused_with_both_locations() {
         let problems = check_registry([&PAYMENT, &PAYMENT_AGAIN].into_iter(), &[mounted(&PAYMENT)]);
         let [
-            StartupProblem::DuplicateName {
-                operation,
-                locations,
-            },
+            StartupProblem::Registry(RegistryError::DuplicateName { name, locations }),
+            ..,
         ] = problems.as_slice()
         else {
             panic!("{problems:?}");
         };
-        assert_eq!(operation, "createPayment");
+        assert_eq!(*name, "createPayment");
         assert_eq!(locations, &["a.rs:1", "b.rs:2"]);
     }
 
@@ -325,7 +288,7 @@ mod tests {
         let problems = check_registry(std::iter::empty(), &[]);
         assert!(matches!(
             problems.as_slice(),
-            [StartupProblem::EmptyRegistry]
+            [StartupProblem::Registry(RegistryError::Empty)]
         ));
         assert!(problems[0].to_string().contains("not linked"));
     }

@@ -89,7 +89,8 @@ pub use observe::{
 };
 pub use operation::{
     FINANCIAL_MUTATIONS, HIGH_RISK_MUTATIONS, Operation, OperationClass, RegisteredOperation,
-    Route, is_operation_name, registered_operations,
+    RegistryError, Route, is_operation_name, registered_operations, registry_errors,
+    verify_registry,
 };
 pub use outbox::{DispatchReport, HandlerError, OutboxDispatcher, OutboxEvent};
 pub use protocol::Outcome;

@@ -1,5 +1,6 @@
 //! Registered operations and the link-time registries that list them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use linkme::distributed_slice;
@@ -98,6 +99,11 @@ impl Operation {
     pub const fn line(&self) -> u32 {
         self.line
     }
+
+    /// Where the operation is declared, as `file:line`.
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
 }
 
 /// Whether `name` is a valid operation name: camelCase ASCII, as the macros require.
@@ -140,13 +146,91 @@ pub static FINANCIAL_MUTATIONS: [Operation];
 pub static HIGH_RISK_MUTATIONS: [Operation];
 
 /// Every registered operation, financial first, each registry in link order.
-pub fn registered_operations() -> impl Iterator<Item = &'static Operation> {
+pub fn registered_operations() -> impl Iterator<Item = &'static Operation> + Clone {
     FINANCIAL_MUTATIONS.iter().chain(HIGH_RISK_MUTATIONS.iter())
+}
+
+/// What only the whole program can get wrong about its registries.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// No operation is registered: the crate that declares them was not linked.
+    #[error(
+        "no protected operation is registered: the crate that declares them is not linked; name one of its items or add `use that_crate as _;`"
+    )]
+    Empty,
+    /// Two declarations share one operation name.
+    #[error("operation name `{name}` is declared more than once ({}): give each operation its own name", .locations.join(", "))]
+    DuplicateName {
+        /// The name.
+        name: &'static str,
+        /// Where each declaration is, as `file:line`.
+        locations: Vec<String>,
+    },
+}
+
+/// Checks the registries of this program: not empty, and no name declared twice. The startup
+/// gate of `idem-actix` runs it for servers; a job or a command calls it at startup.
+///
+/// ```
+/// idem_runtime::operation! {
+///     financial CloseMonth = "closeMonth";
+/// }
+/// assert_eq!(idem_runtime::verify_registry(), Ok(()));
+/// ```
+pub fn verify_registry() -> Result<(), RegistryError> {
+    match registry_errors(registered_operations()).into_iter().next() {
+        Some(error) => Err(error),
+        None => Ok(()),
+    }
+}
+
+/// Every problem of a registry, for checks that report them all.
+pub fn registry_errors(
+    operations: impl IntoIterator<Item = &'static Operation>,
+) -> Vec<RegistryError> {
+    let mut by_name: BTreeMap<&'static str, Vec<&'static Operation>> = BTreeMap::new();
+    for operation in operations {
+        by_name.entry(operation.name()).or_default().push(operation);
+    }
+    if by_name.is_empty() {
+        return vec![RegistryError::Empty];
+    }
+    by_name
+        .into_iter()
+        .filter(|(_, declared)| declared.len() > 1)
+        .map(|(name, declared)| RegistryError::DuplicateName {
+            name,
+            locations: declared.iter().map(|op| op.location()).collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static FIRST: Operation =
+        Operation::__new("payOut", OperationClass::Financial, None, "a.rs", 1);
+    static SECOND: Operation =
+        Operation::__new("payOut", OperationClass::HighRisk, None, "b.rs", 2);
+    static OTHER: Operation = Operation::__new("payIn", OperationClass::Financial, None, "c.rs", 3);
+
+    #[test]
+    fn a_name_declared_twice_is_reported_with_both_locations() {
+        assert_eq!(
+            registry_errors([&FIRST, &OTHER, &SECOND]),
+            [RegistryError::DuplicateName {
+                name: "payOut",
+                locations: vec!["a.rs:1".to_owned(), "b.rs:2".to_owned()],
+            }]
+        );
+        assert!(registry_errors([&FIRST, &OTHER]).is_empty());
+    }
+
+    #[test]
+    fn an_empty_registry_is_reported() {
+        assert_eq!(registry_errors([]), [RegistryError::Empty]);
+    }
 
     #[test]
     fn operation_names_are_camel_case() {
