@@ -9,12 +9,18 @@
 //!
 //! Prints a Markdown table (throughput and p50/p99 latency of bare writes, protected new writes,
 //! replays and a 500-request same-key burst, each with its ratio to bare) and writes it, with a
-//! JSON copy for tracking over time, to `target/bench/`. The machine is small and shared: read
-//! the ratios, not the absolute numbers.
+//! JSON copy for tracking over time, to `target/bench/`. The same writes also run behind
+//! `actix-idempotent` (sessions in the Redis at `127.0.0.1:6379`), the middleware a user would
+//! otherwise pick; its rows report how many rows its same-key burst wrote. The machine is small
+//! and shared: read the ratios, not the absolute numbers.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use actix_idempotent::{IdempotentFactory, IdempotentOptions};
+use actix_session::SessionMiddleware;
+use actix_session::storage::RedisSessionStore;
+use actix_web::cookie::Key;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use awc::Client;
 use futures_util::StreamExt;
@@ -87,11 +93,18 @@ impl Target {
         let accubooks = AccuBooks::open(url, StoreConfig::default()).await?;
         let pool = accubooks.store().pool().clone();
         let app = accubooks.clone();
+        let sessions = RedisSessionStore::new("redis://127.0.0.1:6379").await?;
+        let cookie_key = Key::generate();
         let server = HttpServer::new(move || {
             let app = app.clone();
+            let middleware = web::scope("/middleware")
+                .wrap(IdempotentFactory::new(IdempotentOptions::default()))
+                .wrap(SessionMiddleware::new(sessions.clone(), cookie_key.clone()))
+                .route("/customers", web::post().to(create_customer_bare));
             App::new()
                 .configure(move |config| app.configure(config))
                 .route("/bare/customers", web::post().to(create_customer_bare))
+                .service(middleware)
         })
         .workers(2)
         .bind(("127.0.0.1", 0))?;
@@ -124,8 +137,25 @@ impl Target {
             .unwrap_or(-1)
     }
 
+    /// A session cookie of the middleware's, as a client that made one request holds it.
+    async fn session_cookie(&self) -> String {
+        let response = Client::default()
+            .post(format!("{}/middleware/customers", self.base))
+            .insert_header(("authorization", format!("Bearer {}", self.token)))
+            .send_json(&json!({ "name": "Session Opener" }))
+            .await
+            .expect("the server answers");
+        let cookie = response
+            .headers()
+            .get("set-cookie")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .unwrap_or_default();
+        cookie.to_owned()
+    }
+
     /// Sends `requests` requests, `concurrency` at a time: request `i` goes to `path` with key
-    /// `key(i)` (none when `None`).
+    /// `key(i)` (none when `None`) and, when given, the session `cookie`.
     async fn drive(
         &self,
         name: &'static str,
@@ -133,6 +163,19 @@ impl Target {
         requests: usize,
         concurrency: usize,
         key: impl Fn(usize) -> Option<String>,
+    ) -> Row {
+        self.drive_with_cookie(name, path, requests, concurrency, key, None)
+            .await
+    }
+
+    async fn drive_with_cookie(
+        &self,
+        name: &'static str,
+        path: &str,
+        requests: usize,
+        concurrency: usize,
+        key: impl Fn(usize) -> Option<String>,
+        cookie: Option<&str>,
     ) -> Row {
         let client = Client::builder()
             .connector(awc::Connector::new().limit(concurrency))
@@ -147,6 +190,9 @@ impl Target {
                     .insert_header(("authorization", format!("Bearer {}", self.token)));
                 if let Some(key) = key(i) {
                     request = request.insert_header(("idempotency-key", key));
+                }
+                if let Some(cookie) = cookie {
+                    request = request.insert_header(("cookie", cookie.to_owned()));
                 }
                 async move {
                     let sent = Instant::now();
@@ -230,6 +276,32 @@ async fn measure(database: &str, url: &str) -> Result<Vec<Row>, Box<dyn std::err
                 BURST,
                 BURST,
                 |_| Some(burst_key.clone()),
+            )
+            .await,
+    );
+    // The same writes behind actix-idempotent: new writes with a fresh session each, then the
+    // burst from one client holding one session (its cache is per session).
+    rows.push(
+        target
+            .drive(
+                "actix-idempotent new writes",
+                "/middleware/customers",
+                REQUESTS,
+                CONCURRENCY,
+                |_| None,
+            )
+            .await,
+    );
+    let cookie = target.session_cookie().await;
+    rows.push(
+        target
+            .drive_with_cookie(
+                "actix-idempotent 500-request burst",
+                "/middleware/customers",
+                BURST,
+                BURST,
+                |_| Some(burst_key.clone()),
+                Some(&cookie),
             )
             .await,
     );
