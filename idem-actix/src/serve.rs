@@ -120,7 +120,6 @@ where
     let problem = |problem: Problem| problem.to_response();
     let idem = request
         .app_data::<Idempotency<DB>>()
-        .cloned()
         .ok_or_else(|| not_configured().to_response())?;
     let key = IdempotencyKey::from_headers(request.headers()).map_err(problem)?;
     let tenant = idem.tenants.resolve(request).await.map_err(problem)?;

@@ -672,6 +672,14 @@ impl AnyKind {
         Self::of_url(pool.connect_options().database_url.as_str())
     }
 
+    fn of_connection(conn: &<Any as sqlx::Database>::Connection) -> Self {
+        if conn.backend_name() == <Sqlite as sqlx::Database>::NAME {
+            Self::Sqlite
+        } else {
+            Self::Postgres
+        }
+    }
+
     fn migrator(self) -> Migrator {
         match self {
             Self::Postgres => sqlx::migrate!("./migrations/postgres"),
@@ -720,10 +728,9 @@ impl sealed::Protocol for Any {
         conn: &mut Self::Connection,
         lock_timeout: Duration,
     ) -> Result<Transaction<'_, Self>, sqlx::Error> {
-        if conn.backend_name() == <Sqlite as sqlx::Database>::NAME {
-            conn.begin_with(SQLITE_BEGIN).await
-        } else {
-            conn.begin_with(postgres_begin(lock_timeout)).await
+        match AnyKind::of_connection(conn) {
+            AnyKind::Sqlite => conn.begin_with(SQLITE_BEGIN).await,
+            AnyKind::Postgres => conn.begin_with(postgres_begin(lock_timeout)).await,
         }
     }
 
@@ -735,11 +742,9 @@ impl sealed::Protocol for Any {
         response: &StoredResponse,
         audit: &AuditRecord,
     ) -> Result<(), sqlx::Error> {
-        // The transaction's connection knows its backend; the pool is not at hand here.
-        if tx.backend_name() == <Sqlite as sqlx::Database>::NAME {
-            record_write_apart!(tx, scope, response, audit)
-        } else {
-            record_write_together!(tx, scope, response, audit)
+        match AnyKind::of_connection(tx) {
+            AnyKind::Sqlite => record_write_apart!(tx, scope, response, audit),
+            AnyKind::Postgres => record_write_together!(tx, scope, response, audit),
         }
     }
 

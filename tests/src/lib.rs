@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
 use actix_web::web::ServiceConfig;
-use actix_web::{App, HttpServer};
-use futures_util::future::BoxFuture;
+use actix_web::{App, HttpRequest, HttpServer};
+use futures_util::future::{BoxFuture, LocalBoxFuture};
+use idem_actix::{TenantId, TenantRejection, TenantResolver};
 use idem_runtime::{Backend, IdempotencyStore, StoreConfig};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Pool, Postgres, Sqlite};
@@ -29,6 +30,41 @@ pub fn serve(
     let handle = server.handle();
     actix_web::rt::spawn(server);
     (base, handle)
+}
+
+/// Every request belongs to one tenant, and optionally one user: for servers whose tests are
+/// not about authentication.
+pub struct FixedTenant {
+    tenant: &'static str,
+    user: Option<&'static str>,
+}
+
+impl FixedTenant {
+    /// Every request belongs to `tenant`.
+    pub fn new(tenant: &'static str) -> Self {
+        Self { tenant, user: None }
+    }
+
+    /// Every request is sent by `user`, for the audit log.
+    pub fn with_user(mut self, user: &'static str) -> Self {
+        self.user = Some(user);
+        self
+    }
+}
+
+impl TenantResolver for FixedTenant {
+    fn resolve<'a>(
+        &'a self,
+        _: &'a HttpRequest,
+    ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
+        let tenant =
+            TenantId::new(self.tenant).map_err(|error| TenantRejection::new(error.to_string()));
+        Box::pin(async move { tenant })
+    }
+
+    fn user(&self, _: &HttpRequest) -> Option<String> {
+        self.user.map(str::to_owned)
+    }
 }
 
 /// A fresh, migrated store and whatever keeps its database alive.

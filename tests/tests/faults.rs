@@ -10,10 +10,10 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
 use awc::Client;
 use idem_actix::{
-    Idempotency, IdempotencyKey, IdempotencyStore, ProtectedRoutes, StoreConfig, TenantId,
-    TenantRejection, TenantResolver, WriteContext, financial_mutation,
+    Idempotency, IdempotencyKey, IdempotencyStore, ProtectedRoutes, StoreConfig, WriteContext,
+    financial_mutation,
 };
-use idem_tests::TestDb;
+use idem_tests::{FixedTenant, TestDb};
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -51,17 +51,6 @@ async fn create_payment(
     Ok(HttpResponse::Created().json(json!({ "id": id })))
 }
 
-struct OneTenant;
-
-impl TenantResolver for OneTenant {
-    fn resolve<'a>(
-        &'a self,
-        _: &'a actix_web::HttpRequest,
-    ) -> futures_util::future::LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
-        Box::pin(async { Ok(TenantId::new("acme").unwrap()) })
-    }
-}
-
 /// A server whose store reaches PostgreSQL through `options` (its own schema, its own
 /// application name, so faults hit only this test's connections).
 struct Faulty {
@@ -90,7 +79,7 @@ impl Faulty {
         let pool = pool.connect_lazy_with(options);
         let config = StoreConfig::default().with_lock_timeout(Duration::from_secs(2));
         let store = IdempotencyStore::new(pool.clone(), config);
-        let routes = ProtectedRoutes::new(Idempotency::new(store, OneTenant))
+        let routes = ProtectedRoutes::new(Idempotency::new(store, FixedTenant::new("acme")))
             .financial(create_payment)
             .verify()
             .await

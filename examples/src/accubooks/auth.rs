@@ -2,10 +2,10 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
+use idem_actix::runtime::sha256_hex;
 use idem_actix::{TenantId, TenantRejection, TenantResolver};
 use serde::Deserialize;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use sqlx::{Any, Pool};
 use uuid::Uuid;
 
@@ -50,10 +50,7 @@ pub async fn create_company(
 }
 
 fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    sha256_hex(token.as_bytes())
 }
 
 /// Resolves `Authorization: Bearer <token>` to the company that owns the token.

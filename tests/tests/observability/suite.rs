@@ -12,10 +12,9 @@ use awc::Client;
 use idem_actix::prometheus::{install_recorder, metrics_service};
 use idem_actix::runtime::sha256_hex;
 use idem_actix::{
-    Idempotency, IdempotencyKey, ProtectedRoutes, StoreConfig, TenantId, TenantRejection,
-    TenantResolver, WriteContext, financial_mutation,
+    Idempotency, IdempotencyKey, ProtectedRoutes, StoreConfig, WriteContext, financial_mutation,
 };
-use idem_tests::TestDb;
+use idem_tests::{FixedTenant, TestDb};
 use serde::Deserialize;
 use serde_json::json;
 use tracing::field::{Field, Visit};
@@ -71,21 +70,6 @@ async fn create_transfer(
     write.record_event("notify_treasury", id.as_bytes()).await?;
     tokio::time::sleep(Duration::from_millis(transfer.hold_ms)).await;
     Ok(HttpResponse::Created().json(json!({ "id": id })))
-}
-
-struct OneTenant;
-
-impl TenantResolver for OneTenant {
-    fn resolve<'a>(
-        &'a self,
-        _: &'a actix_web::HttpRequest,
-    ) -> futures_util::future::LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
-        Box::pin(async { Ok(TenantId::new(TENANT).unwrap()) })
-    }
-
-    fn user(&self, _: &actix_web::HttpRequest) -> Option<String> {
-        Some("ada@observed.example".to_owned())
-    }
 }
 
 /// The fields of every closed `idem.write` span.
@@ -158,11 +142,14 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
 
     let config = StoreConfig::default().with_lock_timeout(Duration::from_millis(200));
     let db = Db::fresh(config).await;
-    let routes = ProtectedRoutes::new(Idempotency::new(db.store.clone(), OneTenant))
-        .financial(create_transfer)
-        .verify()
-        .await
-        .expect("the startup check passes");
+    let routes = ProtectedRoutes::new(Idempotency::new(
+        db.store.clone(),
+        FixedTenant::new(TENANT).with_user("ada@observed.example"),
+    ))
+    .financial(create_transfer)
+    .verify()
+    .await
+    .expect("the startup check passes");
     let (base, handle) = idem_tests::serve(move |config| {
         routes.configure(config);
         config.service(metrics_service(metrics.clone()));
