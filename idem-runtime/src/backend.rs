@@ -5,6 +5,7 @@
 //! transaction begins, which errors are worth retrying, and the migrations.
 
 use std::error::Error as StdError;
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -162,8 +163,25 @@ const APPEND_AUDIT: &str = concat!(
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
 );
 
-/// [`APPEND_AUDIT`] without its `VALUES`, for batches.
-const APPEND_AUDIT_COLUMNS: &str = insert_audit!();
+/// The columns of [`insert_audit!`], which [`bind_audit!`] binds.
+const AUDIT_COLUMNS: usize = 15;
+
+/// [`APPEND_AUDIT`] for `rows` rows. The placeholders are numbered by hand: every backend,
+/// `Any` on PostgreSQL included, reads `$n` (a `QueryBuilder<Any>` writes `?`, which
+/// PostgreSQL refuses).
+fn append_audit_rows(rows: usize) -> AssertSqlSafe<String> {
+    let mut sql = String::from(insert_audit!());
+    sql.push_str("VALUES ");
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..AUDIT_COLUMNS {
+            let separator = if column == 0 { "" } else { ", " };
+            let _ = write!(sql, "{separator}${}", row * AUDIT_COLUMNS + column + 1);
+        }
+        sql.push(')');
+    }
+    AssertSqlSafe(sql)
+}
 
 const OPEN_AUDIT_MAINTENANCE: &str =
     "INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES ($1)";
@@ -325,30 +343,27 @@ fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
     })
 }
 
-/// Binds an audit row's fields in the column order of [`insert_audit!`], after whatever
-/// `$query` has bound already, with `$bind` (`bind` on a query, `push_bind` on a batch row).
+/// Binds an audit row's fields ([`AUDIT_COLUMNS`] of them) in the column order of
+/// [`insert_audit!`], after whatever `$query` has bound already.
 macro_rules! bind_audit {
-    ($query:expr, $record:expr) => {
-        bind_audit!($query, $record, bind)
-    };
-    ($query:expr, $record:expr, $bind:ident) => {{
+    ($query:expr, $record:expr) => {{
         let record = $record;
         $query
-            .$bind(record.id.to_string())
-            .$bind(record.operation.name())
-            .$bind(record.operation.class().as_str())
-            .$bind(record.tenant.as_str())
-            .$bind(record.user.as_deref())
-            .$bind(record.key_hash.as_str())
-            .$bind(record.entity_id.to_string())
-            .$bind(record.fingerprint.to_string())
-            .$bind(record.outcome.as_str())
-            .$bind(record.status.map(i32::from))
-            .$bind(record.outcome.failure())
-            .$bind(i32::try_from(record.attempts).unwrap_or(i32::MAX))
-            .$bind(record.duration_ms)
-            .$bind(record.request_id.as_deref())
-            .$bind(record.now_ms)
+            .bind(record.id.to_string())
+            .bind(record.operation.name())
+            .bind(record.operation.class().as_str())
+            .bind(record.tenant.as_str())
+            .bind(record.user.as_deref())
+            .bind(record.key_hash.as_str())
+            .bind(record.entity_id.to_string())
+            .bind(record.fingerprint.to_string())
+            .bind(record.outcome.as_str())
+            .bind(record.status.map(i32::from))
+            .bind(record.outcome.failure())
+            .bind(i32::try_from(record.attempts).unwrap_or(i32::MAX))
+            .bind(record.duration_ms)
+            .bind(record.request_id.as_deref())
+            .bind(record.now_ms)
     }};
 }
 
@@ -503,11 +518,12 @@ macro_rules! shared_statements {
             pool: &Pool<Self>,
             records: &[AuditRecord],
         ) -> Result<(), sqlx::Error> {
-            let mut insert = sqlx::QueryBuilder::<Self>::new(APPEND_AUDIT_COLUMNS);
-            insert.push_values(records, |mut row, record| {
-                bind_audit!(row, record, push_bind);
-            });
-            insert.build().execute(pool).await.map(drop)
+            // One text per batch size: not worth a prepared statement each.
+            let mut insert = sqlx::query(append_audit_rows(records.len())).persistent(false);
+            for record in records {
+                insert = bind_audit!(insert, record);
+            }
+            insert.execute(pool).await.map(drop)
         }
 
         async fn purge_audit(pool: &Pool<Self>, horizon_ms: i64) -> Result<u64, sqlx::Error> {

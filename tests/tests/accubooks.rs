@@ -157,6 +157,22 @@ impl TestApp {
         .await
     }
 
+    /// The outcomes the audit log holds for one key, sorted.
+    async fn audit_trail(&self, company: &Company, operation: &str, key: &str) -> Vec<String> {
+        self.accubooks.store().flush_audit().await;
+        let tenant = idem_runtime::TenantId::new(company.id.clone()).expect("a tenant id");
+        let key = idem_runtime::IdempotencyKey::parse(key).expect("a key");
+        sqlx::query_scalar(
+            "SELECT outcome FROM idempotent_write_audit_log
+             WHERE company_id = $1 AND entity_id = $2 ORDER BY outcome",
+        )
+        .bind(&company.id)
+        .bind(idem_runtime::entity_id(&tenant, operation, &key).to_string())
+        .fetch_all(self.accubooks.store().pool())
+        .await
+        .expect("the audit trail")
+    }
+
     async fn stop(self) {
         self.handle.stop(true).await;
     }
@@ -514,6 +530,14 @@ async fn exactly_once(app: TestApp, operation: &str) {
     );
     assert_eq!(app.count(case.rows, &app.a).await, rows_before + 1);
 
+    // The key's audit trail: one row per outcome, the refusal's and the replay's included
+    // (they are written after their answers, on this app's `Any` pool).
+    assert_eq!(
+        app.audit_trail(&app.a, operation, &key).await,
+        ["failed", "mismatch", "new", "replayed"],
+        "{operation}: the audit trail"
+    );
+
     // Company B with A's key gets its own write or its own refusal, never A's answer.
     let b_rows_before = app.count(case.rows, &app.b).await;
     let b = app.send(&app.b, Some(&key), &case.ok).await;
@@ -581,6 +605,20 @@ async fn burst_of_500_writes_once(app: TestApp, operation: &str) {
         app.workflow_runs(&app.a).await,
         workflows_before + case.workflows,
         "{operation}: one workflow at most"
+    );
+    // 500 audit rows (batched after the answers): the write and 499 replays.
+    let trail = app.audit_trail(&app.a, operation, &key).await;
+    assert_eq!(trail.len(), 500, "{operation}: one audit row per request");
+    assert_eq!(
+        trail.iter().filter(|outcome| *outcome == "new").count(),
+        1,
+        "{operation}: one new write in the audit log"
+    );
+    assert!(
+        trail
+            .iter()
+            .all(|outcome| outcome == "new" || outcome == "replayed"),
+        "{operation}: {trail:?}"
     );
     app.stop().await;
 }
