@@ -84,8 +84,8 @@ pub use error::{StoreError, WriteError};
 pub use fingerprint::Fingerprint;
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
 pub use observe::{
-    METRIC_NAMES, WORKFLOWS_TRIGGERED_TOTAL, WRITE_DURATION_MS, WRITES_FAILED_TOTAL,
-    WRITES_REPLAYED_TOTAL, WRITES_TOTAL, sha256_hex,
+    AUDIT_ROWS_LOST_TOTAL, METRIC_NAMES, WORKFLOWS_TRIGGERED_TOTAL, WRITE_DURATION_MS,
+    WRITES_FAILED_TOTAL, WRITES_REPLAYED_TOTAL, WRITES_TOTAL, sha256_hex,
 };
 pub use operation::{
     FINANCIAL_MUTATIONS, HIGH_RISK_MUTATIONS, Operation, OperationClass, RegisteredOperation,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::Operation;
+use crate::backend::AuditRecord;
 
 /// Counter: every write attempt, by `operation`, `class` and `outcome`.
 pub const WRITES_TOTAL: &str = "idempotent_writes_total";
@@ -23,13 +24,19 @@ pub const WORKFLOWS_TRIGGERED_TOTAL: &str = "idempotent_writes_workflows_trigger
 /// Histogram: the duration of a write in milliseconds, by `operation`, `class` and `outcome`.
 pub const WRITE_DURATION_MS: &str = "idempotent_write_duration_ms";
 
+/// Counter: audit rows of outcomes that changed nothing (replays, mismatches, failures,
+/// conflicts) that could not be written after their answers, by `operation` and `class`. A new
+/// write's row commits with the write and is never counted here.
+pub const AUDIT_ROWS_LOST_TOTAL: &str = "idempotent_write_audit_rows_lost_total";
+
 /// Every metric the protocol records, for dashboards and alert rules to be checked against.
-pub const METRIC_NAMES: [&str; 5] = [
+pub const METRIC_NAMES: [&str; 6] = [
     WRITES_TOTAL,
     WRITES_REPLAYED_TOTAL,
     WRITES_FAILED_TOTAL,
     WORKFLOWS_TRIGGERED_TOTAL,
     WRITE_DURATION_MS,
+    AUDIT_ROWS_LOST_TOTAL,
 ];
 
 /// How one write ended, as the audit log, the metrics and the span name it.
@@ -116,5 +123,14 @@ pub(crate) fn record_metrics(
                 .increment(u64::from(events));
         }
         _ => {}
+    }
+}
+
+/// Counts the audit rows of a batch the database refused.
+pub(crate) fn record_lost_audit_rows(records: &[AuditRecord]) {
+    for record in records {
+        let operation = record.operation;
+        metrics::counter!(AUDIT_ROWS_LOST_TOTAL, "operation" => operation.name(), "class" => operation.class().as_str())
+            .increment(1);
     }
 }

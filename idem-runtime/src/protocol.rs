@@ -15,7 +15,7 @@ use tracing::field::Empty;
 use crate::attempt::{AttemptFailure, Call, Transient, replay_or_mismatch};
 use crate::backend::{AuditRecord, KeyScope};
 use crate::in_flight::{Turn, leader_finished};
-use crate::observe::{Failure, WriteOutcome, record_metrics, sha256_hex};
+use crate::observe::{Failure, WriteOutcome, record_lost_audit_rows, record_metrics, sha256_hex};
 use crate::{
     Backend, IdempotencyStore, RegisteredOperation, StoreError, StoredResponse, WriteContext,
     WriteError, WriteRequest, entity_id,
@@ -274,7 +274,8 @@ impl<DB: Backend> IdempotencyStore<DB> {
                         attempt += 1;
                     }
                     Err(error) => {
-                        tracing::warn!(rows = batch.len(), %error, "audit rows could not be written");
+                        tracing::error!(rows = batch.len(), %error, "audit rows could not be written");
+                        record_lost_audit_rows(&batch);
                         break;
                     }
                     Ok(()) => break,

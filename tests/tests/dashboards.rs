@@ -117,6 +117,7 @@ fn the_alert_rules_query_only_metrics_the_code_records() {
         "IdempotentReplayStorm",
         "IdempotencyKeyMismatchSpike",
         "IdempotentWriteLatencyP95High",
+        "IdempotentAuditRowsLost",
     ] {
         assert!(
             ALERTS.contains(&format!("alert: {alert}")),

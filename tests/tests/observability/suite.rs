@@ -319,5 +319,37 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         3,
         "the two new writes and the replay of a stored 201"
     );
+
+    // An audit row the database refuses after the answer is counted, never silently dropped.
+    Db::execute(
+        db.store.pool(),
+        "ALTER TABLE idempotent_write_audit_log RENAME TO audit_log_away",
+    )
+    .await
+    .expect("move the audit log away");
+    assert_eq!(send("k-new", json!({ "amount_cents": 100 })).await, 200);
+    db.store.flush_audit().await;
+    Db::execute(
+        db.store.pool(),
+        "ALTER TABLE audit_log_away RENAME TO idempotent_write_audit_log",
+    )
+    .await
+    .expect("bring the audit log back");
+    assert_eq!(
+        audit(by_outcome, &["replayed"]).await,
+        1,
+        "the row was lost"
+    );
+    let mut response = client.get(format!("{base}/metrics")).send().await.unwrap();
+    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "idempotent_write_audit_rows_lost_total",
+            &[("operation", "createTransfer"), ("class", "financial")],
+        ),
+        1.0,
+        "the lost row is counted"
+    );
     handle.stop(true).await;
 }
