@@ -11,8 +11,9 @@
 //! replays and a 500-request same-key burst, each with its ratio to bare) and writes it, with a
 //! JSON copy for tracking over time, to `target/bench/`. The same writes also run behind
 //! `actix-idempotent` (sessions in the Redis at `127.0.0.1:6379`), the middleware a user would
-//! otherwise pick; its rows report how many rows its same-key burst wrote. The machine is small
-//! and shared: read the ratios, not the absolute numbers.
+//! otherwise pick; its rows report how many rows its same-key burst wrote. The steady scenarios
+//! run in interleaved rounds and the table adds each round's ratio of protected new writes to
+//! bare writes. The machine is small and shared: read the ratios, not the absolute numbers.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -30,8 +31,9 @@ use idem_examples::accubooks::AccuBooks;
 use serde_json::{Value, json};
 use sqlx::{Any, Pool};
 
-/// Requests per measured scenario, and how many run at once.
+/// Requests per measured scenario, in how many interleaved rounds, and how many run at once.
 const REQUESTS: usize = 2000;
+const ROUNDS: usize = 5;
 const CONCURRENCY: usize = 32;
 const BURST: usize = 500;
 
@@ -69,7 +71,24 @@ struct Row {
     rows_written: i64,
 }
 
+/// The rows of one database (the bare writes first) and each round's ratio of protected new
+/// writes to bare writes.
+struct Measured {
+    rows: Vec<Row>,
+    new_write_ratios: Vec<f64>,
+}
+
 impl Row {
+    /// Adds another round of the same scenario.
+    fn add(&mut self, round: Row) {
+        self.requests += round.requests;
+        self.seconds += round.seconds;
+        self.rows_written += round.rows_written;
+        self.latency
+            .add(&round.latency)
+            .expect("histograms of the same precision");
+    }
+
     fn throughput(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
@@ -227,8 +246,11 @@ impl Target {
     }
 }
 
-/// Measures one database: bare writes first, then each protected scenario.
-async fn measure(database: &str, url: &str) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
+/// Measures one database. The steady scenarios run in [`ROUNDS`] interleaved rounds (bare, protected
+/// new writes, their replays, actix-idempotent), so that drift on a shared machine (other
+/// processes, checkpoints, growing tables) falls on every scenario alike; each row sums its
+/// rounds. The bursts run once, at the end.
+async fn measure(database: &str, url: &str) -> Result<Measured, Box<dyn std::error::Error>> {
     let (target, handle) = Target::start(url).await?;
     let run = format!("{:x}", std::process::id());
     // Warm up connections and caches on both paths before measuring.
@@ -241,32 +263,53 @@ async fn measure(database: &str, url: &str) -> Result<Vec<Row>, Box<dyn std::err
         })
         .await;
 
-    let mut rows = vec![
-        target
-            .drive(
-                "bare writes",
-                "/bare/customers",
-                REQUESTS,
-                CONCURRENCY,
-                |_| None,
-            )
-            .await,
-        target
-            .drive(
-                "protected new writes",
-                "/api/customers",
-                REQUESTS,
-                CONCURRENCY,
-                |i| Some(format!("new-{run}-{i}")),
-            )
-            .await,
-        // The keys of the new writes again: every request is a replay.
-        target
-            .drive("replays", "/api/customers", REQUESTS, CONCURRENCY, |i| {
-                Some(format!("new-{run}-{i}"))
-            })
-            .await,
-    ];
+    let per_round = REQUESTS / ROUNDS;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut new_write_ratios = Vec::new();
+    for round in 0..ROUNDS {
+        let new_key = |i| Some(format!("new-{run}-{round}-{i}"));
+        let measured = [
+            target
+                .drive(
+                    "bare writes",
+                    "/bare/customers",
+                    per_round,
+                    CONCURRENCY,
+                    |_| None,
+                )
+                .await,
+            target
+                .drive(
+                    "protected new writes",
+                    "/api/customers",
+                    per_round,
+                    CONCURRENCY,
+                    new_key,
+                )
+                .await,
+            // The keys of this round's new writes again: every request is a replay.
+            target
+                .drive("replays", "/api/customers", per_round, CONCURRENCY, new_key)
+                .await,
+            target
+                .drive(
+                    "actix-idempotent new writes",
+                    "/middleware/customers",
+                    per_round,
+                    CONCURRENCY,
+                    |_| None,
+                )
+                .await,
+        ];
+        new_write_ratios.push(measured[1].throughput() / measured[0].throughput());
+        if rows.is_empty() {
+            rows.extend(measured);
+        } else {
+            for (total, row) in rows.iter_mut().zip(measured) {
+                total.add(row);
+            }
+        }
+    }
     let burst_key = format!("burst-{run}");
     rows.push(
         target
@@ -279,19 +322,8 @@ async fn measure(database: &str, url: &str) -> Result<Vec<Row>, Box<dyn std::err
             )
             .await,
     );
-    // The same writes behind actix-idempotent: new writes with a fresh session each, then the
-    // burst from one client holding one session (its cache is per session).
-    rows.push(
-        target
-            .drive(
-                "actix-idempotent new writes",
-                "/middleware/customers",
-                REQUESTS,
-                CONCURRENCY,
-                |_| None,
-            )
-            .await,
-    );
+    // The burst behind actix-idempotent comes from one client holding one session (its cache
+    // is per session).
     let cookie = target.session_cookie().await;
     rows.push(
         target
@@ -307,16 +339,19 @@ async fn measure(database: &str, url: &str) -> Result<Vec<Row>, Box<dyn std::err
     );
     handle.stop(true).await;
     println!("{database}: done");
-    Ok(rows)
+    Ok(Measured {
+        rows,
+        new_write_ratios,
+    })
 }
 
-fn report(results: &[(&str, Vec<Row>)]) -> (String, Value) {
+fn report(results: &[(&str, Measured)]) -> (String, Value) {
     let mut markdown = String::from(
         "| database | scenario | requests | throughput (req/s) | × bare | p50 (ms) | × bare | p99 (ms) | × bare | rows written |\n\
          | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let mut json_rows = Vec::new();
-    for (database, rows) in results {
+    for (database, Measured { rows, .. }) in results {
         let bare = &rows[0];
         for row in rows {
             let _ = writeln!(
@@ -341,9 +376,28 @@ fn report(results: &[(&str, Vec<Row>)]) -> (String, Value) {
             }));
         }
     }
+    let mut rounds = serde_json::Map::new();
+    for (database, measured) in results {
+        let ratios = &measured.new_write_ratios;
+        let _ = writeln!(
+            markdown,
+            "\n{database}: protected new writes ÷ bare writes in each of the {ROUNDS} rounds: {}.",
+            ratios
+                .iter()
+                .map(|ratio| format!("{ratio:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        rounds.insert((*database).to_owned(), json!(ratios));
+    }
     (
         markdown,
-        json!({ "concurrency": CONCURRENCY, "rows": json_rows }),
+        json!({
+            "concurrency": CONCURRENCY,
+            "rounds": ROUNDS,
+            "rows": json_rows,
+            "new_write_ratio_per_round": rounds,
+        }),
     )
 }
 
@@ -381,7 +435,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (mut markdown, json) = report(&results);
     let plain = results.len() / 2;
-    for ((database, rows), (_, observed)) in results[..plain].iter().zip(&results[plain..]) {
+    for ((database, measured), (_, observed)) in results[..plain].iter().zip(&results[plain..]) {
+        let (rows, observed) = (&measured.rows, &observed.rows);
         // Row 1 is "protected new writes" in both passes.
         let _ = writeln!(
             markdown,
