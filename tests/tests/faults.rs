@@ -16,9 +16,10 @@ use idem_actix::{
 use idem_tests::{FixedTenant, TestDb};
 use serde::Deserialize;
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgSslMode};
 use sqlx::{Pool, Postgres};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
 const PAYMENTS: &str = "SELECT COUNT(*) FROM payments";
@@ -369,6 +370,153 @@ async fn database_unreachable_then_back() {
         db.count(PAYMENTS).await,
         2,
         "k-before and k-down-1, once each"
+    );
+    db.stop().await;
+}
+
+/// A TCP proxy in front of PostgreSQL that, once armed, lets the next `COMMIT` through to the
+/// server, waits for the server's answer (the commit has landed), swallows it and cuts the
+/// connection: the client cannot know whether its transaction committed.
+struct CommitCutter {
+    port: u16,
+    armed: Arc<AtomicBool>,
+}
+
+impl CommitCutter {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cutter_armed = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    return;
+                };
+                tokio::spawn(Self::relay(client, server, cutter_armed.clone()));
+            }
+        });
+        Self { port, armed }
+    }
+
+    /// Cuts the next `COMMIT` any connection sends.
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether an armed cut happened.
+    fn has_cut(&self) -> bool {
+        !self.armed.load(Ordering::SeqCst)
+    }
+
+    /// Relays one connection until the cut.
+    async fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>) {
+        let (client_read, client_write) = client.into_split();
+        let (server_read, server_write) = server.into_split();
+        let cutting = AtomicBool::new(false);
+        tokio::select! {
+            _ = Self::to_server(client_read, server_write, &armed, &cutting) => {}
+            _ = Self::to_client(server_read, client_write, &cutting) => {}
+        }
+    }
+
+    /// The client's messages, one by one, to spot the `COMMIT` to cut.
+    async fn to_server(
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        armed: &AtomicBool,
+        cutting: &AtomicBool,
+    ) -> std::io::Result<()> {
+        // The startup message has no type byte: a length, then the rest.
+        let length = from.read_u32().await?;
+        let mut startup = vec![0; length as usize - 4];
+        from.read_exact(&mut startup).await?;
+        to.write_all(&length.to_be_bytes()).await?;
+        to.write_all(&startup).await?;
+        loop {
+            let tag = from.read_u8().await?;
+            let length = from.read_u32().await?;
+            let mut body = vec![0; length as usize - 4];
+            from.read_exact(&mut body).await?;
+            // A simple query `COMMIT`, as sqlx sends it.
+            if tag == b'Q' && body == b"COMMIT\0" && armed.swap(false, Ordering::SeqCst) {
+                cutting.store(true, Ordering::SeqCst);
+            }
+            to.write_all(&[tag]).await?;
+            to.write_all(&length.to_be_bytes()).await?;
+            to.write_all(&body).await?;
+        }
+    }
+
+    /// The server's bytes as they come, until it answers the cut `COMMIT`.
+    async fn to_client(
+        mut from: OwnedReadHalf,
+        mut to: OwnedWriteHalf,
+        cutting: &AtomicBool,
+    ) -> std::io::Result<()> {
+        let mut buffer = vec![0; 16 * 1024];
+        loop {
+            let read = from.read(&mut buffer).await?;
+            // After the cut, whatever the server sends is its answer to `COMMIT`: the
+            // transaction has committed. The answer is dropped with the connection.
+            if read == 0 || cutting.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            to.write_all(&buffer[..read]).await?;
+        }
+    }
+}
+
+/// The connection drops after the server committed but before the client heard so: the
+/// ambiguous `COMMIT`. The protocol re-reads the key, finds its own attempt's row, and answers
+/// the new write (not an error, not a replay of itself); the retry replays; one payment.
+#[actix_web::test]
+async fn commit_answer_lost_is_settled_as_the_new_write() {
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let target: PgConnectOptions = url.parse().unwrap();
+    let cutter = CommitCutter::start(format!("{}:{}", target.get_host(), target.get_port())).await;
+    let db = Faulty::start(
+        |options| {
+            options
+                .host("127.0.0.1")
+                .port(cutter.port)
+                .ssl_mode(PgSslMode::Disable)
+        },
+        PgPoolOptions::new(),
+    )
+    .await;
+    assert_eq!(
+        db.pay("k-before", json!({ "amount_cents": 1 })).await.0,
+        StatusCode::CREATED
+    );
+
+    cutter.arm();
+    let (status, _) = db.pay("k-ambiguous", json!({ "amount_cents": 40 })).await;
+    assert!(cutter.has_cut(), "the write's COMMIT was cut");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "the commit landed: the answer is the new write"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM payments WHERE amount_cents = 40")
+            .await,
+        1
+    );
+    assert_eq!(
+        db.pay("k-ambiguous", json!({ "amount_cents": 40 })).await.0,
+        StatusCode::OK,
+        "the retry replays"
+    );
+    assert_eq!(
+        db.count(PAYMENTS).await,
+        2,
+        "k-before and k-ambiguous, once each"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM idempotent_write_audit_log WHERE outcome = 'new'")
+            .await,
+        2
     );
     db.stop().await;
 }
