@@ -56,8 +56,12 @@ fn post(path: impl Into<String>, body: Value) -> Call {
 }
 
 impl TestApp {
-    async fn start(database_url: String, dir: Option<tempfile::TempDir>) -> Self {
-        let accubooks = AccuBooks::open(&database_url, StoreConfig::default())
+    async fn start(
+        database_url: String,
+        dir: Option<tempfile::TempDir>,
+        config: StoreConfig,
+    ) -> Self {
+        let accubooks = AccuBooks::open(&database_url, config)
             .await
             .expect("AccuBooks starts");
         let app = accubooks.clone();
@@ -74,15 +78,15 @@ impl TestApp {
         }
     }
 
-    async fn sqlite() -> Self {
+    async fn sqlite(config: StoreConfig) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}", dir.path().join("accubooks.db").display());
-        Self::start(url, Some(dir)).await
+        Self::start(url, Some(dir), config).await
     }
 
     #[cfg(postgres_suite)]
-    async fn postgres() -> Self {
-        Self::start(idem_tests::postgres_test_url().await, None).await
+    async fn postgres(config: StoreConfig) -> Self {
+        Self::start(idem_tests::postgres_test_url().await, None, config).await
     }
 
     async fn company(base: &str, name: &str) -> Company {
@@ -623,6 +627,45 @@ async fn burst_of_500_writes_once(app: TestApp, operation: &str) {
     app.stop().await;
 }
 
+/// A key used again after it expired runs the handler again, whose deterministic entity id is
+/// taken: a clear 409 that says to use a new key, never a 500, a second record or a replay.
+async fn key_reused_after_it_expired_is_a_clear_conflict(app: TestApp) {
+    let call = post("/api/customers", json!({ "name": "Late Retry Ltd" }));
+    let first = app.send(&app.a, Some("k-expiring"), &call).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{:?}", first.body);
+    tokio::time::sleep(EXPIRING_RETENTION * 2).await;
+
+    let late = app.send(&app.a, Some("k-expiring"), &call).await;
+    assert_eq!(late.status, StatusCode::CONFLICT, "{:?}", late.body);
+    assert!(!late.replayed);
+    assert!(
+        late.json()["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/already-exists"),
+        "{:?}",
+        late.body
+    );
+    assert_eq!(
+        app.count(
+            "SELECT COUNT(*) FROM customers WHERE company_id = $1",
+            &app.a
+        )
+        .await,
+        1,
+        "one customer"
+    );
+    assert_eq!(
+        app.send(&app.a, Some("k-fresh"), &call).await.status,
+        StatusCode::CREATED,
+        "a new key writes"
+    );
+    app.stop().await;
+}
+
+/// How long keys live in the expiry test.
+const EXPIRING_RETENTION: Duration = Duration::from_millis(300);
+
 /// The operations a fresh company can call without setting anything up first, with the table
 /// each writes to.
 const STANDALONE: [(&str, &str); 5] = [
@@ -1083,29 +1126,35 @@ macro_rules! per_operation {
 
                     #[actix_web::test]
                     async fn exactly_once() {
-                        super::super::exactly_once(TestApp::$backend().await, $operation).await;
+                        super::super::exactly_once(TestApp::$backend(StoreConfig::default()).await, $operation).await;
                     }
 
                     #[actix_web::test]
                     async fn burst_of_500_writes_once() {
-                        super::super::burst_of_500_writes_once(TestApp::$backend().await, $operation).await;
+                        super::super::burst_of_500_writes_once(TestApp::$backend(StoreConfig::default()).await, $operation).await;
                     }
                 }
             )*
 
             #[actix_web::test]
             async fn fifty_tenants_ten_keys_ten_retries() {
-                super::fifty_tenants_ten_keys_ten_retries(TestApp::$backend().await).await;
+                super::fifty_tenants_ten_keys_ten_retries(TestApp::$backend(StoreConfig::default()).await).await;
             }
 
             #[actix_web::test]
             async fn hostile_input_is_refused_and_writes_nothing() {
-                super::hostile_input_is_refused_and_writes_nothing(TestApp::$backend().await).await;
+                super::hostile_input_is_refused_and_writes_nothing(TestApp::$backend(StoreConfig::default()).await).await;
+            }
+
+            #[actix_web::test]
+            async fn key_reused_after_it_expired_is_a_clear_conflict() {
+                let config = StoreConfig::default().with_retention(EXPIRING_RETENTION);
+                super::key_reused_after_it_expired_is_a_clear_conflict(TestApp::$backend(config).await).await;
             }
 
             #[actix_web::test]
             async fn every_operation_is_registered_and_mounted() {
-                registry_is_complete(TestApp::$backend().await).await;
+                registry_is_complete(TestApp::$backend(StoreConfig::default()).await).await;
             }
         }
     };

@@ -18,7 +18,9 @@ pub enum ApiError {
     /// The record is not in a state that allows this (`409`).
     #[error("{0}")]
     Conflict(String),
-    /// The database failed (`500`); a serialization failure here is retried by idem.
+    /// The database failed (`500`); a serialization failure here is retried by idem. A unique
+    /// violation is a `409`: the record exists already (a duplicate natural key, or a key
+    /// reused after it expired, whose deterministic entity id is taken).
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -39,8 +41,14 @@ impl ApiError {
             Self::Invalid(_) => "business-rule",
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "state-conflict",
+            Self::Database(_) if self.is_duplicate() => "already-exists",
             Self::Database(_) => "internal",
         }
+    }
+
+    /// A unique violation: the record this request would create exists already.
+    fn is_duplicate(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(error)) if error.is_unique_violation())
     }
 }
 
@@ -50,16 +58,20 @@ impl ResponseError for ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Database(_) if self.is_duplicate() => StatusCode::CONFLICT,
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        if let Self::Database(error) = self {
-            tracing::error!(%error, "database failure");
-        }
         let detail = match self {
-            Self::Database(_) => {
+            Self::Database(_) if self.is_duplicate() => {
+                "the record this request creates exists already; if this Idempotency-Key was used \
+                 more than a day ago it has expired: send a new request with a new key"
+                    .to_owned()
+            }
+            Self::Database(error) => {
+                tracing::error!(%error, "database failure");
                 "the request failed; retry it with the same Idempotency-Key".to_owned()
             }
             other => other.to_string(),
