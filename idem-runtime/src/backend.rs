@@ -298,11 +298,6 @@ pub(crate) mod sealed {
 /// The table that records which of idem's migrations ran.
 pub const MIGRATIONS_TABLE: &str = "_idem_migrations";
 
-fn with_own_table(mut migrator: Migrator) -> Migrator {
-    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
-    migrator
-}
-
 /// One round trip: the lock timeout bounds the wait on a twin's claim (and any other lock wait
 /// of the transaction), and vanishes with the transaction.
 fn postgres_begin(lock_timeout: Duration) -> AssertSqlSafe<String> {
@@ -316,10 +311,6 @@ fn postgres_begin(lock_timeout: Duration) -> AssertSqlSafe<String> {
 /// never has to upgrade a read lock, which SQLite answers with SQLITE_BUSY at once instead of
 /// waiting.
 const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
-
-fn versions(migrator: &Migrator) -> Vec<i64> {
-    migrator.iter().map(|migration| migration.version).collect()
-}
 
 fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
     let (fingerprint, attempt_id, status, headers, body) = row;
@@ -559,13 +550,11 @@ macro_rules! shared_statements {
 
 impl sealed::Protocol for Postgres {
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
-        with_own_table(sqlx::migrate!("./migrations/postgres"))
-            .run(pool)
-            .await
+        Dialect::Postgres.migrator().run(pool).await
     }
 
     fn migration_versions(_pool: &Pool<Self>) -> Vec<i64> {
-        versions(&sqlx::migrate!("./migrations/postgres"))
+        Dialect::Postgres.migration_versions()
     }
 
     async fn connect(url: &str, _config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
@@ -609,13 +598,11 @@ impl sealed::Protocol for Postgres {
 
 impl sealed::Protocol for Sqlite {
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
-        with_own_table(sqlx::migrate!("./migrations/sqlite"))
-            .run(pool)
-            .await
+        Dialect::Sqlite.migrator().run(pool).await
     }
 
     fn migration_versions(_pool: &Pool<Self>) -> Vec<i64> {
-        versions(&sqlx::migrate!("./migrations/sqlite"))
+        Dialect::Sqlite.migration_versions()
     }
 
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
@@ -668,14 +655,15 @@ impl sealed::Protocol for Sqlite {
     }
 }
 
-/// Which database an [`Any`] pool reaches.
+/// Which database a pool reaches: fixed for [`Postgres`] and [`Sqlite`], read from the URL or
+/// the connection for [`Any`].
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum AnyKind {
+enum Dialect {
     Postgres,
     Sqlite,
 }
 
-impl AnyKind {
+impl Dialect {
     fn of_url(url: &str) -> Self {
         if url.starts_with("sqlite:") {
             Self::Sqlite
@@ -696,28 +684,37 @@ impl AnyKind {
         }
     }
 
+    /// idem's migrations for this database (embedded once per dialect), tracked in their own
+    /// table ([`MIGRATIONS_TABLE`]) so they never mix with the application's.
     fn migrator(self) -> Migrator {
-        match self {
+        let mut migrator = match self {
             Self::Postgres => sqlx::migrate!("./migrations/postgres"),
             Self::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-        }
+        };
+        migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+        migrator
+    }
+
+    fn migration_versions(self) -> Vec<i64> {
+        self.migrator()
+            .iter()
+            .map(|migration| migration.version)
+            .collect()
     }
 }
 
 impl sealed::Protocol for Any {
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
-        with_own_table(AnyKind::of_pool(pool).migrator())
-            .run(pool)
-            .await
+        Dialect::of_pool(pool).migrator().run(pool).await
     }
 
     fn migration_versions(pool: &Pool<Self>) -> Vec<i64> {
-        versions(&AnyKind::of_pool(pool).migrator())
+        Dialect::of_pool(pool).migration_versions()
     }
 
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
         sqlx::any::install_default_drivers();
-        if AnyKind::of_url(url) == AnyKind::Postgres {
+        if Dialect::of_url(url) == Dialect::Postgres {
             return AnyPoolOptions::new().connect(url).await;
         }
         // What `SqliteConnectOptions` sets for the SQLite backend, said in SQL.
@@ -744,9 +741,9 @@ impl sealed::Protocol for Any {
         conn: &mut Self::Connection,
         lock_timeout: Duration,
     ) -> Result<Transaction<'_, Self>, sqlx::Error> {
-        match AnyKind::of_connection(conn) {
-            AnyKind::Sqlite => conn.begin_with(SQLITE_BEGIN).await,
-            AnyKind::Postgres => conn.begin_with(postgres_begin(lock_timeout)).await,
+        match Dialect::of_connection(conn) {
+            Dialect::Sqlite => conn.begin_with(SQLITE_BEGIN).await,
+            Dialect::Postgres => conn.begin_with(postgres_begin(lock_timeout)).await,
         }
     }
 
@@ -758,9 +755,9 @@ impl sealed::Protocol for Any {
         response: &StoredResponse,
         audit: &AuditRecord,
     ) -> Result<(), sqlx::Error> {
-        match AnyKind::of_connection(tx) {
-            AnyKind::Sqlite => record_write_apart!(tx, scope, response, audit),
-            AnyKind::Postgres => record_write_together!(tx, scope, response, audit),
+        match Dialect::of_connection(tx) {
+            Dialect::Sqlite => record_write_apart!(tx, scope, response, audit),
+            Dialect::Postgres => record_write_together!(tx, scope, response, audit),
         }
     }
 
