@@ -283,6 +283,23 @@ async fn pool_exhaustion_is_503_with_retry_after() {
     db.stop().await;
 }
 
+/// A TCP proxy on a free local port: each client it accepts is handed to `relay` on a task of
+/// its own. Returns the port.
+async fn proxy<R, F>(relay: R) -> u16
+where
+    R: Fn(TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(relay(client));
+        }
+    });
+    port
+}
+
 /// A TCP relay in front of PostgreSQL that can be cut and restored, like a network partition.
 struct Relay {
     port: u16,
@@ -291,38 +308,32 @@ struct Relay {
 
 impl Relay {
     async fn start(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let relay_up = up.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+        let port = proxy(move |mut client| {
+            let (target, up) = (target.clone(), relay_up.clone());
+            async move {
+                if !up.load(Ordering::SeqCst) {
+                    return; // refused: dropped at once
+                }
+                let Ok(mut server) = TcpStream::connect(&target).await else {
                     return;
                 };
-                if !relay_up.load(Ordering::SeqCst) {
-                    continue; // refused: dropped at once
-                }
-                let (target, up) = (target.clone(), relay_up.clone());
-                tokio::spawn(async move {
-                    let Ok(mut server) = TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    let (mut client_read, mut client_write) = client.split();
-                    let (mut server_read, mut server_write) = server.split();
-                    let cut = async {
-                        while up.load(Ordering::SeqCst) {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
-                        _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
-                        () = cut => {}
+                let (mut client_read, mut client_write) = client.split();
+                let (mut server_read, mut server_write) = server.split();
+                let cut = async {
+                    while up.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
                     }
-                });
+                };
+                tokio::select! {
+                    _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                    _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                    () = cut => {}
+                }
             }
-        });
+        })
+        .await;
         Self { port, up }
     }
 
@@ -384,18 +395,17 @@ struct CommitCutter {
 
 impl CommitCutter {
     async fn start(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
         let cutter_armed = armed.clone();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(&target).await else {
-                    return;
-                };
-                tokio::spawn(Self::relay(client, server, cutter_armed.clone()));
+        let port = proxy(move |client| {
+            let (target, armed) = (target.clone(), cutter_armed.clone());
+            async move {
+                if let Ok(server) = TcpStream::connect(&target).await {
+                    Self::relay(client, server, armed).await;
+                }
             }
-        });
+        })
+        .await;
         Self { port, armed }
     }
 
