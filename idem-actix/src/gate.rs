@@ -74,16 +74,17 @@ impl<DB: Backend> ProtectedRoutes<DB> {
     }
 
     /// Mounts a `#[financial_mutation]` handler.
-    pub fn financial<M: FinancialMutation<Database = DB>>(mut self, _handler: M) -> Self {
-        self.mounts.push(Mounted {
-            operation: M::OPERATION,
-            mount: M::mount,
-        });
-        self
+    pub fn financial<M: FinancialMutation<Database = DB>>(self, _handler: M) -> Self {
+        self.with::<M>()
     }
 
     /// Mounts a `#[high_risk_mutation]` handler.
-    pub fn high_risk<M: HighRiskMutation<Database = DB>>(mut self, _handler: M) -> Self {
+    pub fn high_risk<M: HighRiskMutation<Database = DB>>(self, _handler: M) -> Self {
+        self.with::<M>()
+    }
+
+    /// Adds a handler whose class the public methods checked.
+    fn with<M: RegisteredOperation + Mount<Database = DB>>(mut self) -> Self {
         self.mounts.push(Mounted {
             operation: M::OPERATION,
             mount: M::mount,
