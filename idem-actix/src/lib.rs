@@ -133,7 +133,6 @@ pub mod __private {
 
     pub use crate::gate::Mount;
     pub use crate::serve::{
-        Handler, NoRefusal, Refusal, RefusalWithCause, Specialize, SplitAnswer, SplitResult,
-        handler, respond, serve,
+        NoRefusal, Refusal, RefusalWithCause, Specialize, SplitAnswer, SplitResult, respond, serve,
     };
 }

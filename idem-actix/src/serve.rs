@@ -33,6 +33,16 @@ pub struct HandlerFailure {
     cause: Option<Box<dyn StdError + 'static>>,
 }
 
+impl HandlerFailure {
+    /// A refusal answered by actix-web's error, whose cause the protocol cannot inspect.
+    fn answered(error: actix_web::Error) -> Self {
+        Self {
+            response: error.error_response(),
+            cause: None,
+        }
+    }
+}
+
 impl fmt::Debug for HandlerFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HandlerFailure")
@@ -61,61 +71,54 @@ impl StdError for HandlerFailure {
     }
 }
 
-/// The user's function, called once per attempt.
-pub type Handler<DB, Args> = Rc<
-    dyn for<'c, 'r> Fn(
-        &'c mut WriteContext<'r, DB>,
-        IdempotencyKey,
-        Args,
-        HttpRequest,
-    ) -> LocalBoxFuture<'c, Result<HttpResponse, HandlerFailure>>,
->;
-
-/// Boxes the user's function; the bound gives the closure its higher-ranked signature.
-pub fn handler<DB, Args, F>(function: F) -> Handler<DB, Args>
-where
-    DB: Backend,
-    F: for<'c, 'r> Fn(
-            &'c mut WriteContext<'r, DB>,
-            IdempotencyKey,
-            Args,
-            HttpRequest,
-        ) -> LocalBoxFuture<'c, Result<HttpResponse, HandlerFailure>>
-        + 'static,
-{
-    Rc::new(function)
-}
-
-/// Runs one request of the registered operation `Op`. `ignored_fields` are the top-level JSON
-/// fields of the body that the fingerprint leaves out (`ignore_in_fingerprint`).
-pub async fn serve<Op, DB, Args>(
+/// Runs one request of the registered operation `Op`: `handler` is the user's function, called
+/// once per attempt (a closure that captures nothing, so copying it is free). `ignored_fields`
+/// are the top-level JSON fields of the body that the fingerprint leaves out
+/// (`ignore_in_fingerprint`).
+pub async fn serve<Op, DB, Args, H>(
     operation: Op,
     request: HttpRequest,
     mut payload: Payload,
-    handler: Handler<DB, Args>,
+    handler: H,
     ignored_fields: &'static [&'static str],
 ) -> HttpResponse
 where
     Op: RegisteredOperation,
     DB: Backend,
     Args: FromRequest + 'static,
+    H: for<'c, 'r> Fn(
+            &'c mut WriteContext<'r, DB>,
+            IdempotencyKey,
+            Args,
+            HttpRequest,
+        ) -> LocalBoxFuture<'c, Result<HttpResponse, HandlerFailure>>
+        + Copy
+        + 'static,
 {
     match serve_checked(operation, &request, &mut payload, handler, ignored_fields).await {
         Ok(response) | Err(response) => response,
     }
 }
 
-async fn serve_checked<Op, DB, Args>(
+async fn serve_checked<Op, DB, Args, H>(
     operation: Op,
     request: &HttpRequest,
     payload: &mut Payload,
-    handler: Handler<DB, Args>,
+    handler: H,
     ignored_fields: &'static [&'static str],
 ) -> Result<HttpResponse, HttpResponse>
 where
     Op: RegisteredOperation,
     DB: Backend,
     Args: FromRequest + 'static,
+    H: for<'c, 'r> Fn(
+            &'c mut WriteContext<'r, DB>,
+            IdempotencyKey,
+            Args,
+            HttpRequest,
+        ) -> LocalBoxFuture<'c, Result<HttpResponse, HandlerFailure>>
+        + Copy
+        + 'static,
 {
     let problem = |problem: Problem| problem.to_response();
     let idem = request
@@ -153,35 +156,28 @@ where
     let first_args = Cell::new(Some(args));
     let answer: Rc<RefCell<Option<HttpResponse>>> = Rc::default();
     let created_status = idem.created_status && request.method() == actix_web::http::Method::POST;
-    let outcome: Result<Outcome, WriteError<HandlerFailure>> =
-        idem.store
-            .execute_local(operation, write_request, |write| {
-                let (handler, answer, key) = (handler.clone(), answer.clone(), key.clone());
-                let (request, body, args) = (request.clone(), body.clone(), first_args.take());
-                Box::pin(async move {
-                    // A retried attempt extracts again from the same bytes.
-                    let args = match args {
-                        Some(args) => args,
-                        None => extract::<Args>(&request, &body).await.map_err(|error| {
-                            HandlerFailure {
-                                response: error.error_response(),
-                                cause: None,
-                            }
-                        })?,
-                    };
-                    let response = handler(write, key, args, request).await?;
-                    let (response, stored) =
-                        capture(response, created_status).await.map_err(|error| {
-                            HandlerFailure {
-                                response: error.error_response(),
-                                cause: None,
-                            }
-                        })?;
-                    *answer.borrow_mut() = Some(response);
-                    Ok(stored)
-                })
+    let outcome: Result<Outcome, WriteError<HandlerFailure>> = idem
+        .store
+        .execute_local(operation, write_request, |write| {
+            let (answer, key) = (answer.clone(), key.clone());
+            let (request, body, args) = (request.clone(), body.clone(), first_args.take());
+            Box::pin(async move {
+                // A retried attempt extracts again from the same bytes.
+                let args = match args {
+                    Some(args) => args,
+                    None => extract::<Args>(&request, &body)
+                        .await
+                        .map_err(HandlerFailure::answered)?,
+                };
+                let response = handler(write, key, args, request).await?;
+                let (response, stored) = capture(response, created_status)
+                    .await
+                    .map_err(HandlerFailure::answered)?;
+                *answer.borrow_mut() = Some(response);
+                Ok(stored)
             })
-            .await;
+        })
+        .await;
 
     let retry_after = idem.store.config().retry_after();
     match outcome {
@@ -367,11 +363,7 @@ pub trait Refusal {
 
 impl<E: Into<actix_web::Error>> Refusal for &Specialize<E> {
     fn failure(&self) -> HandlerFailure {
-        let error: actix_web::Error = self.take().into();
-        HandlerFailure {
-            response: error.error_response(),
-            cause: None,
-        }
+        HandlerFailure::answered(self.take().into())
     }
 }
 

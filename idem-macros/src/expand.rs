@@ -114,7 +114,10 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
                         request: #private::actix_web::HttpRequest,
                         payload: #private::actix_web::web::Payload,
                     ) -> #private::actix_web::HttpResponse {
-                        let handler = #private::handler::<#database, (#(#extractor_types,)*), _>(
+                        #private::serve::<_, #database, (#(#extractor_types,)*), _>(
+                            <#name as ::core::default::Default>::default(),
+                            request,
+                            payload.into_inner(),
                             |__idem_write, __idem_key, (#(#extractor_names,)*), __idem_request| {
                                 ::std::boxed::Box::pin(async move {
                                     #[allow(unused_imports)]
@@ -130,12 +133,6 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
                                     }
                                 })
                             },
-                        );
-                        #private::serve(
-                            <#name as ::core::default::Default>::default(),
-                            request,
-                            payload.into_inner(),
-                            handler,
                             &[#(#ignored_fields),*],
                         )
                         .await

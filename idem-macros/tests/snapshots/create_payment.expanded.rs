@@ -37,44 +37,45 @@ const _: () = {
                 request: ::idem_actix::__private::actix_web::HttpRequest,
                 payload: ::idem_actix::__private::actix_web::web::Payload,
             ) -> ::idem_actix::__private::actix_web::HttpResponse {
-                let handler = ::idem_actix::__private::handler::<
+                ::idem_actix::__private::serve::<
+                    _,
                     Postgres,
                     (web::Json<NewPayment>,),
                     _,
-                >(|__idem_write, __idem_key, (__idem_arg0,), __idem_request| {
-                    ::std::boxed::Box::pin(async move {
-                        #[allow(unused_imports)]
-                        use ::idem_actix::__private::{
-                            Refusal as _, RefusalWithCause as _, SplitAnswer as _,
-                            SplitResult as _,
-                        };
-                        let output = create_payment(
-                                __idem_key,
-                                __idem_write,
-                                __idem_arg0,
-                            )
-                            .await;
-                        match (&::idem_actix::__private::Specialize::new(output)).split()
-                        {
-                            ::core::result::Result::Ok(answer) => {
-                                ::core::result::Result::Ok(
-                                    ::idem_actix::__private::respond(answer, &__idem_request),
-                                )
-                            }
-                            ::core::result::Result::Err(refusal) => {
-                                ::core::result::Result::Err(
-                                    (&::idem_actix::__private::Specialize::new(refusal))
-                                        .failure(),
-                                )
-                            }
-                        }
-                    })
-                });
-                ::idem_actix::__private::serve(
+                >(
                         <create_payment as ::core::default::Default>::default(),
                         request,
                         payload.into_inner(),
-                        handler,
+                        |__idem_write, __idem_key, (__idem_arg0,), __idem_request| {
+                            ::std::boxed::Box::pin(async move {
+                                #[allow(unused_imports)]
+                                use ::idem_actix::__private::{
+                                    Refusal as _, RefusalWithCause as _, SplitAnswer as _,
+                                    SplitResult as _,
+                                };
+                                let output = create_payment(
+                                        __idem_key,
+                                        __idem_write,
+                                        __idem_arg0,
+                                    )
+                                    .await;
+                                match (&::idem_actix::__private::Specialize::new(output))
+                                    .split()
+                                {
+                                    ::core::result::Result::Ok(answer) => {
+                                        ::core::result::Result::Ok(
+                                            ::idem_actix::__private::respond(answer, &__idem_request),
+                                        )
+                                    }
+                                    ::core::result::Result::Err(refusal) => {
+                                        ::core::result::Result::Err(
+                                            (&::idem_actix::__private::Specialize::new(refusal))
+                                                .failure(),
+                                        )
+                                    }
+                                }
+                            })
+                        },
                         &[],
                     )
                     .await
