@@ -4,6 +4,8 @@ use std::fmt;
 
 use sha2::{Digest, Sha256};
 
+use crate::hex::LowerHex;
+
 /// SHA-256 over the operation, method, path, query and body of a request.
 ///
 /// Two requests with one idempotency key are the same request exactly when their fingerprints
@@ -58,7 +60,7 @@ impl Fingerprint {
 
 impl fmt::Display for Fingerprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|byte| write!(f, "{byte:02x}"))
+        LowerHex(&self.0).fmt(f)
     }
 }
 

@@ -65,6 +65,7 @@ mod context;
 mod entity_id;
 mod error;
 mod fingerprint;
+mod hex;
 mod in_flight;
 mod key;
 mod observe;

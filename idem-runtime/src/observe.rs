@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Operation;
 use crate::backend::AuditRecord;
+use crate::hex::LowerHex;
 
 /// Counter: every write attempt, by `operation`, `class` and `outcome`.
 pub const WRITES_TOTAL: &str = "idempotent_writes_total";
@@ -90,10 +91,7 @@ impl WriteOutcome {
 
 /// Lower-case hex SHA-256 of `value`: how keys appear in the audit log and in spans.
 pub fn sha256_hex(value: &[u8]) -> String {
-    Sha256::digest(value)
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    LowerHex(&Sha256::digest(value)).to_string()
 }
 
 /// Records the metrics of one finished write.
