@@ -50,6 +50,15 @@ pub enum KeyError {
     /// A structured-field string was opened with `"` and never closed.
     #[error("the idempotency key opens a quoted string that is never closed")]
     UnterminatedString,
+    /// A structured-field string is followed by more text (a second value or parameters, which
+    /// the header does not define).
+    #[error(
+        "the idempotency key has text after its closing quote, at position {position}: send one quoted string and nothing after it"
+    )]
+    TextAfterString {
+        /// Zero-based byte offset of the first byte after the closing quote in the header value.
+        position: usize,
+    },
     /// A `\` inside a structured-field string escapes something other than `"` or `\`.
     #[error(
         "the idempotency key has an invalid escape at position {position}: only \\\" and \\\\ may be escaped"
@@ -84,6 +93,11 @@ impl IdempotencyKey {
                     validate(&key)?;
                     return Ok(Self(ascii_string(&key)));
                 }
+                b'"' => {
+                    return Err(KeyError::TextAfterString {
+                        position: offset + 2,
+                    });
+                }
                 b'\\' => match bytes.next() {
                     Some((_, &escaped @ (b'"' | b'\\'))) => key.push(escaped),
                     _ => {
@@ -92,13 +106,6 @@ impl IdempotencyKey {
                         });
                     }
                 },
-                // Inside a structured-field string a quote must be escaped.
-                b'"' => {
-                    return Err(KeyError::InvalidCharacter {
-                        position: key.len(),
-                        byte,
-                    });
-                }
                 _ => key.push(byte),
             }
         }
@@ -209,10 +216,15 @@ mod tests {
         );
         assert_eq!(
             key(br#""a"b""#),
-            Err(KeyError::InvalidCharacter {
-                position: 1,
-                byte: b'"'
-            })
+            Err(KeyError::TextAfterString { position: 3 })
+        );
+        assert_eq!(
+            key(br#""abc";v=1"#),
+            Err(KeyError::TextAfterString { position: 5 })
+        );
+        assert_eq!(
+            key(br#""k1", "k2""#),
+            Err(KeyError::TextAfterString { position: 4 })
         );
         assert_eq!(
             key(br#""a b""#),
