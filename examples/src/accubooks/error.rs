@@ -1,10 +1,15 @@
 //! AccuBooks' own refusals, as problem+json with AccuBooks' own types: a business conflict is
 //! never mistaken for idem's in-flight `409`.
 
+use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpResponse, ResponseError, web};
 use serde_json::json;
+
+/// The largest request body AccuBooks reads, in bytes, on every route: idem refuses a larger
+/// one on a protected route before any work, [`ApiError::json_config`] on the others.
+pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// Why AccuBooks refused a request.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +23,15 @@ pub enum ApiError {
     /// The record is not in a state that allows this (`409`).
     #[error("{0}")]
     Conflict(String),
+    /// The body is not the JSON this operation takes: unreadable, or of the wrong shape (`400`).
+    #[error("the body is not what this operation takes: {0}")]
+    Malformed(String),
+    /// The body was not sent as JSON (`415`).
+    #[error("send the body as JSON, with Content-Type: application/json")]
+    NotJson,
+    /// The body is larger than [`BODY_LIMIT`] (`413`).
+    #[error("the body is larger than the {BODY_LIMIT} bytes accepted")]
+    TooLarge,
     /// The database failed (`500`); a serialization failure here is retried by idem. A unique
     /// violation is a `409`: the record exists already (a duplicate natural key, or a key
     /// reused after it expired, whose deterministic entity id is taken).
@@ -41,14 +55,37 @@ impl ApiError {
             Self::Invalid(_) => "business-rule",
             Self::NotFound(_) => "not-found",
             Self::Conflict(_) => "state-conflict",
+            Self::Malformed(_) => "malformed-body",
+            Self::NotJson => "not-json",
+            Self::TooLarge => "body-too-large",
             Self::Database(_) if self.is_duplicate() => "already-exists",
             Self::Database(_) => "internal",
         }
     }
 
+    /// How AccuBooks reads JSON bodies: at most [`BODY_LIMIT`] bytes, and a body it cannot read
+    /// is refused as problem+json like every other refusal.
+    pub fn json_config() -> web::JsonConfig {
+        web::JsonConfig::default()
+            .limit(BODY_LIMIT)
+            .error_handler(|error, _request| Self::from(error).into())
+    }
+
     /// A unique violation: the record this request would create exists already.
     fn is_duplicate(&self) -> bool {
         matches!(self, Self::Database(sqlx::Error::Database(error)) if error.is_unique_violation())
+    }
+}
+
+impl From<JsonPayloadError> for ApiError {
+    fn from(error: JsonPayloadError) -> Self {
+        match error {
+            JsonPayloadError::ContentType => Self::NotJson,
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                Self::TooLarge
+            }
+            other => Self::Malformed(other.to_string()),
+        }
     }
 }
 
@@ -58,6 +95,9 @@ impl ResponseError for ApiError {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Database(_) if self.is_duplicate() => StatusCode::CONFLICT,
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

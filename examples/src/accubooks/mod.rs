@@ -35,6 +35,8 @@ use idem_actix::{
 use sqlx::Any;
 use sqlx::migrate::MigrateError;
 
+use error::ApiError;
+
 pub use workflows::WORKFLOWS;
 
 /// Why AccuBooks could not start.
@@ -68,7 +70,8 @@ impl AccuBooks {
         sqlx::migrate!("./migrations/accubooks")
             .run(store.pool())
             .await?;
-        let idem = Idempotency::new(store.clone(), auth::BearerTokens::new(store.pool().clone()));
+        let idem = Idempotency::new(store.clone(), auth::BearerTokens::new(store.pool().clone()))
+            .with_body_limit(error::BODY_LIMIT);
         let routes = ProtectedRoutes::new(idem)
             .financial(sales::create_invoice)
             .financial(sales::finalize_invoice)
@@ -103,6 +106,7 @@ impl AccuBooks {
     /// Mounts the whole API: `App::new().configure(|config| accubooks.configure(config))`.
     pub fn configure(&self, config: &mut ServiceConfig) {
         config.app_data(web::Data::new(self.store.pool().clone()));
+        config.app_data(ApiError::json_config());
         config.route("/api/companies", web::post().to(auth::create_company));
         self.routes.configure(config);
         reads::configure(config);
