@@ -1,5 +1,7 @@
 //! What can go wrong in the store itself, and in one write.
 
+use crate::RegistryError;
+
 /// A failure of the idempotency store, not of the write's own logic.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -9,6 +11,10 @@ pub enum StoreError {
     /// Applying the store's schema migrations failed.
     #[error("applying idem's migrations failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The program's registry of operations is invalid (two operations share a name), so no
+    /// write runs: see [`verify_registry`](crate::verify_registry).
+    #[error("no write runs while the registry of operations is invalid: {0}")]
+    Registry(RegistryError),
     /// Every attempt met a transient failure (serialization failure, deadlock, busy database).
     #[error(
         "the write met a transient database failure on each of its {attempts} attempts: {last}"

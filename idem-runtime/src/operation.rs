@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::OnceLock;
 
 use linkme::distributed_slice;
 
@@ -182,6 +183,14 @@ pub fn verify_registry() -> Result<(), RegistryError> {
         Some(error) => Err(error),
         None => Ok(()),
     }
+}
+
+/// [`verify_registry`], run once per process and remembered. Every write consults it, so a
+/// program that never ran the check (a job, a command) still cannot write under a name that two
+/// operations share, where one operation's keys would replay the other's answers.
+pub(crate) fn registry_verdict() -> Result<(), &'static RegistryError> {
+    static VERDICT: OnceLock<Result<(), RegistryError>> = OnceLock::new();
+    VERDICT.get_or_init(verify_registry).as_ref().map(|_| ())
 }
 
 /// Every problem of a registry, for checks that report them all.

@@ -16,6 +16,7 @@ use crate::attempt::{AttemptFailure, Call, Transient, replay_or_mismatch};
 use crate::backend::{AuditRecord, KeyScope};
 use crate::in_flight::{Turn, leader_finished};
 use crate::observe::{Failure, WriteOutcome, record_lost_audit_rows, record_metrics, sha256_hex};
+use crate::operation::registry_verdict;
 use crate::{
     Backend, IdempotencyStore, RegisteredOperation, StoreError, StoredResponse, WriteContext,
     WriteError, WriteRequest, entity_id,
@@ -82,6 +83,8 @@ impl<DB: Backend> IdempotencyStore<DB> {
     ///   found in the body error's `source()` chain as a [`sqlx::Error`], roll back and retry
     ///   the whole attempt, body included, under the store's [`RetryPolicy`](crate::RetryPolicy).
     ///   The body is therefore `FnMut`: it must be safe to run again on a fresh transaction.
+    /// - Nothing runs while the program's registry is invalid (two operations share a name):
+    ///   every call fails with [`StoreError::Registry`]. The check runs once per process.
     /// - Every call is observed: a tracing span `idem.write`, the metrics of
     ///   [`METRIC_NAMES`](crate::METRIC_NAMES), and a row of `idempotent_write_audit_log`
     ///   (in the write's transaction for a new write, after it for any other outcome).
@@ -205,6 +208,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         F: for<'c, 'r> FnMut(&'c mut WriteContext<'r, DB>) -> K::Future<'c, E>,
         E: StdError + 'static,
     {
+        registry_verdict().map_err(|error| StoreError::Registry(error.clone()))?;
         let deadline = Instant::now() + self.config.lock_timeout();
         // One connection serves the replay fast path and then, for a new write, its attempts:
         // a pool round trip saved. A follower gives it back while it waits.
