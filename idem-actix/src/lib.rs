@@ -79,7 +79,9 @@
 //! The handler is an `async fn` that takes an [`IdempotencyKey`], a
 //! `&mut WriteContext<'_, DB>` (its transaction and the write's entity id) and any other
 //! actix-web extractors, in any order, and returns anything actix-web can answer with; an `Err`
-//! of a `Result` refuses the write (it rolls back and the key stays free). The expansion of one
+//! of a `Result` refuses the write (it rolls back and the key stays free), while an answer, even
+//! with an error status such as a declined card's `402`, is the write's result: it commits and
+//! is replayed to every retry. The expansion of one
 //! handler is checked in at `idem-macros/tests/snapshots/create_payment.expanded.rs`: a unit
 //! type named after the handler, its registry entry, and the route that runs the handler inside
 //! the write protocol. Mount it with [`ProtectedRoutes`].

@@ -25,6 +25,8 @@ const PAYMENTS_OF: &str = "SELECT COUNT(*) FROM payments WHERE tenant_id = $1";
 const KEYS: &str = "SELECT COUNT(*) FROM idempotency_keys";
 /// A payment above this is refused after its row was written, to prove the rollback.
 const APPROVAL_LIMIT: i64 = 1_000_000;
+/// A payment of exactly this is declined by the card network: a final answer, with its row.
+const DECLINED_AMOUNT: i64 = 402;
 
 #[derive(Deserialize)]
 struct NewPayment {
@@ -65,6 +67,10 @@ async fn create_payment(
     }
     if payment.amount_cents > APPROVAL_LIMIT {
         return Err(PaymentError::NeedsApproval);
+    }
+    if payment.amount_cents == DECLINED_AMOUNT {
+        return Ok(HttpResponse::PaymentRequired()
+            .json(json!({ "id": id, "declined": true, "nonce": fastrand::u64(..) })));
     }
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/payments/{id}")))
@@ -437,6 +443,35 @@ async fn handler_error_answers_its_own_error_and_frees_the_key() {
         "the key was free for a retry"
     );
     assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    server.stop().await;
+}
+
+/// An error status answered as `Ok` is the write's result, like a declined card: committed with
+/// its row, stored, and replayed to a retry, which must not try the card again.
+#[actix_web::test]
+async fn an_error_status_answered_as_ok_is_final_and_replayed() {
+    let server = Server::default().await;
+    let declined = send(
+        server.post("/payments", "token-a", Some("k-declined")),
+        json!({"amount_cents": DECLINED_AMOUNT}),
+    )
+    .await;
+    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(declined.json()["declined"], true);
+
+    let retry = send(
+        server.post("/payments", "token-a", Some("k-declined")),
+        json!({"amount_cents": DECLINED_AMOUNT}),
+    )
+    .await;
+    assert_eq!(retry.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        retry.body, declined.body,
+        "the stored bytes, not a second run"
+    );
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1, "one declined attempt");
+    assert_eq!(server.count(KEYS, &[]).await, 1);
     server.stop().await;
 }
 
