@@ -4,7 +4,7 @@
 //! Every store is new: a new SQLite file in a temporary directory, or a new schema in the
 //! PostgreSQL database that `DATABASE_URL` names. Tests count what the database holds with SQL.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix_web::dev::ServerHandle;
 use actix_web::web::ServiceConfig;
@@ -12,7 +12,7 @@ use actix_web::{App, HttpRequest, HttpServer};
 use futures_util::future::{BoxFuture, LocalBoxFuture};
 use idem_actix::{TenantId, TenantRejection, TenantResolver};
 use idem_runtime::{Backend, IdempotencyStore, StoreConfig};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
@@ -344,6 +344,50 @@ pub async fn postgres_test_schema() -> PgConnectOptions {
     base.options([("search_path", schema.as_str())])
 }
 
+/// Test schemas are named `idem_test_<unix seconds>_<random>`.
+const TEST_SCHEMA_PREFIX: &str = "idem_test_";
+
+/// No test runs this long: a test schema older than this is left over from an earlier run.
+const STALE_AFTER_SECS: u64 = 3 * 60 * 60;
+
+/// Drops the test schemas of earlier runs, so a long-lived development database does not
+/// collect them: those older than [`STALE_AFTER_SECS`], and those named before the name carried
+/// its time. One test process at a time does it (an advisory lock); the others go on. Best
+/// effort: a failure is reported and the test goes on.
+async fn drop_stale_test_schemas(admin: &PgPool, now: u64) {
+    let cleaner: Result<bool, _> =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('idem_test_schema_cleanup'))")
+            .fetch_one(admin)
+            .await;
+    if !matches!(cleaner, Ok(true)) {
+        return;
+    }
+    let listed: Result<Vec<String>, _> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'idem\\_test\\_%'",
+    )
+    .fetch_all(admin)
+    .await;
+    let schemas = listed.unwrap_or_else(|error| {
+        eprintln!("listing old test schemas failed: {error}");
+        Vec::new()
+    });
+    for schema in schemas {
+        let created = schema
+            .strip_prefix(TEST_SCHEMA_PREFIX)
+            .and_then(|rest| rest.split_once('_'))
+            .map(|(secs, _)| secs.parse::<u64>().unwrap_or(0));
+        if created.is_none_or(|created| now.saturating_sub(created) > STALE_AFTER_SECS) {
+            let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+            if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(admin)
+                .await
+            {
+                eprintln!("dropping the old test schema {schema} failed: {error}");
+            }
+        }
+    }
+}
+
 /// Creates a new schema in the database that `DATABASE_URL` names: the URL, its options and
 /// the schema's name. Panics, never skips, when the server is unreachable.
 async fn create_test_schema() -> (String, PgConnectOptions, String) {
@@ -353,12 +397,17 @@ async fn create_test_schema() -> (String, PgConnectOptions, String) {
     let base: PgConnectOptions = url
         .parse()
         .expect("DATABASE_URL is a valid postgres:// URL");
-    let schema = format!("idem_test_{}", fastrand::u64(..));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs();
+    let schema = format!("{TEST_SCHEMA_PREFIX}{now}_{}", fastrand::u32(..));
     let admin = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(base.clone())
         .await
         .unwrap_or_else(|error| panic!("PostgreSQL at DATABASE_URL is unreachable: {error}"));
+    drop_stale_test_schemas(&admin, now).await;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
         .await
