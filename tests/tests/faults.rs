@@ -24,6 +24,14 @@ use tokio::net::{TcpListener, TcpStream};
 
 const PAYMENTS: &str = "SELECT COUNT(*) FROM payments";
 
+/// The rows of `pg_stat_activity` that are a write of this server (`$1`, its application name)
+/// holding its transaction open after the body's INSERT.
+macro_rules! open_write {
+    () => {
+        "FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction' AND query LIKE 'INSERT INTO payments%'"
+    };
+}
+
 #[derive(Deserialize)]
 struct Payment {
     amount_cents: i64,
@@ -131,16 +139,16 @@ impl Faulty {
         panic!("{sql} never reached {expected}");
     }
 
-    /// Waits until one of this server's connections holds a transaction open.
+    /// Waits until a write of this server has run its body's INSERT and holds its transaction
+    /// open (the body then sleeps). Not merely any open transaction: between `BEGIN` and the
+    /// INSERT the connection is briefly idle in a transaction too, and then busy again.
     async fn until_a_write_is_open(&self) {
         for _ in 0..200 {
-            let open: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'",
-            )
-            .bind(&self.application)
-            .fetch_one(&self.admin)
-            .await
-            .unwrap();
+            let open: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) ", open_write!()))
+                .bind(&self.application)
+                .fetch_one(&self.admin)
+                .await
+                .unwrap();
             if open == 1 {
                 return;
             }
@@ -175,13 +183,12 @@ async fn backend_killed_mid_transaction() {
     let db = Faulty::default().await;
     let killer = async {
         db.until_a_write_is_open().await;
-        let killed: Vec<bool> = sqlx::query_scalar(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1 AND state = 'idle in transaction'",
-        )
-        .bind(&db.application)
-        .fetch_all(&db.admin)
-        .await
-        .unwrap();
+        let killed: Vec<bool> =
+            sqlx::query_scalar(concat!("SELECT pg_terminate_backend(pid) ", open_write!()))
+                .bind(&db.application)
+                .fetch_all(&db.admin)
+                .await
+                .unwrap();
         assert_eq!(killed, [true]);
     };
     let (killed_request, ()) = tokio::join!(
