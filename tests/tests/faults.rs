@@ -122,16 +122,22 @@ impl Faulty {
     }
 
     async fn count(&self, sql: &'static str) -> i64 {
-        sqlx::query_scalar(sql)
-            .fetch_one(&self.admin)
-            .await
-            .unwrap()
+        self.count_bound(sql, &[]).await
     }
 
-    /// Waits until `sql` counts `expected`.
-    async fn until(&self, sql: &'static str, expected: i64) {
+    /// Runs a `SELECT COUNT(*) ...` bound to `args`.
+    async fn count_bound(&self, sql: &'static str, args: &[&str]) -> i64 {
+        let mut query = sqlx::query_scalar(sql);
+        for arg in args {
+            query = query.bind(*arg);
+        }
+        query.fetch_one(&self.admin).await.unwrap()
+    }
+
+    /// Waits until `sql`, bound to `args`, counts `expected`.
+    async fn until(&self, sql: &'static str, args: &[&str], expected: i64) {
         for _ in 0..200 {
-            if self.count(sql).await == expected {
+            if self.count_bound(sql, args).await == expected {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -143,18 +149,8 @@ impl Faulty {
     /// open (the body then sleeps). Not merely any open transaction: between `BEGIN` and the
     /// INSERT the connection is briefly idle in a transaction too, and then busy again.
     async fn until_a_write_is_open(&self) {
-        for _ in 0..200 {
-            let open: i64 = sqlx::query_scalar(concat!("SELECT COUNT(*) ", open_write!()))
-                .bind(&self.application)
-                .fetch_one(&self.admin)
-                .await
-                .unwrap();
-            if open == 1 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("no write of this server opened a transaction");
+        let open_writes = concat!("SELECT COUNT(*) ", open_write!());
+        self.until(open_writes, &[&self.application], 1).await;
     }
 
     /// Sends a request over a raw socket and returns the socket without reading the answer.
@@ -228,6 +224,7 @@ async fn answer_lost_after_commit() {
         .await;
     db.until(
         "SELECT COUNT(*) FROM idempotency_keys WHERE response_status IS NOT NULL",
+        &[],
         1,
     )
     .await;
