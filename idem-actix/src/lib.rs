@@ -108,9 +108,9 @@ pub use idem_macros::{financial_mutation, high_risk_mutation};
 pub use idem_runtime::operation;
 pub use idem_runtime::{
     Backend, ENTITY_ID_NAMESPACE, FINANCIAL_MUTATIONS, Fingerprint, HIGH_RISK_MUTATIONS,
-    IdempotencyStore, Operation, OperationClass, Outcome, RegisteredOperation, RetryPolicy, Route,
-    StoreConfig, StoreError, StoredResponse, TenantId, TenantIdError, WriteContext, WriteError,
-    entity_id, registered_operations,
+    IdempotencyStore, Operation, OperationClass, Outcome, RegisteredOperation, RequestPart,
+    RetryPolicy, Route, StoreConfig, StoreError, StoredResponse, TenantId, TenantIdError,
+    WriteContext, WriteError, entity_id, registered_operations,
 };
 pub use key::{IDEMPOTENCY_KEY, IdempotencyKey};
 pub use replay::{IDEMPOTENT_REPLAYED, REPLAYED_HEADERS};

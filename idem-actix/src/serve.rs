@@ -3,7 +3,6 @@
 //! Generated code calls [`serve`] with the user's function wrapped in a closure; nothing here
 //! is meant to be called by hand.
 
-use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::error::Error as StdError;
 use std::fmt;
@@ -15,8 +14,8 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder, ResponseError
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use idem_runtime::{
-    Backend, Fingerprint, Outcome, RegisteredOperation, StoreError, WriteContext, WriteError,
-    WriteRequest,
+    Backend, Fingerprint, Outcome, RegisteredOperation, RequestPart, StoreError, WriteContext,
+    WriteError, WriteRequest,
 };
 
 use crate::config::Idempotency;
@@ -135,13 +134,7 @@ where
     let definition = Op::OPERATION;
     // The concrete path, not the route template: one key reused for another invoice's
     // `/api/invoices/{id}/finalize` is another request, refused, never the first one's replay.
-    let fingerprint = Fingerprint::of_request(
-        definition.name(),
-        request.method().as_str(),
-        request.path(),
-        request.query_string(),
-        &fingerprinted_body(&body, ignored_fields),
-    );
+    let fingerprint = fingerprint(definition.name(), request, &body, ignored_fields);
 
     let user = idem.tenants.0.user(request);
     let request_id = request_id(request);
@@ -185,9 +178,9 @@ where
             .take()
             .unwrap_or_else(|| replay(&response, crate::ReplayStatus::Original))),
         Ok(Outcome::Replayed { response }) => Ok(replay(&response, idem.replay_status)),
-        Ok(Outcome::FingerprintMismatch) => Err(problem(Problem::new(
+        Ok(Outcome::FingerprintMismatch { differing }) => Err(problem(Problem::new(
             ProblemKind::KeyReused,
-            "this Idempotency-Key was used with a different request: use a new key for a new request",
+            key_reused_detail(&differing),
         ))),
         Ok(Outcome::InFlight { retry_after }) => Err(problem(
             Problem::new(
@@ -228,22 +221,62 @@ fn store_detail(error: &StoreError) -> &'static str {
     }
 }
 
-/// The body as the fingerprint sees it: as sent, or, when the operation ignores some fields,
-/// a JSON object without them (re-serialized with sorted keys, so field order and whitespace
-/// stop mattering too). A body that is not a JSON object is fingerprinted as sent.
-fn fingerprinted_body<'a>(body: &'a Bytes, ignored_fields: &[&str]) -> Cow<'a, [u8]> {
-    if ignored_fields.is_empty() {
-        return Cow::Borrowed(body);
+/// The request's fingerprint. A JSON body (by its `Content-Type`, `application/json` or
+/// `…+json`) is taken in its canonical form, without the `ignore_in_fingerprint` fields, so a
+/// retry whose encoder orders members or spaces them differently is the same request; so is
+/// any body that parses as JSON when the operation ignores fields. Any other body is taken as
+/// sent.
+fn fingerprint(
+    operation: &str,
+    request: &HttpRequest,
+    body: &[u8],
+    ignored_fields: &[&str],
+) -> Fingerprint {
+    let (method, path, query) = (
+        request.method().as_str(),
+        request.path(),
+        request.query_string(),
+    );
+    if is_json(request) || !ignored_fields.is_empty() {
+        Fingerprint::of_json_request(operation, method, path, query, body, ignored_fields)
+    } else {
+        Fingerprint::of_request(operation, method, path, query, body)
     }
-    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(body) {
-        Ok(mut object) => {
-            for field in ignored_fields {
-                object.remove(*field);
-            }
-            Cow::Owned(serde_json::to_vec(&object).unwrap_or_else(|_| body.to_vec()))
-        }
-        Err(_) => Cow::Borrowed(body),
-    }
+}
+
+fn is_json(request: &HttpRequest) -> bool {
+    let Some(content_type) = request.headers().get(actix_web::http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(content_type) = content_type.to_str() else {
+        return false;
+    };
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The 422's detail: which parts of the request differed from the first one's, never their
+/// contents (the stored request is not echoed).
+fn key_reused_detail(differing: &[RequestPart]) -> String {
+    let parts = differing
+        .iter()
+        .map(|part| part.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let what = if parts.is_empty() {
+        "a different request".to_owned()
+    } else {
+        format!("a request that differs in its {parts}")
+    };
+    format!(
+        "this Idempotency-Key was used with {what}: a retry must repeat the first request; use a new key for a new request"
+    )
 }
 
 async fn read_body(payload: &mut Payload, limit: usize) -> Result<Bytes, Problem> {
@@ -376,30 +409,83 @@ pub fn respond<T: Responder>(answer: T, request: &HttpRequest) -> HttpResponse {
 mod tests {
     use super::*;
 
+    use actix_web::test::TestRequest;
+
+    fn fingerprint_of(content_type: Option<&str>, body: &str, ignored: &[&str]) -> Fingerprint {
+        let mut request = TestRequest::post().uri("/payments");
+        if let Some(content_type) = content_type {
+            request = request.insert_header(("content-type", content_type));
+        }
+        fingerprint(
+            "createPayment",
+            &request.to_http_request(),
+            body.as_bytes(),
+            ignored,
+        )
+    }
+
     #[test]
-    fn ignored_fields_leave_the_fingerprint_and_order_stops_mattering() {
-        let ignore = &["client_sent_at"];
-        let a = Bytes::from_static(br#"{"amount_cents":5,"client_sent_at":"10:00"}"#);
-        let b = Bytes::from_static(br#"{ "client_sent_at": "10:01", "amount_cents": 5 }"#);
-        let c = Bytes::from_static(br#"{"amount_cents":6,"client_sent_at":"10:00"}"#);
-        assert_eq!(
-            fingerprinted_body(&a, ignore),
-            fingerprinted_body(&b, ignore)
-        );
+    fn a_json_body_is_the_same_request_in_any_member_order_and_spacing() {
+        for content_type in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/problem+json",
+        ] {
+            assert_eq!(
+                fingerprint_of(Some(content_type), r#"{"a":1,"b":2}"#, &[]),
+                fingerprint_of(Some(content_type), "{ \"b\": 2, \"a\": 1 }", &[]),
+                "{content_type}"
+            );
+        }
         assert_ne!(
-            fingerprinted_body(&a, ignore),
-            fingerprinted_body(&c, ignore)
+            fingerprint_of(Some("application/json"), r#"{"a":1}"#, &[]),
+            fingerprint_of(Some("application/json"), r#"{"a":2}"#, &[])
         );
     }
 
     #[test]
-    fn without_ignored_fields_the_body_is_fingerprinted_as_sent() {
-        let body = Bytes::from_static(br#"{"b":1, "a":2}"#);
-        assert_eq!(fingerprinted_body(&body, &[]).as_ref(), body.as_ref());
-        let not_json = Bytes::from_static(b"amount=5");
-        assert_eq!(
-            fingerprinted_body(&not_json, &["amount"]).as_ref(),
-            not_json.as_ref()
+    fn other_bodies_are_fingerprinted_as_sent() {
+        for content_type in [
+            None,
+            Some("text/plain"),
+            Some("application/x-www-form-urlencoded"),
+        ] {
+            assert_ne!(
+                fingerprint_of(content_type, r#"{"a":1,"b":2}"#, &[]),
+                fingerprint_of(content_type, r#"{"b":2,"a":1}"#, &[]),
+                "{content_type:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn ignored_fields_leave_the_fingerprint() {
+        let ignore = &["client_sent_at"];
+        let a = fingerprint_of(
+            None,
+            r#"{"amount_cents":5,"client_sent_at":"10:00"}"#,
+            ignore,
         );
+        let b = fingerprint_of(
+            None,
+            r#"{ "client_sent_at": "10:01", "amount_cents": 5 }"#,
+            ignore,
+        );
+        let c = fingerprint_of(
+            None,
+            r#"{"amount_cents":6,"client_sent_at":"10:00"}"#,
+            ignore,
+        );
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn the_reuse_detail_names_the_parts_not_their_contents() {
+        assert_eq!(
+            key_reused_detail(&[RequestPart::Path, RequestPart::Body]),
+            "this Idempotency-Key was used with a request that differs in its path, body: a retry must repeat the first request; use a new key for a new request"
+        );
+        assert!(key_reused_detail(&[]).contains("with a different request"));
     }
 }

@@ -232,12 +232,14 @@ impl<DB: Backend> IdempotencyStore<DB> {
 }
 
 pub(crate) fn replay_or_mismatch(record: KeyRecord, fingerprint: &Fingerprint) -> Outcome {
-    if record.fingerprint == fingerprint.as_bytes() {
+    if fingerprint.matches_stored(&record.fingerprint) {
         Outcome::Replayed {
             response: record.response,
         }
     } else {
-        Outcome::FingerprintMismatch
+        Outcome::FingerprintMismatch {
+            differing: fingerprint.differing_parts(&record.fingerprint),
+        }
     }
 }
 

@@ -429,7 +429,7 @@ macro_rules! shared_statements {
                 .bind(claim.scope.tenant.as_str())
                 .bind(claim.scope.operation)
                 .bind(claim.scope.key.as_str())
-                .bind(&claim.fingerprint.as_bytes()[..])
+                .bind(claim.fingerprint.to_stored())
                 .bind(
                     &*claim
                         .entity_id

@@ -5,7 +5,7 @@
 //! claims the client's [`IdempotencyKey`] for its [`TenantId`] and operation, then stores the
 //! body's [`StoredResponse`] and commits it all together. A retry with the same key and the same
 //! request [`Fingerprint`] gets the stored response back ([`Outcome::Replayed`]); with a
-//! different request it is refused ([`Outcome::FingerprintMismatch`]).
+//! different request it is refused ([`Outcome::FingerprintMismatch`], naming what differed).
 //!
 //! This crate is framework-free. Applications use it through `idem-actix`, whose
 //! `#[financial_mutation]` and `#[high_risk_mutation]` attributes register operations and call
@@ -60,6 +60,7 @@
 mod attempt;
 mod audit_queue;
 mod backend;
+mod canonical_json;
 mod config;
 mod context;
 mod entity_id;
@@ -82,7 +83,7 @@ pub use config::{RetryPolicy, StoreConfig};
 pub use context::WriteContext;
 pub use entity_id::{ENTITY_ID_NAMESPACE, entity_id};
 pub use error::{StoreError, WriteError};
-pub use fingerprint::Fingerprint;
+pub use fingerprint::{Fingerprint, RequestPart};
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
 pub use observe::{
     AUDIT_ROWS_LOST_TOTAL, METRIC_NAMES, WORKFLOWS_TRIGGERED_TOTAL, WRITE_DURATION_MS,

@@ -18,8 +18,8 @@ use crate::in_flight::{Turn, leader_finished};
 use crate::observe::{Failure, WriteOutcome, record_lost_audit_rows, record_metrics, sha256_hex};
 use crate::operation::registry_verdict;
 use crate::{
-    Backend, IdempotencyStore, RegisteredOperation, StoreError, StoredResponse, WriteContext,
-    WriteError, WriteRequest, entity_id,
+    Backend, IdempotencyStore, RegisteredOperation, RequestPart, StoreError, StoredResponse,
+    WriteContext, WriteError, WriteRequest, entity_id,
 };
 
 /// How one call of [`IdempotencyStore::execute`] ended.
@@ -41,7 +41,11 @@ pub enum Outcome {
         response: StoredResponse,
     },
     /// The key was already used with a different fingerprint: nothing ran.
-    FingerprintMismatch,
+    FingerprintMismatch {
+        /// The parts of the request that differed from the first one's (empty when the stored
+        /// fingerprint does not say).
+        differing: Vec<RequestPart>,
+    },
     /// A twin with the same key is still running past the lock timeout: nothing ran.
     InFlight {
         /// How long the client should wait before retrying.
@@ -176,7 +180,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
             Ok(Outcome::Replayed { response }) => {
                 (WriteOutcome::Replayed, Some(response.status), 0)
             }
-            Ok(Outcome::FingerprintMismatch) => (WriteOutcome::Mismatch, None, 0),
+            Ok(Outcome::FingerprintMismatch { .. }) => (WriteOutcome::Mismatch, None, 0),
             Ok(Outcome::InFlight { .. }) => (WriteOutcome::Conflict, None, 0),
             Err(WriteError::Handler(_)) => (WriteOutcome::Failed(Failure::Handler), None, 0),
             Err(WriteError::Panicked { .. }) => (WriteOutcome::Failed(Failure::Panic), None, 0),

@@ -125,3 +125,152 @@ proptest! {
         );
     }
 }
+
+/// A JSON value for the canonical-form properties: numbers as exact decimals (sign, digits,
+/// exponent), object members with distinct names.
+#[derive(Debug, Clone)]
+enum Json {
+    Null,
+    Bool(bool),
+    Number(bool, String, i32),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+fn json_value() -> impl Strategy<Value = Json> {
+    let leaf = prop_oneof![
+        Just(Json::Null),
+        any::<bool>().prop_map(Json::Bool),
+        (any::<bool>(), "[1-9][0-9]{0,30}", -20..20i32)
+            .prop_map(|(negative, digits, exponent)| Json::Number(negative, digits, exponent)),
+        "[a-zA-Z0-9 é\"\\\\\n😀]{0,12}".prop_map(Json::String),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Json::Array),
+            proptest::collection::btree_map("[a-z]{1,6}", inner, 0..6)
+                .prop_map(|members| Json::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+/// Writes `value` as JSON text; `spelled_otherwise` reverses member order, adds whitespace,
+/// escapes characters as `\uXXXX` and writes numbers with trailing zeros and another exponent.
+fn render(value: &Json, spelled_otherwise: bool) -> String {
+    let space = if spelled_otherwise { " \n\t" } else { "" };
+    match value {
+        Json::Null => "null".to_owned(),
+        Json::Bool(value) => value.to_string(),
+        Json::Number(negative, digits, exponent) => {
+            let sign = if *negative { "-" } else { "" };
+            if spelled_otherwise {
+                format!("{sign}{digits}.000e{}", exponent)
+            } else {
+                format!("{sign}{digits}0E{}", exponent - 1)
+            }
+        }
+        Json::String(text) => {
+            let mut out = String::from("\"");
+            for c in text.chars() {
+                match c {
+                    '"' => out.push_str("\\\""),
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    c if spelled_otherwise && c.is_ascii_alphabetic() => {
+                        out.push_str(&format!("\\u{:04X}", u32::from(c)));
+                    }
+                    '😀' if spelled_otherwise => out.push_str("\\ud83d\\ude00"),
+                    c => out.push(c),
+                }
+            }
+            out.push('"');
+            out
+        }
+        Json::Array(items) => {
+            let items: Vec<_> = items
+                .iter()
+                .map(|item| render(item, spelled_otherwise))
+                .collect();
+            format!(
+                "[{space}{}{space}]",
+                items.join(&format!("{space},{space}"))
+            )
+        }
+        Json::Object(members) => {
+            let mut members: Vec<_> = members
+                .iter()
+                .map(|(name, value)| {
+                    format!(
+                        "\"{name}\"{space}:{space}{}",
+                        render(value, spelled_otherwise)
+                    )
+                })
+                .collect();
+            if spelled_otherwise {
+                members.reverse();
+            }
+            format!(
+                "{{{space}{}{space}}}",
+                members.join(&format!("{space},{space}"))
+            )
+        }
+    }
+}
+
+/// `value` with its first number, string or boolean changed.
+fn changed(value: &Json) -> Option<Json> {
+    Some(match value {
+        Json::Null => return None,
+        Json::Bool(value) => Json::Bool(!value),
+        Json::Number(negative, digits, exponent) => {
+            let mut digits = digits.clone();
+            let last = digits.pop().unwrap();
+            digits.push(if last == '9' {
+                '8'
+            } else {
+                char::from(last as u8 + 1)
+            });
+            Json::Number(*negative, digits, *exponent)
+        }
+        Json::String(text) => Json::String(format!("{text}x")),
+        Json::Array(items) => {
+            let mut items = items.clone();
+            let (index, item) = items
+                .iter()
+                .enumerate()
+                .find_map(|(i, item)| changed(item).map(|c| (i, c)))?;
+            items[index] = item;
+            Json::Array(items)
+        }
+        Json::Object(members) => {
+            let mut members = members.clone();
+            let (index, value) = members
+                .iter()
+                .enumerate()
+                .find_map(|(i, (_, value))| changed(value).map(|c| (i, c)))?;
+            members[index].1 = value;
+            Json::Object(members)
+        }
+    })
+}
+
+fn json_fingerprint(body: &str) -> Fingerprint {
+    Fingerprint::of_json_request("op", "POST", "/p", "", body.as_bytes(), &[])
+}
+
+proptest! {
+    #[test]
+    fn a_json_body_spelled_otherwise_is_the_same_request(value in json_value()) {
+        let first = render(&value, false);
+        let retry = render(&value, true);
+        prop_assert_eq!(json_fingerprint(&first), json_fingerprint(&retry), "{} vs {}", first, retry);
+    }
+
+    #[test]
+    fn a_json_body_with_another_value_is_another_request(value in json_value()) {
+        let Some(other) = changed(&value) else { return Ok(()) };
+        let (first, second) = (render(&value, false), render(&other, true));
+        prop_assert_ne!(json_fingerprint(&first), json_fingerprint(&second), "{} vs {}", first, second);
+    }
+}

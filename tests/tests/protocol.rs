@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, join_all};
 use idem_runtime::{
-    Fingerprint, IdempotencyKey, IdempotencyStore, OutboxDispatcher, Outcome, StoreConfig,
-    StoredResponse, TenantId, WriteContext, WriteError, WriteRequest,
+    Fingerprint, IdempotencyKey, IdempotencyStore, OutboxDispatcher, Outcome, RequestPart,
+    StoreConfig, StoredResponse, TenantId, WriteContext, WriteError, WriteRequest,
 };
 use idem_tests::{TestDb, TestStore};
 use tokio::sync::Notify;
@@ -181,7 +181,12 @@ async fn retry_replays_and_another_payload_is_a_mismatch<DB: TestDb>() {
     let replay = execute(&db.store, &t, &k, "{\"cents\":100}", pay::<DB>(100)).await;
     assert_eq!(replay.unwrap(), Outcome::Replayed { response });
     let mismatch = execute(&db.store, &t, &k, "{\"cents\":999}", pay::<DB>(999)).await;
-    assert_eq!(mismatch.unwrap(), Outcome::FingerprintMismatch);
+    assert_eq!(
+        mismatch.unwrap(),
+        Outcome::FingerprintMismatch {
+            differing: vec![RequestPart::Body]
+        }
+    );
     assert_eq!(db.count(PAYMENTS, &[]).await, 1);
     assert_eq!(
         db.count(

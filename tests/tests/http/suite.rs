@@ -367,6 +367,90 @@ async fn same_key_with_another_payload_is_422_and_keeps_the_first_write() {
     server.stop().await;
 }
 
+async fn send_raw(request: awc::ClientRequest, body: &'static str) -> Answer {
+    let mut response = request
+        .insert_header(("content-type", "application/json"))
+        .send_body(body)
+        .await
+        .expect("the server answers");
+    let body = response
+        .body()
+        .limit(1 << 20)
+        .await
+        .expect("a readable body");
+    Answer {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body,
+    }
+}
+
+#[actix_web::test]
+async fn a_json_retry_in_another_member_order_and_spacing_is_a_replay() {
+    let server = Server::default().await;
+    let customer = |key| server.post("/customers", "token-a", Some(key));
+    let first = send_raw(
+        customer("k-json"),
+        r#"{"name":"Globex","tier":1,"tags":["a","b"]}"#,
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let retry = send_raw(
+        customer("k-json"),
+        "{ \"tags\" : [ \"a\", \"\\u0062\" ],\n  \"tier\": 1.0, \"name\": \"Globex\" }",
+    )
+    .await;
+    assert_eq!(retry.status, StatusCode::OK, "{:?}", retry.body);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(retry.body, first.body);
+    // Array order is meaningful: another request.
+    let reordered = send_raw(
+        customer("k-json"),
+        r#"{"name":"Globex","tier":1,"tags":["b","a"]}"#,
+    )
+    .await;
+    reordered.assert_problem(422, "key-reused");
+    assert_eq!(server.count(KEYS, &[]).await, 1);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn numbers_are_compared_exactly_and_the_422_names_what_differed() {
+    let server = Server::default().await;
+    let customer = |key| server.post("/customers", "token-a", Some(key));
+    let first = send_raw(
+        customer("k-big"),
+        r#"{"name":"Initech","ref":9007199254740993}"#,
+    )
+    .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    // The same number through f64 would be 9007199254740992: not the same request.
+    let rounded = send_raw(
+        customer("k-big"),
+        r#"{"name":"Initech","ref":9007199254740992}"#,
+    )
+    .await;
+    rounded.assert_problem(422, "key-reused");
+    let detail = rounded.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("differs in its body"), "{detail}");
+    assert!(
+        !detail.contains("Initech") && !detail.contains("9007199254740993"),
+        "{detail}"
+    );
+    // Another path with the same key is another request too, and the answer says so.
+    let elsewhere = send_raw(
+        server.post("/customers?source=import", "token-a", Some("k-big")),
+        r#"{"name":"Initech","ref":9007199254740993}"#,
+    )
+    .await;
+    elsewhere.assert_problem(422, "key-reused");
+    let detail = elsewhere.json()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("differs in its query"), "{detail}");
+    assert!(!detail.contains("body"), "{detail}");
+    assert_eq!(server.count(KEYS, &[]).await, 1);
+    server.stop().await;
+}
+
 #[actix_web::test]
 async fn a_field_left_out_of_the_fingerprint_does_not_make_a_retry_another_request() {
     let server = Server::default().await;
