@@ -95,14 +95,13 @@ impl<DB: Backend> IdempotencyStore<DB> {
             fingerprint,
             entity_id: call.entity_id,
             attempt_id,
-            now_ms: now_ms(),
-            expired_at_or_before_ms: self.expired_at_or_before_ms(),
+            retention_ms: self.retention_ms(),
         };
         match DB::claim(&mut tx, &claim).await {
             Ok(true) => {}
             Ok(false) => {
                 rollback(tx).await;
-                let record = DB::find_record(conn, &call.scope, self.expired_at_or_before_ms())
+                let record = DB::find_record(conn, &call.scope, self.retention_ms())
                     .await
                     .map_err(store_failure)?;
                 return match record {
@@ -251,7 +250,7 @@ async fn rollback<DB: Backend>(tx: Transaction<'_, DB>) {
     }
 }
 
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|message| (*message).to_owned())

@@ -48,9 +48,8 @@ pub struct Claim<'a> {
     pub entity_id: Uuid,
     /// Tells this attempt's row from a twin's after an ambiguous commit.
     pub attempt_id: i64,
-    pub now_ms: i64,
-    /// A row created at or before this instant is expired and may be claimed again.
-    pub expired_at_or_before_ms: i64,
+    /// A row older than this (by the database's clock) is expired and may be claimed again.
+    pub retention_ms: i64,
 }
 
 /// What [`WriteContext::record_event`](crate::WriteContext::record_event) inserts.
@@ -92,18 +91,54 @@ pub struct KeyRecord {
 /// The raw row of a committed key; the response columns are never NULL once committed.
 type RecordRow = (Vec<u8>, i64, Option<i32>, Option<String>, Option<Vec<u8>>);
 
-const FIND_RECORD: &str = "\
+/// A statement that reads the database's clock, in each dialect's words. Expiry and takeover
+/// are decided by the one clock that every application node shares, never by a node's own.
+pub struct DialectSql {
+    postgres: &'static str,
+    sqlite: &'static str,
+}
+
+impl DialectSql {
+    fn get(&self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Postgres => self.postgres,
+            Dialect::Sqlite => self.sqlite,
+        }
+    }
+}
+
+/// Concatenates SQL text, writing `NOW` as the given dialect's clock in Unix milliseconds.
+macro_rules! sql_with_now {
+    ($now:literal; $($part:tt)*) => { concat!($(sql_with_now!(@part $now $part)),*) };
+    (@part $now:literal NOW) => { $now };
+    (@part $now:literal $text:literal) => { $text };
+}
+
+/// A [`DialectSql`] from SQL text in which `NOW` is the database's clock: `idem_now_ms()` on
+/// PostgreSQL (a migration defines it on `clock_timestamp()`), `julianday('now')` on SQLite
+/// (whose database lives on the application's own host).
+macro_rules! dialect_sql {
+    ($($part:tt)*) => {
+        DialectSql {
+            postgres: sql_with_now!("idem_now_ms()"; $($part)*),
+            sqlite: sql_with_now!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"; $($part)*),
+        }
+    };
+}
+
+/// The committed record of a key, unless it is older than the retention (`$4`, in ms).
+const FIND_RECORD: DialectSql = dialect_sql!("\
 SELECT fingerprint, attempt_id, response_status, response_headers, response_body
 FROM idempotency_keys
-WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3 AND created_at_ms > $4";
+WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3 AND created_at_ms > " NOW " - $4");
 
-/// Inserts the key row, or takes over an expired one. On a live twin's uncommitted row it
-/// waits for the twin (the unique index serializes them); on a committed live row it returns
-/// no row.
-const CLAIM: &str = "\
+/// Inserts the key row, or takes over one older than the retention (`$7`, in ms). On a live
+/// twin's uncommitted row it waits for the twin (the unique index serializes them); on a
+/// committed live row it returns no row.
+const CLAIM: DialectSql = dialect_sql!("\
 INSERT INTO idempotency_keys
     (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id, created_at_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+VALUES ($1, $2, $3, $4, $5, $6, " NOW ")
 ON CONFLICT (tenant_id, operation, idempotency_key) DO UPDATE SET
     fingerprint = excluded.fingerprint,
     entity_id = excluded.entity_id,
@@ -112,8 +147,8 @@ ON CONFLICT (tenant_id, operation, idempotency_key) DO UPDATE SET
     response_status = NULL,
     response_headers = NULL,
     response_body = NULL
-WHERE idempotency_keys.created_at_ms <= $8
-RETURNING attempt_id";
+WHERE idempotency_keys.created_at_ms <= " NOW " - $7
+RETURNING attempt_id");
 
 const STORE_RESPONSE: &str = "\
 UPDATE idempotency_keys
@@ -148,12 +183,52 @@ const RECORD_EVENT: &str = "\
 INSERT INTO idem_outbox (event_id, tenant_id, operation, entity_id, topic, payload, created_at_ms)
 VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
-const PENDING_EVENTS: &str = "\
-SELECT event_id, tenant_id, operation, entity_id, topic, payload
+/// The oldest events due for delivery: neither delivered, parked, nor backing off.
+const DUE_EVENTS: &str = "\
+SELECT event_id, tenant_id, operation, entity_id, topic, payload, attempts
 FROM idem_outbox
-WHERE delivered_at_ms IS NULL
-ORDER BY created_at_ms, event_id
+WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= $1
+ORDER BY next_attempt_at_ms, created_at_ms, event_id
+LIMIT $2";
+
+/// Counts a failed delivery, schedules the next one, and parks the event once it has failed
+/// `$4` times (`SET` reads the row's old `attempts`); returns `parked_at_ms`.
+const RECORD_DELIVERY_FAILURE: &str = "\
+UPDATE idem_outbox
+SET attempts = attempts + 1,
+    last_error = $2,
+    next_attempt_at_ms = $3,
+    parked_at_ms = CASE WHEN attempts + 1 >= $4 THEN $5 ELSE NULL END
+WHERE event_id = $1 AND delivered_at_ms IS NULL AND parked_at_ms IS NULL
+RETURNING parked_at_ms";
+
+const PARKED_EVENTS: &str = "\
+SELECT event_id, tenant_id, operation, topic, attempts, last_error, created_at_ms, parked_at_ms
+FROM idem_outbox
+WHERE parked_at_ms IS NOT NULL
+ORDER BY parked_at_ms, event_id
 LIMIT $1";
+
+const REQUEUE_PARKED: &str = "\
+UPDATE idem_outbox SET parked_at_ms = NULL, attempts = 0, next_attempt_at_ms = 0
+WHERE event_id = $1 AND parked_at_ms IS NOT NULL";
+
+/// Pending and parked events, and when the oldest pending one was recorded.
+const OUTBOX_BACKLOG: &str = "\
+SELECT
+    COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 0 ELSE 1 END), 0),
+    MIN(CASE WHEN parked_at_ms IS NULL THEN created_at_ms END)
+FROM idem_outbox
+WHERE delivered_at_ms IS NULL";
+
+/// One bounded batch of delivered events past their retention.
+const PURGE_DELIVERED: &str = "\
+DELETE FROM idem_outbox WHERE event_id IN (
+    SELECT event_id FROM idem_outbox
+    WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < $1
+    LIMIT $2
+)";
 
 const MARK_DELIVERED: &str =
     "UPDATE idem_outbox SET delivered_at_ms = $2 WHERE event_id = $1 AND delivered_at_ms IS NULL";
@@ -183,15 +258,57 @@ fn append_audit_rows(rows: usize) -> AssertSqlSafe<String> {
     AssertSqlSafe(sql)
 }
 
-const OPEN_AUDIT_MAINTENANCE: &str =
-    "INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES ($1)";
-const PURGE_AUDIT: &str = "DELETE FROM idempotent_write_audit_log WHERE created_at_ms < $1";
+/// PostgreSQL: the owner's function purges one batch, never younger than the retention floor
+/// (`idempotent_write_audit_settings`).
+const PURGE_AUDIT_AS_OWNER: &str = "SELECT idempotent_write_audit_purge($1, $2)";
+
+/// SQLite: the maintenance transaction opens its horizon (the triggers let rows older than it
+/// go), deletes one batch, and closes it.
+const OPEN_AUDIT_MAINTENANCE: DialectSql = dialect_sql!(
+    "INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES (" NOW " - $1)"
+);
+const PURGE_AUDIT_BATCH: &str = "\
+DELETE FROM idempotent_write_audit_log WHERE id IN (
+    SELECT id FROM idempotent_write_audit_log
+    WHERE created_at_ms < (SELECT MAX(horizon_ms) FROM idempotent_write_audit_maintenance)
+    ORDER BY created_at_ms
+    LIMIT $1
+)";
 const CLOSE_AUDIT_MAINTENANCE: &str = "DELETE FROM idempotent_write_audit_maintenance";
 
-/// An outbox row as stored: ids as text.
-pub type EventRow = (String, String, String, String, String, Vec<u8>);
+/// An outbox row as stored (ids as text), and its failed deliveries so far.
+pub type EventRow = (String, String, String, String, String, Vec<u8>, i32);
 
-const PURGE_EXPIRED: &str = "DELETE FROM idempotency_keys WHERE created_at_ms <= $1";
+/// A parked outbox row as stored: event id, tenant, operation, topic, attempts, last error,
+/// recorded and parked instants.
+pub type ParkedRow = (
+    String,
+    String,
+    String,
+    String,
+    i32,
+    Option<String>,
+    i64,
+    i64,
+);
+
+/// A failed delivery, as [`sealed::Protocol::record_delivery_failure`] writes it.
+pub struct DeliveryFailure<'a> {
+    pub event_id: &'a str,
+    pub error: &'a str,
+    pub next_attempt_at_ms: i64,
+    /// The event is parked when this is its failed attempts' count; 0 parks it at once.
+    pub park_after: i32,
+    pub now_ms: i64,
+}
+
+/// One bounded batch (`$2` rows) of keys older than the retention (`$1`, in ms).
+const PURGE_EXPIRED: DialectSql = dialect_sql!("\
+DELETE FROM idempotency_keys WHERE (tenant_id, operation, idempotency_key) IN (
+    SELECT tenant_id, operation, idempotency_key FROM idempotency_keys
+    WHERE created_at_ms <= " NOW " - $1
+    LIMIT $2
+)");
 
 pub(crate) mod sealed {
     use std::future::Future;
@@ -224,10 +341,17 @@ pub(crate) mod sealed {
             lock_timeout: Duration,
         ) -> impl Future<Output = Result<Transaction<'_, Self>, sqlx::Error>> + Send;
 
+        /// Which SQL dialect a connection speaks.
+        fn dialect(conn: &Self::Connection) -> Dialect;
+
+        /// Which SQL dialect a pool's connections speak.
+        fn pool_dialect(pool: &Pool<Self>) -> Dialect;
+
+        /// The committed record of a key, unless it is older than the retention.
         fn find_record(
             conn: &mut Self::Connection,
             scope: &KeyScope<'_>,
-            expired_at_or_before_ms: i64,
+            retention_ms: i64,
         ) -> impl Future<Output = Result<Option<KeyRecord>, sqlx::Error>> + Send;
 
         /// `true` when this attempt now holds the key.
@@ -236,9 +360,11 @@ pub(crate) mod sealed {
             claim: &Claim<'_>,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
+        /// Deletes up to `limit` keys older than the retention.
         fn purge_expired(
             pool: &Pool<Self>,
-            expired_at_or_before_ms: i64,
+            retention_ms: i64,
+            limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
         /// Records an event in the write's transaction.
@@ -247,11 +373,42 @@ pub(crate) mod sealed {
             event: &OutboxRecord<'_>,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-        /// The oldest undelivered events.
-        fn pending_events(
+        /// The oldest events due for delivery at `now_ms`.
+        fn due_events(
             pool: &Pool<Self>,
+            now_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<Vec<EventRow>, sqlx::Error>> + Send;
+
+        /// Counts a failed delivery; `true` when the event is now parked.
+        fn record_delivery_failure(
+            pool: &Pool<Self>,
+            failure: &DeliveryFailure<'_>,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+        /// The parked events, oldest parked first.
+        fn parked_events(
+            pool: &Pool<Self>,
+            limit: i64,
+        ) -> impl Future<Output = Result<Vec<ParkedRow>, sqlx::Error>> + Send;
+
+        /// Makes a parked event due again; `false` if it is not parked.
+        fn requeue_parked(
+            pool: &Pool<Self>,
+            event_id: &str,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+        /// Pending events, parked events, and the oldest pending event's recording instant.
+        fn outbox_backlog(
+            pool: &Pool<Self>,
+        ) -> impl Future<Output = Result<(i64, i64, Option<i64>), sqlx::Error>> + Send;
+
+        /// Deletes up to `limit` events delivered before `before_ms`.
+        fn purge_delivered(
+            pool: &Pool<Self>,
+            before_ms: i64,
+            limit: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
         /// Marks an event delivered; `false` if another dispatcher did first.
         fn mark_delivered(
@@ -276,11 +433,13 @@ pub(crate) mod sealed {
             records: &[AuditRecord],
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-        /// Deletes the audit rows created before `horizon_ms`: the one path the log's
-        /// triggers let through.
+        /// Deletes up to `limit` audit rows older than `older_than_ms` (on PostgreSQL, never
+        /// younger than the owner's retention floor): the one path the log's triggers let
+        /// through.
         fn purge_audit(
             pool: &Pool<Self>,
-            horizon_ms: i64,
+            older_than_ms: i64,
+            limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
         /// The driver's own error, when `error` is one: what a `#[error(transparent)]`
@@ -408,13 +567,13 @@ macro_rules! shared_statements {
         async fn find_record(
             conn: &mut Self::Connection,
             scope: &KeyScope<'_>,
-            expired_at_or_before_ms: i64,
+            retention_ms: i64,
         ) -> Result<Option<KeyRecord>, sqlx::Error> {
-            sqlx::query_as::<_, RecordRow>(FIND_RECORD)
+            sqlx::query_as::<_, RecordRow>(FIND_RECORD.get(Self::dialect(conn)))
                 .bind(scope.tenant.as_str())
                 .bind(scope.operation)
                 .bind(scope.key.as_str())
-                .bind(expired_at_or_before_ms)
+                .bind(retention_ms)
                 .fetch_optional(conn)
                 .await?
                 .map(decode_record)
@@ -425,7 +584,7 @@ macro_rules! shared_statements {
             tx: &mut Transaction<'_, Self>,
             claim: &Claim<'_>,
         ) -> Result<bool, sqlx::Error> {
-            let claimed = sqlx::query_scalar::<_, i64>(CLAIM)
+            let claimed = sqlx::query_scalar::<_, i64>(CLAIM.get(Self::dialect(tx)))
                 .bind(claim.scope.tenant.as_str())
                 .bind(claim.scope.operation)
                 .bind(claim.scope.key.as_str())
@@ -437,8 +596,7 @@ macro_rules! shared_statements {
                         .encode_lower(&mut Uuid::encode_buffer()),
                 )
                 .bind(claim.attempt_id)
-                .bind(claim.now_ms)
-                .bind(claim.expired_at_or_before_ms)
+                .bind(claim.retention_ms)
                 .fetch_optional(&mut **tx)
                 .await?;
             Ok(claimed.is_some())
@@ -482,14 +640,66 @@ macro_rules! shared_statements {
                 .map(drop)
         }
 
-        async fn pending_events(
+        async fn due_events(
             pool: &Pool<Self>,
+            now_ms: i64,
             limit: i64,
         ) -> Result<Vec<EventRow>, sqlx::Error> {
-            sqlx::query_as::<_, EventRow>(PENDING_EVENTS)
+            sqlx::query_as::<_, EventRow>(DUE_EVENTS)
+                .bind(now_ms)
                 .bind(limit)
                 .fetch_all(pool)
                 .await
+        }
+
+        async fn record_delivery_failure(
+            pool: &Pool<Self>,
+            failure: &DeliveryFailure<'_>,
+        ) -> Result<bool, sqlx::Error> {
+            let parked: Option<Option<i64>> = sqlx::query_scalar(RECORD_DELIVERY_FAILURE)
+                .bind(failure.event_id)
+                .bind(failure.error)
+                .bind(failure.next_attempt_at_ms)
+                .bind(failure.park_after)
+                .bind(failure.now_ms)
+                .fetch_optional(pool)
+                .await?;
+            Ok(matches!(parked, Some(Some(_))))
+        }
+
+        async fn parked_events(
+            pool: &Pool<Self>,
+            limit: i64,
+        ) -> Result<Vec<ParkedRow>, sqlx::Error> {
+            sqlx::query_as::<_, ParkedRow>(PARKED_EVENTS)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+
+        async fn requeue_parked(pool: &Pool<Self>, event_id: &str) -> Result<bool, sqlx::Error> {
+            let done = sqlx::query(REQUEUE_PARKED)
+                .bind(event_id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn outbox_backlog(pool: &Pool<Self>) -> Result<(i64, i64, Option<i64>), sqlx::Error> {
+            sqlx::query_as(OUTBOX_BACKLOG).fetch_one(pool).await
+        }
+
+        async fn purge_delivered(
+            pool: &Pool<Self>,
+            before_ms: i64,
+            limit: i64,
+        ) -> Result<u64, sqlx::Error> {
+            let done = sqlx::query(PURGE_DELIVERED)
+                .bind(before_ms)
+                .bind(limit)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected())
         }
 
         async fn mark_delivered(
@@ -517,14 +727,26 @@ macro_rules! shared_statements {
             insert.execute(pool).await.map(drop)
         }
 
-        async fn purge_audit(pool: &Pool<Self>, horizon_ms: i64) -> Result<u64, sqlx::Error> {
+        async fn purge_audit(
+            pool: &Pool<Self>,
+            older_than_ms: i64,
+            limit: i64,
+        ) -> Result<u64, sqlx::Error> {
+            if Self::pool_dialect(pool) == Dialect::Postgres {
+                let purged: i64 = sqlx::query_scalar(PURGE_AUDIT_AS_OWNER)
+                    .bind(older_than_ms)
+                    .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+                    .fetch_one(pool)
+                    .await?;
+                return Ok(u64::try_from(purged).unwrap_or(0));
+            }
             let mut tx = pool.begin().await?;
-            sqlx::query(OPEN_AUDIT_MAINTENANCE)
-                .bind(horizon_ms)
+            sqlx::query(OPEN_AUDIT_MAINTENANCE.get(Dialect::Sqlite))
+                .bind(older_than_ms)
                 .execute(&mut *tx)
                 .await?;
-            let purged = sqlx::query(PURGE_AUDIT)
-                .bind(horizon_ms)
+            let purged = sqlx::query(PURGE_AUDIT_BATCH)
+                .bind(limit)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -537,10 +759,12 @@ macro_rules! shared_statements {
 
         async fn purge_expired(
             pool: &Pool<Self>,
-            expired_at_or_before_ms: i64,
+            retention_ms: i64,
+            limit: i64,
         ) -> Result<u64, sqlx::Error> {
-            let done = sqlx::query(PURGE_EXPIRED)
-                .bind(expired_at_or_before_ms)
+            let done = sqlx::query(PURGE_EXPIRED.get(Self::pool_dialect(pool)))
+                .bind(retention_ms)
+                .bind(limit)
                 .execute(pool)
                 .await?;
             Ok(done.rows_affected())
@@ -559,6 +783,14 @@ impl sealed::Protocol for Postgres {
 
     async fn connect(url: &str, _config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
         PgPoolOptions::new().connect(url).await
+    }
+
+    fn dialect(_conn: &Self::Connection) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn pool_dialect(_pool: &Pool<Self>) -> Dialect {
+        Dialect::Postgres
     }
 
     async fn begin_write(
@@ -609,10 +841,21 @@ impl sealed::Protocol for Sqlite {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
+            .synchronous(match config.sqlite_synchronous() {
+                crate::SqliteSynchronous::Full => SqliteSynchronous::Full,
+                crate::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+            })
             .busy_timeout(config.lock_timeout())
             .foreign_keys(true);
         SqlitePoolOptions::new().connect_with(options).await
+    }
+
+    fn dialect(_conn: &Self::Connection) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn pool_dialect(_pool: &Pool<Self>) -> Dialect {
+        Dialect::Sqlite
     }
 
     async fn begin_write(
@@ -658,7 +901,7 @@ impl sealed::Protocol for Sqlite {
 /// Which database a pool reaches: fixed for [`Postgres`] and [`Sqlite`], read from the URL or
 /// the connection for [`Any`].
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Dialect {
+pub enum Dialect {
     Postgres,
     Sqlite,
 }
@@ -718,8 +961,12 @@ impl sealed::Protocol for Any {
             return AnyPoolOptions::new().connect(url).await;
         }
         // What `SqliteConnectOptions` sets for the SQLite backend, said in SQL.
+        let synchronous = match config.sqlite_synchronous() {
+            crate::SqliteSynchronous::Full => "FULL",
+            crate::SqliteSynchronous::Normal => "NORMAL",
+        };
         let pragmas = format!(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}",
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}",
             config.lock_timeout().as_millis()
         );
         let url = if url.contains("mode=") {
@@ -735,6 +982,14 @@ impl sealed::Protocol for Any {
             })
             .connect(&url)
             .await
+    }
+
+    fn dialect(conn: &Self::Connection) -> Dialect {
+        Dialect::of_connection(conn)
+    }
+
+    fn pool_dialect(pool: &Pool<Self>) -> Dialect {
+        Dialect::of_pool(pool)
     }
 
     async fn begin_write(

@@ -20,6 +20,23 @@ pub struct StoreConfig {
     lock_timeout: Duration,
     retry_after: Duration,
     retry: RetryPolicy,
+    audit_queue_limit: usize,
+    sqlite_synchronous: SqliteSynchronous,
+}
+
+/// How SQLite makes a commit durable (its `synchronous` pragma), for the pools that
+/// [`IdempotencyStore::connect`](crate::IdempotencyStore::connect) opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SqliteSynchronous {
+    /// Every commit is on disk before it is acknowledged (`synchronous = FULL`): a power loss
+    /// never undoes a write already answered `201`. The default.
+    #[default]
+    Full,
+    /// Commits reach the disk at WAL checkpoints (`synchronous = NORMAL`): faster, and a power
+    /// loss (not a process crash) can undo the last writes already answered. Only for data
+    /// that can be recomputed.
+    Normal,
 }
 
 impl Default for StoreConfig {
@@ -29,6 +46,8 @@ impl Default for StoreConfig {
             lock_timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(1),
             retry: RetryPolicy::default(),
+            audit_queue_limit: 10_000,
+            sqlite_synchronous: SqliteSynchronous::Full,
         }
     }
 }
@@ -62,6 +81,29 @@ impl StoreConfig {
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// The most audit rows waiting to be written after their answers (default 10 000); when
+    /// the queue is full, a request writes its own row before it is answered.
+    pub fn with_audit_queue_limit(mut self, rows: usize) -> Self {
+        self.audit_queue_limit = rows;
+        self
+    }
+
+    /// How SQLite makes commits durable (default [`SqliteSynchronous::Full`]).
+    pub fn with_sqlite_synchronous(mut self, synchronous: SqliteSynchronous) -> Self {
+        self.sqlite_synchronous = synchronous;
+        self
+    }
+
+    /// The configured audit queue limit.
+    pub fn audit_queue_limit(&self) -> usize {
+        self.audit_queue_limit
+    }
+
+    /// The configured SQLite durability.
+    pub fn sqlite_synchronous(&self) -> SqliteSynchronous {
+        self.sqlite_synchronous
     }
 
     /// The configured retention.

@@ -69,6 +69,7 @@ mod fingerprint;
 mod hex;
 mod in_flight;
 mod key;
+mod maintenance;
 mod observe;
 mod operation;
 mod outbox;
@@ -79,22 +80,27 @@ mod store;
 mod tenant;
 
 pub use backend::{Backend, MIGRATIONS_TABLE};
-pub use config::{RetryPolicy, StoreConfig};
+pub use config::{RetryPolicy, SqliteSynchronous, StoreConfig};
 pub use context::WriteContext;
 pub use entity_id::{ENTITY_ID_NAMESPACE, entity_id};
 pub use error::{StoreError, WriteError};
 pub use fingerprint::{Fingerprint, RequestPart};
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
+pub use maintenance::{Maintenance, MaintenanceReport, PURGE_BATCH};
 pub use observe::{
-    AUDIT_ROWS_LOST_TOTAL, METRIC_NAMES, WORKFLOWS_TRIGGERED_TOTAL, WRITE_DURATION_MS,
-    WRITES_FAILED_TOTAL, WRITES_REPLAYED_TOTAL, WRITES_TOTAL, sha256_hex,
+    AUDIT_ROWS_LOST_TOTAL, MAINTENANCE_ERRORS_TOTAL, MAINTENANCE_PURGED_ROWS_TOTAL, METRIC_NAMES,
+    OUTBOX_DISPATCH_ERRORS_TOTAL, OUTBOX_EVENTS_PARKED, OUTBOX_EVENTS_PARKED_TOTAL,
+    OUTBOX_EVENTS_PENDING, OUTBOX_OLDEST_PENDING_AGE_SECONDS, WORKFLOWS_TRIGGERED_TOTAL,
+    WRITE_DURATION_MS, WRITES_FAILED_TOTAL, WRITES_REPLAYED_TOTAL, WRITES_TOTAL, sha256_hex,
 };
 pub use operation::{
     FINANCIAL_MUTATIONS, HIGH_RISK_MUTATIONS, Operation, OperationClass, RegisteredOperation,
     RegistryError, Route, is_operation_name, registered_operations, registry_errors,
     verify_registry,
 };
-pub use outbox::{DispatchReport, HandlerError, OutboxDispatcher, OutboxEvent};
+pub use outbox::{
+    DispatchReport, HandlerError, OutboxBacklog, OutboxDispatcher, OutboxEvent, ParkedEvent,
+};
 pub use protocol::Outcome;
 pub use request::WriteRequest;
 pub use response::StoredResponse;

@@ -30,14 +30,38 @@ pub const WRITE_DURATION_MS: &str = "idempotent_write_duration_ms";
 /// write's row commits with the write and is never counted here.
 pub const AUDIT_ROWS_LOST_TOTAL: &str = "idempotent_write_audit_rows_lost_total";
 
-/// Every metric the protocol records, for dashboards and alert rules to be checked against.
-pub const METRIC_NAMES: [&str; 6] = [
+/// Gauge: outbox events not delivered yet and not parked.
+pub const OUTBOX_EVENTS_PENDING: &str = "idempotent_outbox_events_pending";
+/// Gauge: how long the oldest pending outbox event has waited, in seconds.
+pub const OUTBOX_OLDEST_PENDING_AGE_SECONDS: &str = "idempotent_outbox_oldest_pending_age_seconds";
+/// Gauge: parked outbox events, waiting to be requeued by hand.
+pub const OUTBOX_EVENTS_PARKED: &str = "idempotent_outbox_events_parked";
+/// Counter: outbox events parked (undecodable, or failed for the last allowed time).
+pub const OUTBOX_EVENTS_PARKED_TOTAL: &str = "idempotent_outbox_events_parked_total";
+/// Counter: outbox dispatch passes that failed (the database was unreachable or busy); the
+/// dispatcher tries again.
+pub const OUTBOX_DISPATCH_ERRORS_TOTAL: &str = "idempotent_outbox_dispatch_errors_total";
+
+/// Counter: rows deleted by the maintenance task, by `table` (`keys`, `outbox`, `audit`).
+pub const MAINTENANCE_PURGED_ROWS_TOTAL: &str = "idempotent_maintenance_purged_rows_total";
+/// Counter: maintenance runs that failed; the next run tries again.
+pub const MAINTENANCE_ERRORS_TOTAL: &str = "idempotent_maintenance_errors_total";
+
+/// Every metric idem records, for dashboards and alert rules to be checked against.
+pub const METRIC_NAMES: [&str; 13] = [
     WRITES_TOTAL,
     WRITES_REPLAYED_TOTAL,
     WRITES_FAILED_TOTAL,
     WORKFLOWS_TRIGGERED_TOTAL,
     WRITE_DURATION_MS,
     AUDIT_ROWS_LOST_TOTAL,
+    OUTBOX_EVENTS_PENDING,
+    OUTBOX_OLDEST_PENDING_AGE_SECONDS,
+    OUTBOX_EVENTS_PARKED,
+    OUTBOX_EVENTS_PARKED_TOTAL,
+    OUTBOX_DISPATCH_ERRORS_TOTAL,
+    MAINTENANCE_PURGED_ROWS_TOTAL,
+    MAINTENANCE_ERRORS_TOTAL,
 ];
 
 /// How one write ended, as the audit log, the metrics and the span name it.

@@ -4,17 +4,27 @@
 //! in its own transaction, so they exist exactly when the write committed; a replay runs no body
 //! and records nothing. An [`OutboxDispatcher`] delivers them at least once: an event is marked
 //! delivered only after its handler succeeded, so a process killed in between delivers it again
-//! on restart, and handlers dedupe on [`OutboxEvent::event_id`].
+//! on restart, and handlers dedupe on [`OutboxEvent::event_id`]. An event that keeps failing is
+//! parked, never lost and never in the way of the others.
 
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::backend::EventRow;
+use crate::attempt::panic_message;
+use crate::backend::{DeliveryFailure, EventRow};
+use crate::observe::{
+    OUTBOX_DISPATCH_ERRORS_TOTAL, OUTBOX_EVENTS_PARKED, OUTBOX_EVENTS_PARKED_TOTAL,
+    OUTBOX_EVENTS_PENDING, OUTBOX_OLDEST_PENDING_AGE_SECONDS,
+};
 use crate::store::now_ms;
 use crate::{Backend, IdempotencyStore, StoreError, TenantId};
 
@@ -37,7 +47,7 @@ pub struct OutboxEvent {
 
 impl OutboxEvent {
     fn from_row(row: EventRow) -> Result<Self, StoreError> {
-        let (event_id, tenant, operation, entity_id, topic, payload) = row;
+        let (event_id, tenant, operation, entity_id, topic, payload, _attempts) = row;
         let corrupt = |what: &str| {
             StoreError::Database(sqlx::Error::Protocol(format!(
                 "an outbox row has an invalid {what}"
@@ -54,7 +64,8 @@ impl OutboxEvent {
     }
 }
 
-/// The error a handler reports; the event stays pending and is delivered again.
+/// The error a handler reports; the event is delivered again after a backoff, and parked
+/// after the dispatcher's attempt limit.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
 
 type Handler =
@@ -62,16 +73,62 @@ type Handler =
 
 /// What one [`OutboxDispatcher::dispatch_pending`] pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DispatchReport {
     /// Events whose handler succeeded and that are now marked delivered.
     pub delivered: usize,
-    /// Events whose handler failed; they stay pending.
+    /// Events whose handler failed (or panicked); they are delivered again after a backoff.
     pub failed: usize,
-    /// Events with no handler for their topic; they stay pending.
+    /// Events with no handler for their topic; they are tried again after a backoff, in case
+    /// another dispatcher (a newer release) handles them.
     pub unhandled: usize,
+    /// Events parked by this pass: undecodable, or failed for the last allowed time.
+    pub parked: usize,
+}
+
+/// An event that was parked: it is not delivered again until it is
+/// [requeued](OutboxDispatcher::requeue).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ParkedEvent {
+    /// The event's id, as stored (text, so that an undecodable row can be named too).
+    pub event_id: String,
+    /// The tenant of the write that recorded it.
+    pub tenant: String,
+    /// The operation that recorded it.
+    pub operation: String,
+    /// Its topic.
+    pub topic: String,
+    /// How many deliveries failed.
+    pub attempts: u32,
+    /// Why the last one failed.
+    pub last_error: Option<String>,
+    /// When the write recorded it, in Unix milliseconds.
+    pub recorded_at_ms: i64,
+    /// When it was parked, in Unix milliseconds.
+    pub parked_at_ms: i64,
+}
+
+/// The outbox's backlog, as the dispatcher's gauges report it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OutboxBacklog {
+    /// Events not delivered yet and not parked.
+    pub pending: u64,
+    /// Parked events.
+    pub parked: u64,
+    /// How long the oldest pending event has waited.
+    pub oldest_pending_age: Option<Duration>,
 }
 
 /// Delivers recorded events to handlers by topic, at least once.
+///
+/// A failed delivery (the handler's error or panic, no handler for the topic) is retried with
+/// exponential backoff; after [`Self::with_max_attempts`] failures, or at once for a row that
+/// cannot be decoded, the event is parked with its attempts and last error, and never blocks
+/// the events behind it. [`Self::parked`] lists parked events and [`Self::requeue`] makes one
+/// due again. [`Self::run`] never stops on an error: a database that is down, busy or failing
+/// over is logged, counted and retried.
 ///
 /// ```
 /// # use idem_runtime::{IdempotencyStore, OutboxDispatcher, StoreConfig};
@@ -87,21 +144,29 @@ pub struct DispatchReport {
 /// });
 /// let report = dispatcher.dispatch_pending().await?;
 /// assert_eq!(report.delivered, 0);
+/// assert!(dispatcher.parked().await?.is_empty());
 /// # Ok(()) }
 /// ```
 pub struct OutboxDispatcher<DB: Backend> {
     store: IdempotencyStore<DB>,
     handlers: HashMap<String, Handler>,
     batch: i64,
+    max_attempts: u32,
+    initial_backoff: Duration,
+    max_backoff: Duration,
 }
 
 impl<DB: Backend> OutboxDispatcher<DB> {
-    /// A dispatcher with no handlers, delivering up to 100 events a pass.
+    /// A dispatcher with no handlers: up to 100 events a pass, 10 attempts an event, backoff
+    /// from 1 s doubling to 5 min.
     pub fn new(store: IdempotencyStore<DB>) -> Self {
         Self {
             store,
             handlers: HashMap::new(),
             batch: 100,
+            max_attempts: 10,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(300),
         }
     }
 
@@ -118,42 +183,257 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         self
     }
 
-    /// Delivers the pending events once, oldest first.
+    /// Delivers at most this many events a pass (default 100; at least 1).
+    pub fn with_batch_size(mut self, events: u32) -> Self {
+        self.batch = i64::from(events.max(1));
+        self
+    }
+
+    /// Parks an event after this many failed deliveries (default 10; at least 1).
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    /// The wait after an event's first failed delivery, doubling per failure up to `max`
+    /// (default 1 s to 5 min).
+    pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max.max(initial);
+        self
+    }
+
+    /// Delivers the events that are due once, oldest first.
     pub async fn dispatch_pending(&self) -> Result<DispatchReport, StoreError> {
+        self.dispatch_due(&mut || false).await
+    }
+
+    /// [`Self::dispatch_pending`], stopping before the next event once `stop` says so.
+    async fn dispatch_due(
+        &self,
+        stop: &mut (dyn FnMut() -> bool + Send),
+    ) -> Result<DispatchReport, StoreError> {
         let mut report = DispatchReport::default();
-        for row in DB::pending_events(&self.store.pool, self.batch).await? {
-            let event = OutboxEvent::from_row(row)?;
-            let Some(handler) = self.handlers.get(&event.topic) else {
+        for row in DB::due_events(&self.store.pool, now_ms(), self.batch).await? {
+            if stop() {
+                break;
+            }
+            let (event_id, attempts) = (row.0.clone(), u32::try_from(row.6).unwrap_or(0));
+            let event = match OutboxEvent::from_row(row) {
+                Ok(event) => event,
+                Err(error) => {
+                    tracing::error!(%event_id, %error, "an outbox event cannot be decoded; parked");
+                    self.record_failure(&event_id, attempts, &error.to_string(), 0)
+                        .await?;
+                    report.parked += 1;
+                    continue;
+                }
+            };
+            let topic = event.topic.clone();
+            let Some(handler) = self.handlers.get(&topic) else {
+                let error = format!("no handler for topic {topic:?}");
+                tracing::warn!(%event_id, %topic, "{error}; delivered again later");
                 report.unhandled += 1;
+                report.parked += usize::from(
+                    self.record_failure(&event_id, attempts, &error.to_string(), self.max_attempts)
+                        .await?,
+                );
                 continue;
             };
-            let (event_id, topic) = (event.event_id, event.topic.clone());
-            match handler(event).await {
-                Ok(()) => {
-                    let id = event_id.hyphenated().to_string();
-                    DB::mark_delivered(&self.store.pool, &id, now_ms()).await?;
+            match AssertUnwindSafe(handler(event)).catch_unwind().await {
+                Ok(Ok(())) => {
+                    DB::mark_delivered(&self.store.pool, &event_id, now_ms()).await?;
                     report.delivered += 1;
                 }
-                Err(error) => {
-                    tracing::warn!(%event_id, %topic, %error, "outbox handler failed; the event stays pending");
+                Ok(Err(error)) => {
+                    tracing::warn!(%event_id, %topic, %error, "outbox handler failed; delivered again later");
                     report.failed += 1;
+                    report.parked += usize::from(
+                        self.record_failure(
+                            &event_id,
+                            attempts,
+                            &error.to_string(),
+                            self.max_attempts,
+                        )
+                        .await?,
+                    );
+                }
+                Err(panic) => {
+                    let error = format!("the handler panicked: {}", panic_message(panic.as_ref()));
+                    tracing::error!(%event_id, %topic, "{error}; delivered again later");
+                    report.failed += 1;
+                    report.parked += usize::from(
+                        self.record_failure(
+                            &event_id,
+                            attempts,
+                            &error.to_string(),
+                            self.max_attempts,
+                        )
+                        .await?,
+                    );
                 }
             }
         }
         Ok(report)
     }
 
-    /// Delivers forever: after each write that records events in this process, and every
-    /// `poll` for events recorded elsewhere or left by a failed handler or a crash. Run it on a
-    /// task of its own; it ends only if the store fails.
-    pub async fn run(self, poll: Duration) -> StoreError {
+    /// Counts a failed delivery of `event_id`, which had failed `attempts` times before: backs
+    /// it off, or parks it at `park_after` failures (at once for 0). `true` when it is parked.
+    async fn record_failure(
+        &self,
+        event_id: &str,
+        attempts: u32,
+        error: &str,
+        park_after: u32,
+    ) -> Result<bool, StoreError> {
+        let backoff = self.backoff(attempts.saturating_add(1));
+        let now = now_ms();
+        let parked = DB::record_delivery_failure(
+            &self.store.pool,
+            &DeliveryFailure {
+                event_id,
+                error,
+                next_attempt_at_ms: now.saturating_add(millis(backoff)),
+                park_after: i32::try_from(park_after).unwrap_or(i32::MAX),
+                now_ms: now,
+            },
+        )
+        .await?;
+        if parked {
+            tracing::error!(%event_id, %error, "an outbox event is parked: it is not delivered again until it is requeued");
+            metrics::counter!(OUTBOX_EVENTS_PARKED_TOTAL).increment(1);
+        }
+        Ok(parked)
+    }
+
+    /// The wait before the next delivery of an event that failed `failures` times.
+    fn backoff(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(24);
+        self.initial_backoff
+            .saturating_mul(1 << doublings)
+            .min(self.max_backoff)
+    }
+
+    /// The parked events, oldest parked first (at most 1000).
+    pub async fn parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
+        let rows = DB::parked_events(&self.store.pool, 1000).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    event_id,
+                    tenant,
+                    operation,
+                    topic,
+                    attempts,
+                    last_error,
+                    recorded_at_ms,
+                    parked_at_ms,
+                )| {
+                    ParkedEvent {
+                        event_id,
+                        tenant,
+                        operation,
+                        topic,
+                        attempts: u32::try_from(attempts).unwrap_or(0),
+                        last_error,
+                        recorded_at_ms,
+                        parked_at_ms,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    /// Makes a parked event due again, with a fresh attempt count (after its handler was
+    /// fixed, say); `false` when no parked event has this id.
+    pub async fn requeue(&self, event_id: &str) -> Result<bool, StoreError> {
+        let requeued = DB::requeue_parked(&self.store.pool, event_id).await?;
+        if requeued {
+            tracing::info!(%event_id, "a parked outbox event is requeued");
+            self.store.outbox_signal.notify_waiters();
+        }
+        Ok(requeued)
+    }
+
+    /// The backlog: pending and parked events, and the oldest pending event's age. The
+    /// dispatcher's [`run`](Self::run) reports it as gauges.
+    pub async fn backlog(&self) -> Result<OutboxBacklog, StoreError> {
+        let (pending, parked, oldest) = DB::outbox_backlog(&self.store.pool).await?;
+        let age = |recorded_ms: i64| {
+            Duration::from_millis(u64::try_from(now_ms().saturating_sub(recorded_ms)).unwrap_or(0))
+        };
+        Ok(OutboxBacklog {
+            pending: u64::try_from(pending).unwrap_or(0),
+            parked: u64::try_from(parked).unwrap_or(0),
+            oldest_pending_age: oldest.map(age),
+        })
+    }
+
+    /// Delivers until the process ends: after each write that records events in this process,
+    /// and every `poll` for events recorded elsewhere or backing off. Never stops on an error:
+    /// a failed pass is logged, counted in `idempotent_outbox_dispatch_errors_total` and tried
+    /// again after a backoff. Run it on a task of its own.
+    pub async fn run(self, poll: Duration) {
+        self.run_until(poll, std::future::pending()).await;
+    }
+
+    /// [`Self::run`] until `shutdown` resolves, then returns between two events (an event
+    /// whose handler is running is finished and marked first).
+    pub async fn run_until(self, poll: Duration, shutdown: impl Future<Output = ()> + Send) {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut stopping = false;
+        let mut failed_passes = 0;
+        let mut backlog_reported: Option<Instant> = None;
         loop {
             let signal = self.store.outbox_signal.clone();
             let woken = signal.notified();
-            if let Err(error) = self.dispatch_pending().await {
-                return error;
+            let mut stop = || {
+                stopping = stopping || shutdown.as_mut().now_or_never().is_some();
+                stopping
+            };
+            let pass = self.dispatch_due(&mut stop).await;
+            if stop() {
+                return;
             }
-            let _ = tokio::time::timeout(poll, woken).await;
+            let wait = match pass {
+                Ok(_) => {
+                    failed_passes = 0;
+                    poll
+                }
+                Err(error) => {
+                    failed_passes += 1;
+                    metrics::counter!(OUTBOX_DISPATCH_ERRORS_TOTAL).increment(1);
+                    let wait = self.backoff(failed_passes).min(poll);
+                    tracing::error!(%error, retry_in_ms = wait.as_millis(), "an outbox dispatch pass failed; trying again");
+                    wait
+                }
+            };
+            if backlog_reported.is_none_or(|at| at.elapsed() >= BACKLOG_REPORT_INTERVAL) {
+                backlog_reported = Some(Instant::now());
+                self.report_backlog().await;
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = tokio::time::timeout(wait, woken) => {}
+            }
         }
     }
+
+    /// Sets the backlog gauges; a failure is the next pass's to report.
+    async fn report_backlog(&self) {
+        if let Ok(backlog) = self.backlog().await {
+            metrics::gauge!(OUTBOX_EVENTS_PENDING).set(backlog.pending as f64);
+            metrics::gauge!(OUTBOX_EVENTS_PARKED).set(backlog.parked as f64);
+            metrics::gauge!(OUTBOX_OLDEST_PENDING_AGE_SECONDS)
+                .set(backlog.oldest_pending_age.unwrap_or_default().as_secs_f64());
+        }
+    }
+}
+
+/// How often a running dispatcher counts its backlog for the gauges.
+const BACKLOG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 
 use crate::attempt::{AttemptFailure, Call, Transient, replay_or_mismatch};
+use crate::audit_queue::Queued;
 use crate::backend::{AuditRecord, KeyScope};
 use crate::in_flight::{Turn, leader_finished};
 use crate::observe::{Failure, WriteOutcome, record_lost_audit_rows, record_metrics, sha256_hex};
@@ -195,7 +196,8 @@ impl<DB: Backend> IdempotencyStore<DB> {
         if outcome != WriteOutcome::New {
             // The new write's row committed with it. Every other outcome changed nothing, so its
             // row is written off the request's path (see `IdempotencyStore::flush_audit`).
-            self.audit_later(call.audit_record(outcome, status, attempts));
+            self.audit_after_answer(call.audit_record(outcome, status, attempts))
+                .await;
         }
         result
     }
@@ -218,7 +220,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         // a pool round trip saved. A follower gives it back while it waits.
         let (_leadership, mut conn) = loop {
             let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
-            let record = DB::find_record(&mut conn, &call.scope, self.expired_at_or_before_ms())
+            let record = DB::find_record(&mut conn, &call.scope, self.retention_ms())
                 .await
                 .map_err(StoreError::from)?;
             if let Some(record) = record {
@@ -258,38 +260,52 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
     }
 
-    /// Queues the audit row of an outcome that committed nothing, and starts the writer that
-    /// inserts the queue in batches if none is running.
-    fn audit_later(&self, record: AuditRecord) {
-        if self.audit_queue.push(record) {
-            let store = self.clone();
-            tokio::spawn(async move { store.write_audit_queue().await });
+    /// Queues the audit row of an outcome that changed nothing, and starts the writer that
+    /// inserts the queue in batches if none is running; when the queue is full, writes the row
+    /// now, before the answer, rather than lose it.
+    async fn audit_after_answer(&self, record: AuditRecord) {
+        match self.audit_queue.push(record) {
+            Queued::Taken => {}
+            Queued::StartWriter => {
+                let store = self.clone();
+                self.background
+                    .spawn(async move { store.write_audit_queue().await });
+            }
+            Queued::Full(record) => {
+                tracing::warn!("the audit queue is full: this request writes its own audit row");
+                self.append_audit_rows(std::slice::from_ref(&record)).await;
+            }
         }
     }
 
-    /// Inserts the queued audit rows, a batch at a time, retrying a busy database (on SQLite,
-    /// the writer a conflict was about) under the retry policy, until the queue is empty.
+    /// Inserts the queued audit rows, a batch at a time, until the queue is empty.
     async fn write_audit_queue(&self) {
         while let Some(batch) = self.audit_queue.next_batch() {
-            let mut attempt = 1;
-            loop {
-                match DB::append_audit_batch(&self.pool, &batch).await {
-                    Err(sqlx::Error::Database(error))
-                        if DB::is_transient(error.as_ref())
-                            && attempt < self.config.retry().max_attempts() =>
-                    {
-                        sleep(self.config.retry().backoff(attempt)).await;
-                        attempt += 1;
-                    }
-                    Err(error) => {
-                        tracing::error!(rows = batch.len(), %error, "audit rows could not be written");
-                        record_lost_audit_rows(&batch);
-                        break;
-                    }
-                    Ok(()) => break,
-                }
-            }
+            self.append_audit_rows(&batch).await;
             self.audit_queue.done(batch.len());
+        }
+    }
+
+    /// Inserts audit rows in one statement, retrying a busy database (on SQLite, the writer a
+    /// conflict was about) under the retry policy; rows it cannot write are logged and counted.
+    async fn append_audit_rows(&self, rows: &[AuditRecord]) {
+        let mut attempt = 1;
+        loop {
+            match DB::append_audit_batch(&self.pool, rows).await {
+                Err(sqlx::Error::Database(error))
+                    if DB::is_transient(error.as_ref())
+                        && attempt < self.config.retry().max_attempts() =>
+                {
+                    sleep(self.config.retry().backoff(attempt)).await;
+                    attempt += 1;
+                }
+                Err(error) => {
+                    tracing::error!(rows = rows.len(), %error, "audit rows could not be written");
+                    record_lost_audit_rows(rows);
+                    return;
+                }
+                Ok(()) => return,
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use sqlx::Pool;
@@ -10,6 +11,7 @@ use sqlx::Pool;
 use crate::audit_queue::AuditQueue;
 use crate::backend::{KeyRecord, KeyScope};
 use crate::in_flight::InFlightClaims;
+use crate::maintenance::{PURGE_BATCH, purge_in_batches};
 use crate::{Backend, StoreConfig, StoreError};
 
 /// The write protocol's handle on one database: cheap to clone, shared by every handler.
@@ -37,6 +39,9 @@ pub struct IdempotencyStore<DB: Backend> {
     pub(crate) outbox_signal: Arc<Notify>,
     /// Audit rows written after their request was answered.
     pub(crate) audit_queue: AuditQueue,
+    /// Where the store's own tasks (the audit writer) run: the runtime the store was created
+    /// on, which outlives the request workers that an HTTP server stops at shutdown.
+    pub(crate) background: Handle,
 }
 
 impl<DB: Backend> Clone for IdempotencyStore<DB> {
@@ -47,20 +52,31 @@ impl<DB: Backend> Clone for IdempotencyStore<DB> {
             in_flight: self.in_flight.clone(),
             outbox_signal: self.outbox_signal.clone(),
             audit_queue: self.audit_queue.clone(),
+            background: self.background.clone(),
         }
     }
 }
 
 impl<DB: Backend> IdempotencyStore<DB> {
-    /// A store on a pool the application already has. On SQLite, give the pool a busy timeout
-    /// and WAL mode, as [`IdempotencyStore::connect`] does.
+    /// A store on a pool the application already has. On SQLite, give the pool a busy timeout,
+    /// WAL mode and `synchronous = FULL`, as [`IdempotencyStore::connect`] does.
+    ///
+    /// The store's background work (the audit writer) runs on the Tokio runtime this is called
+    /// on: create the store in `main` (as `#[actix_web::main]` or `#[tokio::main]` run it), not
+    /// on a worker that the HTTP server stops at shutdown.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
     pub fn new(pool: Pool<DB>, config: StoreConfig) -> Self {
+        let audit_queue = AuditQueue::new(config.audit_queue_limit());
         Self {
             pool,
             config,
             in_flight: InFlightClaims::default(),
             outbox_signal: Arc::default(),
-            audit_queue: AuditQueue::default(),
+            audit_queue,
+            background: Handle::current(),
         }
     }
 
@@ -89,23 +105,34 @@ impl<DB: Backend> IdempotencyStore<DB> {
             .collect())
     }
 
-    /// Deletes the keys older than the retention and returns how many. Expired keys already
-    /// stopped replaying when they expired; this only reclaims their rows.
+    /// Deletes the keys older than the retention and returns how many, in batches of
+    /// [`PURGE_BATCH`] rows. Expired keys already stopped replaying when they expired (by the
+    /// database's clock); this only reclaims their rows. [`Maintenance`](crate::Maintenance)
+    /// runs it on a schedule.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        let purged = DB::purge_expired(&self.pool, self.expired_at_or_before_ms()).await?;
+        let purged = purge_in_batches(&mut || false, || {
+            DB::purge_expired(&self.pool, self.retention_ms(), PURGE_BATCH)
+        })
+        .await?;
         tracing::info!(purged, "purged expired idempotency keys");
         Ok(purged)
     }
 
     /// Deletes the audit rows older than `age`, and returns how many: the one path that the
-    /// log's triggers let through (they refuse any other UPDATE or DELETE). Logged at WARN,
-    /// since it destroys evidence: archive the rows first if the law asks you to keep them.
+    /// log's triggers let through (they refuse any other UPDATE or DELETE). On PostgreSQL it
+    /// runs as the owner's `idempotent_write_audit_purge`, which never deletes rows younger
+    /// than the owner's floor (`idempotent_write_audit_settings.min_retention_ms`, 90 days
+    /// unless the owner changes it), whatever `age` says. Logged at WARN, since it destroys
+    /// evidence: archive the rows first if the law asks you to keep them longer.
     pub async fn purge_audit_older_than(&self, age: Duration) -> Result<u64, StoreError> {
-        let horizon_ms = now_ms().saturating_sub(millis(age));
-        let purged = DB::purge_audit(&self.pool, horizon_ms).await?;
+        let older_than_ms = millis(age);
+        let purged = purge_in_batches(&mut || false, || {
+            DB::purge_audit(&self.pool, older_than_ms, PURGE_BATCH)
+        })
+        .await?;
         tracing::warn!(
             purged,
-            horizon_ms,
+            older_than_ms,
             "audit log maintenance: deleted rows older than the horizon"
         );
         Ok(purged)
@@ -135,12 +162,12 @@ impl<DB: Backend> IdempotencyStore<DB> {
         scope: &KeyScope<'_>,
     ) -> Result<Option<KeyRecord>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        DB::find_record(&mut conn, scope, self.expired_at_or_before_ms()).await
+        DB::find_record(&mut conn, scope, self.retention_ms()).await
     }
 
-    /// Keys created at or before this instant are expired.
-    pub(crate) fn expired_at_or_before_ms(&self) -> i64 {
-        now_ms().saturating_sub(millis(self.config.retention()))
+    /// Keys older than this, by the database's clock, are expired.
+    pub(crate) fn retention_ms(&self) -> i64 {
+        millis(self.config.retention())
     }
 }
 
@@ -150,6 +177,6 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, millis)
 }
 
-fn millis(duration: Duration) -> i64 {
+pub(crate) fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

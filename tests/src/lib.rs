@@ -161,6 +161,21 @@ impl TestStore<Postgres> {
     }
 }
 
+impl TestStore<Postgres> {
+    /// A pool on this store's schema that logs in as `role` instead of the owner: what an
+    /// application serving with a runtime role has.
+    pub async fn pool_as(&self, role: &str) -> PgPool {
+        let Reopen::Postgres(options) = &self.reopen else {
+            unreachable!("a PostgreSQL test store reopens by options")
+        };
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with((**options).clone().username(role))
+            .await
+            .unwrap_or_else(|error| panic!("log in as {role}: {error}"))
+    }
+}
+
 /// The business tables, per dialect.
 const SQLITE_SCHEMA: &str = "
 CREATE TABLE payments (id BLOB PRIMARY KEY, tenant_id TEXT NOT NULL, amount_cents INTEGER NOT NULL);

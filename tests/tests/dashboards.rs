@@ -9,7 +9,7 @@ const ALERTS: &str = include_str!("../../observability/prometheus/idem-alerts.ym
 
 /// The labels the protocol puts on its metrics (and `le`, which the histogram adds). Never a
 /// tenant, key or user.
-const LABELS: [&str; 5] = ["operation", "class", "outcome", "reason", "le"];
+const LABELS: [&str; 6] = ["operation", "class", "outcome", "reason", "le", "table"];
 
 /// Every `idempotent_…` metric a text names, with a histogram's series suffix removed.
 fn metric_names(text: &str) -> Vec<String> {
@@ -118,6 +118,9 @@ fn the_alert_rules_query_only_metrics_the_code_records() {
         "IdempotencyKeyMismatchSpike",
         "IdempotentWriteLatencyP95High",
         "IdempotentAuditRowsLost",
+        "IdempotentOutboxStalled",
+        "IdempotentOutboxEventsParked",
+        "IdempotentMaintenanceFailing",
     ] {
         assert!(
             ALERTS.contains(&format!("alert: {alert}")),

@@ -395,8 +395,8 @@ async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>() {
         .expect("a second migrate is a no-op");
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        3,
-        "keys, outbox, audit log: each applied once, in idem's own table"
+        6,
+        "keys, outbox, audit log, outbox parking, database clock, audit roles: each applied once, in idem's own table"
     );
     assert!(db.store.pending_migrations().await.unwrap().is_empty());
 }
@@ -550,7 +550,9 @@ async fn events_survive_a_crash_between_commit_and_dispatch<DB: TestDb>() {
     assert!(matches!(outcome, Ok(Outcome::New { events: 1, .. })));
 
     let deliveries = Deliveries::default();
-    let failing = deliveries.dispatcher(db.store.clone(), true);
+    let failing = deliveries
+        .dispatcher(db.store.clone(), true)
+        .with_backoff(Duration::ZERO, Duration::ZERO);
     assert_eq!(failing.dispatch_pending().await.unwrap().failed, 1);
     drop(failing);
     assert_eq!(
@@ -603,6 +605,209 @@ async fn a_running_dispatcher_delivers_after_the_commit<DB: TestDb>() {
     assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
 }
 
+const PARKED_EVENTS: &str = "SELECT COUNT(*) FROM idem_outbox WHERE parked_at_ms IS NOT NULL";
+
+/// Three payments with receipts, in this order; their event ids.
+async fn three_receipts<DB: TestDb>(db: &TestStore<DB>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let outcome = execute(
+            &db.store,
+            &tenant("acme"),
+            &key(&format!("k-receipt-{n}")),
+            "{}",
+            pay_with_receipt::<DB>(false),
+        )
+        .await;
+        let Ok(Outcome::New { response, .. }) = outcome else {
+            panic!("the write records its event: {outcome:?}");
+        };
+        ids.push(String::from_utf8(response.body).unwrap());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    ids
+}
+
+/// A handler that fails for one event backs it off, parks it after the attempt limit with its
+/// attempts and last error, and delivers the others meanwhile; a requeued event is delivered.
+async fn a_failing_event_is_parked_and_never_blocks_the_rest<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let ids = three_receipts(&db).await;
+    let poison = ids[0].clone();
+    let delivered = Deliveries::default();
+    let seen = delivered.0.clone();
+    let dispatcher = OutboxDispatcher::new(db.store.clone())
+        .with_max_attempts(3)
+        .with_backoff(Duration::ZERO, Duration::ZERO)
+        .on("receipt", move |event| {
+            let (seen, poison) = (seen.clone(), poison.clone());
+            async move {
+                if event.event_id.to_string() == poison {
+                    return Err("the mail server refuses this address".into());
+                }
+                seen.lock().unwrap().push(event.event_id);
+                Ok(())
+            }
+        });
+    let first = dispatcher.dispatch_pending().await.unwrap();
+    assert_eq!((first.delivered, first.failed, first.parked), (2, 1, 0));
+    let second = dispatcher.dispatch_pending().await.unwrap();
+    assert_eq!((second.delivered, second.failed, second.parked), (0, 1, 0));
+    let third = dispatcher.dispatch_pending().await.unwrap();
+    assert_eq!((third.delivered, third.failed, third.parked), (0, 1, 1));
+    let fourth = dispatcher.dispatch_pending().await.unwrap();
+    assert_eq!(
+        (fourth.delivered, fourth.failed, fourth.parked),
+        (0, 0, 0),
+        "parked: not tried again"
+    );
+    assert_eq!(delivered.ids().len(), 2);
+    assert_eq!(db.count(PARKED_EVENTS, &[]).await, 1);
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idem_outbox WHERE event_id = $1 AND attempts = 3 AND last_error LIKE '%refuses this address%' AND delivered_at_ms IS NULL",
+            &[&ids[0]]
+        )
+        .await,
+        1
+    );
+    let parked = dispatcher.parked().await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(
+        (parked[0].event_id.as_str(), parked[0].attempts),
+        (ids[0].as_str(), 3)
+    );
+    let backlog = dispatcher.backlog().await.unwrap();
+    assert_eq!(
+        (backlog.pending, backlog.parked, backlog.oldest_pending_age),
+        (0, 1, None)
+    );
+
+    // Fixed (here: another dispatcher whose handler succeeds), the event is requeued by hand.
+    assert!(
+        !dispatcher.requeue(&ids[1]).await.unwrap(),
+        "a delivered event is not parked"
+    );
+    assert!(dispatcher.requeue(&ids[0]).await.unwrap());
+    assert_eq!(db.count(PARKED_EVENTS, &[]).await, 0);
+    let fixed = Deliveries::default().dispatcher(db.store.clone(), false);
+    assert_eq!(fixed.dispatch_pending().await.unwrap().delivered, 1);
+    assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
+}
+
+/// An event that nobody handles, or whose row cannot be decoded, does not hold up the events
+/// behind it, even when a pass takes one event at a time.
+async fn unhandled_and_undecodable_events_do_not_block_the_queue<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let ids = three_receipts(&db).await;
+    // The oldest event's row is corrupt; the second's topic has no handler.
+    DB::execute(db.store.pool(), "UPDATE idem_outbox SET entity_id = 'not a uuid' WHERE created_at_ms = (SELECT MIN(created_at_ms) FROM idem_outbox)").await.unwrap();
+    DB::execute(db.store.pool(), "UPDATE idem_outbox SET topic = 'fax' WHERE created_at_ms = (SELECT MIN(created_at_ms) FROM idem_outbox WHERE entity_id <> 'not a uuid')").await.unwrap();
+    let deliveries = Deliveries::default();
+    let dispatcher = deliveries
+        .dispatcher(db.store.clone(), false)
+        .with_batch_size(1)
+        .with_backoff(Duration::from_secs(3600), Duration::from_secs(3600));
+    let corrupt = dispatcher.dispatch_pending().await.unwrap();
+    assert_eq!(
+        (corrupt.parked, corrupt.delivered),
+        (1, 0),
+        "parked at once: no retry decodes it"
+    );
+    let unhandled = dispatcher.dispatch_pending().await.unwrap();
+    assert_eq!(
+        (unhandled.unhandled, unhandled.parked),
+        (1, 0),
+        "backing off, not parked yet"
+    );
+    let next = dispatcher.dispatch_pending().await.unwrap();
+    assert_eq!(next.delivered, 1, "the third event is not held up");
+    assert_eq!(
+        deliveries
+            .ids()
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [ids[2].clone()]
+    );
+    assert_eq!(
+        dispatcher.dispatch_pending().await.unwrap(),
+        Default::default()
+    );
+    assert_eq!(db.count(PARKED_EVENTS, &[]).await, 1);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM idem_outbox WHERE topic = 'fax' AND attempts = 1 AND parked_at_ms IS NULL AND last_error LIKE '%no handler%'", &[]).await,
+        1
+    );
+    let backlog = dispatcher.backlog().await.unwrap();
+    assert_eq!((backlog.pending, backlog.parked), (1, 1));
+    assert!(
+        backlog
+            .oldest_pending_age
+            .is_some_and(|age| age > Duration::ZERO)
+    );
+}
+
+/// A running dispatcher outlives a database failure: its passes fail, are logged and retried,
+/// and once the table is back it delivers. It stops between events when told to.
+async fn a_running_dispatcher_survives_database_errors_and_stops_when_told<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    DB::execute(
+        db.store.pool(),
+        "ALTER TABLE idem_outbox RENAME TO idem_outbox_away",
+    )
+    .await
+    .unwrap();
+    let deliveries = Deliveries::default();
+    let shutdown = Arc::new(Notify::new());
+    let stop = shutdown.clone();
+    let running = tokio::spawn(
+        deliveries
+            .dispatcher(db.store.clone(), false)
+            .with_backoff(Duration::from_millis(5), Duration::from_millis(20))
+            .run_until(
+                Duration::from_millis(50),
+                async move { stop.notified().await },
+            ),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !running.is_finished(),
+        "the dispatcher outlives failing passes"
+    );
+    DB::execute(
+        db.store.pool(),
+        "ALTER TABLE idem_outbox_away RENAME TO idem_outbox",
+    )
+    .await
+    .unwrap();
+    let outcome = execute(
+        &db.store,
+        &tenant("acme"),
+        &key("k-back"),
+        "{}",
+        pay_with_receipt::<DB>(false),
+    )
+    .await;
+    assert!(
+        matches!(outcome, Ok(Outcome::New { events: 1, .. })),
+        "{outcome:?}"
+    );
+    let delivered = tokio::time::timeout(Duration::from_secs(10), async {
+        while deliveries.ids().is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(delivered.is_ok(), "delivered once the database is back");
+    shutdown.notify_one();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the dispatcher stops when told")
+        .unwrap();
+    assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
+}
+
 const AUDIT: &str = "SELECT COUNT(*) FROM idempotent_write_audit_log";
 
 /// The database itself refuses to change or remove audit rows; only the logged maintenance
@@ -649,6 +854,22 @@ async fn the_audit_log_is_append_only<DB: TestDb>() {
         0
     );
     tokio::time::sleep(Duration::from_millis(5)).await;
+    if DB::NAME == "PostgreSQL" {
+        assert_eq!(
+            db.store
+                .purge_audit_older_than(Duration::ZERO)
+                .await
+                .unwrap(),
+            0,
+            "rows younger than the owner's floor (90 days) stay, whatever the caller asks"
+        );
+        DB::execute(
+            db.store.pool(),
+            "UPDATE idempotent_write_audit_settings SET min_retention_ms = 0",
+        )
+        .await
+        .expect("the owner lowers the floor");
+    }
     assert_eq!(
         db.store
             .purge_audit_older_than(Duration::ZERO)
@@ -673,6 +894,114 @@ async fn the_audit_log_is_append_only<DB: TestDb>() {
         1,
         "audit maintenance never touches business rows"
     );
+}
+
+/// One maintenance run deletes the expired keys, the delivered events past their retention and
+/// the audit rows past theirs (on PostgreSQL, never younger than the owner's floor); pending
+/// events, live keys and business rows stay.
+async fn maintenance_purges_what_retention_allows_and_nothing_else<DB: TestDb>() {
+    let config = StoreConfig::default().with_retention(Duration::from_millis(300));
+    let db = DB::fresh(config).await;
+    let acme = tenant("acme");
+    for n in 0..3 {
+        execute(
+            &db.store,
+            &acme,
+            &key(&format!("k-old-{n}")),
+            "{}",
+            pay_with_receipt::<DB>(false),
+        )
+        .await
+        .unwrap();
+    }
+    let deliveries = Deliveries::default();
+    assert_eq!(
+        deliveries
+            .dispatcher(db.store.clone(), false)
+            .dispatch_pending()
+            .await
+            .unwrap()
+            .delivered,
+        3
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    execute(
+        &db.store,
+        &acme,
+        &key("k-live"),
+        "{}",
+        pay_with_receipt::<DB>(false),
+    )
+    .await
+    .unwrap();
+    db.store.flush_audit().await;
+
+    let maintenance = idem_runtime::Maintenance::new(db.store.clone())
+        .with_outbox_retention(Duration::ZERO)
+        .with_audit_retention(Duration::ZERO);
+    let report = maintenance.run_once().await.unwrap();
+    assert_eq!(report.expired_keys, 3);
+    assert_eq!(report.delivered_events, 3);
+    assert_eq!(db.count(KEYS, &[]).await, 1, "the live key stays");
+    assert_eq!(
+        db.count(EVENTS, &[]).await,
+        1,
+        "the undelivered event stays"
+    );
+    assert_eq!(
+        db.count(PAYMENTS, &[]).await,
+        4,
+        "business rows are never touched"
+    );
+    if DB::NAME == "PostgreSQL" {
+        assert_eq!(report.audit_rows, 0, "the owner's 90-day floor holds");
+        assert_eq!(db.count(AUDIT, &[]).await, 4);
+        DB::execute(
+            db.store.pool(),
+            "UPDATE idempotent_write_audit_settings SET min_retention_ms = 0",
+        )
+        .await
+        .unwrap();
+        assert_eq!(maintenance.run_once().await.unwrap().audit_rows, 4);
+    } else {
+        assert_eq!(report.audit_rows, 4);
+    }
+    assert_eq!(db.count(AUDIT, &[]).await, 0);
+    let again = maintenance.run_once().await.unwrap();
+    assert_eq!(
+        (again.expired_keys, again.delivered_events, again.audit_rows),
+        (0, 0, 0)
+    );
+}
+
+/// Past the audit queue's limit a request writes its own audit row before it is answered:
+/// every replay of a burst has its row the moment the burst is answered, none lost.
+async fn a_full_audit_queue_makes_requests_write_their_own_rows<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default().with_audit_queue_limit(0)).await;
+    let (t, k) = (tenant("acme"), key("k-queue"));
+    execute(&db.store, &t, &k, "{}", pay::<DB>(1))
+        .await
+        .unwrap();
+    let replays = concurrently((0..20).map(|_| {
+        let (store, t, k) = (db.store.clone(), t.clone(), k.clone());
+        async move {
+            execute(&store, &t, &k, "{}", pay::<DB>(1))
+                .await
+                .map(|outcome| matches!(outcome, Outcome::Replayed { .. }))
+        }
+    }))
+    .await;
+    assert!(replays.iter().all(|replayed| matches!(replayed, Ok(true))));
+    // No flush: with no room in the queue, each row was written before its answer.
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE outcome = 'replayed'",
+            &[]
+        )
+        .await,
+        20
+    );
+    assert_eq!(db.count(AUDIT, &[]).await, 21);
 }
 
 macro_rules! backend_suite {
@@ -744,6 +1073,32 @@ macro_rules! backend_suite {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_failing_event_is_parked_and_never_blocks_the_rest() {
+                super::a_failing_event_is_parked_and_never_blocks_the_rest::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn unhandled_and_undecodable_events_do_not_block_the_queue() {
+                super::unhandled_and_undecodable_events_do_not_block_the_queue::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_running_dispatcher_survives_database_errors_and_stops_when_told() {
+                super::a_running_dispatcher_survives_database_errors_and_stops_when_told::<$db>()
+                    .await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn maintenance_purges_what_retention_allows_and_nothing_else() {
+                super::maintenance_purges_what_retention_allows_and_nothing_else::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn a_full_audit_queue_makes_requests_write_their_own_rows() {
+                super::a_full_audit_queue_makes_requests_write_their_own_rows::<$db>().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn the_audit_log_is_append_only() {
                 super::the_audit_log_is_append_only::<$db>().await;
             }
@@ -801,6 +1156,203 @@ mod postgres_only {
         assert!(
             attempts > u32::try_from(writes).unwrap(),
             "the workload conflicts, so the retry path is taken ({attempts} attempts)"
+        );
+    }
+
+    /// Expiry and takeover follow the database's clock, not the application node's: with the
+    /// database's clock two days ahead (as another node's skew would put it), a key written a
+    /// moment ago is past its 24 h retention, and the next request with it is a new write.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expiry_follows_the_database_clock() {
+        let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+        let (t, k) = (tenant("acme"), key("k-clock"));
+        execute(&db.store, &t, &k, "{}", pay::<sqlx::Postgres>(1))
+            .await
+            .unwrap();
+        let replay = execute(&db.store, &t, &k, "{}", pay::<sqlx::Postgres>(1)).await;
+        assert!(matches!(replay, Ok(Outcome::Replayed { .. })), "{replay:?}");
+        sqlx::Postgres::execute(
+            db.store.pool(),
+            "CREATE OR REPLACE FUNCTION idem_now_ms() RETURNS BIGINT LANGUAGE sql STABLE \
+             AS $$ SELECT (EXTRACT(EPOCH FROM clock_timestamp() + interval '2 days') * 1000)::BIGINT $$",
+        )
+        .await
+        .unwrap();
+        // The takeover runs the body again; this one writes no row of its own.
+        let answer_only: Box<Body<sqlx::Postgres>> =
+            Box::new(|_| Box::pin(async { Ok(StoredResponse::new(201, "taken over")) }));
+        let later = execute(&db.store, &t, &k, "{}", answer_only).await;
+        assert!(
+            matches!(later, Ok(Outcome::New { .. })),
+            "the key expired by the database's clock: {later:?}"
+        );
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM idempotency_keys WHERE created_at_ms > (EXTRACT(EPOCH FROM clock_timestamp() + interval '1 day') * 1000)::BIGINT", &[]).await,
+            1,
+            "the takeover stamped the key with the database's time"
+        );
+    }
+
+    /// The two-role setup: a runtime role that serves requests can append to the audit log and
+    /// read it, and nothing else: UPDATE, DELETE, TRUNCATE, disabling the trigger, a forged
+    /// maintenance horizon and a temporary table shadowing the maintenance table are refused;
+    /// the retention purge works, never below the owner's floor.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_runtime_role_cannot_empty_the_audit_log() {
+        let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+        let role = format!("idem_runtime_{}", fastrand::u32(..));
+        let admin = db.store.pool();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE ROLE {role} LOGIN; SELECT idem_grant_runtime_role('{role}'); GRANT SELECT, INSERT ON payments TO {role}"
+        )))
+        .execute(admin)
+        .await
+        .expect("the owner creates and grants the runtime role");
+        let runtime = IdempotencyStore::<sqlx::Postgres>::new(
+            db.pool_as(&role).await,
+            StoreConfig::default(),
+        );
+        let (t, k) = (tenant("acme"), key("k-roles"));
+        for _ in 0..2 {
+            execute(&runtime, &t, &k, "{}", pay::<sqlx::Postgres>(1))
+                .await
+                .expect("the runtime role writes");
+        }
+        runtime.flush_audit().await;
+        assert_eq!(db.count(AUDIT, &[]).await, 2);
+        // Rows old enough for any floor, so that only the refusals below keep them.
+        sqlx::Postgres::execute(
+            admin,
+            "ALTER TABLE idempotent_write_audit_log DISABLE TRIGGER USER",
+        )
+        .await
+        .unwrap();
+        sqlx::Postgres::execute(
+            admin,
+            "UPDATE idempotent_write_audit_log SET created_at_ms = 0",
+        )
+        .await
+        .unwrap();
+        sqlx::Postgres::execute(
+            admin,
+            "ALTER TABLE idempotent_write_audit_log ENABLE TRIGGER USER",
+        )
+        .await
+        .unwrap();
+
+        let attacks = [
+            "UPDATE idempotent_write_audit_log SET outcome = 'new'",
+            "DELETE FROM idempotent_write_audit_log",
+            "TRUNCATE idempotent_write_audit_log",
+            "ALTER TABLE idempotent_write_audit_log DISABLE TRIGGER ALL",
+            "DROP TRIGGER idempotent_write_audit_log_append_only ON idempotent_write_audit_log",
+            "INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES (9223372036854775807)",
+            "UPDATE idempotent_write_audit_settings SET min_retention_ms = 0",
+            "CREATE OR REPLACE FUNCTION idempotent_write_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN OLD; END $$",
+        ];
+        let mut conn = runtime.pool().acquire().await.unwrap();
+        for attack in attacks {
+            let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(attack))
+                .execute(&mut *conn)
+                .await;
+            assert!(refused.is_err(), "the runtime role was allowed: {attack}");
+        }
+        // Even a role granted DELETE on the log by mistake cannot delete: the trigger refuses,
+        // and a temporary table of the maintenance table's name, holding a horizon in the
+        // future, does not stand in for the real one.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "GRANT DELETE ON idempotent_write_audit_log TO {role}"
+        )))
+        .execute(admin)
+        .await
+        .unwrap();
+        let error = sqlx::raw_sql("DELETE FROM idempotent_write_audit_log")
+            .execute(&mut *conn)
+            .await
+            .expect_err("the trigger refuses");
+        assert!(error.to_string().contains("append-only"), "{error}");
+        let shadow = sqlx::raw_sql(
+            "BEGIN; CREATE TEMP TABLE idempotent_write_audit_maintenance (horizon_ms BIGINT); \
+             INSERT INTO idempotent_write_audit_maintenance VALUES (9223372036854775807); \
+             DELETE FROM idempotent_write_audit_log;",
+        )
+        .execute(&mut *conn)
+        .await;
+        let error = shadow.expect_err("the shadowed delete is refused");
+        assert!(error.to_string().contains("append-only"), "{error}");
+        sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "REVOKE DELETE ON idempotent_write_audit_log FROM {role}"
+        )))
+        .execute(admin)
+        .await
+        .unwrap();
+        assert_eq!(
+            db.count(AUDIT, &[]).await,
+            2,
+            "nothing was changed or removed"
+        );
+        assert_eq!(
+            db.count(
+                "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE outcome = 'new'",
+                &[]
+            )
+            .await,
+            1
+        );
+
+        // Retention, through the owner's function: a forged horizon is clamped to the floor.
+        let recent = execute(
+            &runtime,
+            &t,
+            &key("k-recent"),
+            "{}",
+            pay::<sqlx::Postgres>(1),
+        )
+        .await;
+        assert!(matches!(recent, Ok(Outcome::New { .. })));
+        assert_eq!(
+            runtime
+                .purge_audit_older_than(Duration::ZERO)
+                .await
+                .unwrap(),
+            2,
+            "the old rows go"
+        );
+        assert_eq!(
+            db.count(AUDIT, &[]).await,
+            1,
+            "the row younger than 90 days stays"
+        );
+        drop(conn);
+        runtime.pool().close().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP OWNED BY {role}; DROP ROLE {role}"
+        )))
+        .execute(admin)
+        .await
+        .unwrap();
+    }
+}
+
+mod sqlite_durability {
+    use super::*;
+    use idem_runtime::SqliteSynchronous;
+
+    async fn synchronous(config: StoreConfig) -> i64 {
+        let db = sqlx::Sqlite::fresh(config).await;
+        db.count("SELECT synchronous FROM pragma_synchronous", &[])
+            .await
+    }
+
+    /// A commit answered `201` is on disk: `synchronous = FULL` (2) unless configured otherwise.
+    #[tokio::test]
+    async fn sqlite_commits_are_durable_by_default() {
+        assert_eq!(synchronous(StoreConfig::default()).await, 2);
+        assert_eq!(
+            synchronous(StoreConfig::default().with_sqlite_synchronous(SqliteSynchronous::Normal))
+                .await,
+            1
         );
     }
 }
