@@ -105,6 +105,7 @@ impl<DB: Backend> ProtectedRoutes<DB> {
         if !problems.is_empty() {
             return Err(StartupError { problems });
         }
+        idem_runtime::register_metrics();
         Ok(VerifiedRoutes {
             idem: self.idem,
             mounts: self.mounts.into(),

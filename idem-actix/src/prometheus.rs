@@ -2,7 +2,7 @@
 
 use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, Resource, web};
-use idem_runtime::WRITE_DURATION_MS;
+use idem_runtime::{WRITE_DURATION_MS, register_metrics};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder};
 
@@ -14,14 +14,17 @@ pub const DURATION_BUCKETS_MS: [f64; 14] = [
 
 /// Installs a Prometheus recorder as the process's global `metrics` recorder, with
 /// [`DURATION_BUCKETS_MS`] for the duration histogram (so dashboards can aggregate p95 across
-/// instances). Call it once, at startup.
+/// instances), and registers idem's metrics on it: every counter of every registered operation
+/// at zero, each with its HELP text ([`register_metrics`]). Call it once, at startup.
 pub fn install_recorder() -> Result<PrometheusHandle, BuildError> {
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(WRITE_DURATION_MS.to_owned()),
             &DURATION_BUCKETS_MS,
         )?
-        .install_recorder()
+        .install_recorder()?;
+    register_metrics();
+    Ok(handle)
 }
 
 /// `GET /metrics`: the metrics in Prometheus' text format.

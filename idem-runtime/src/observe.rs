@@ -64,6 +64,110 @@ pub const METRIC_NAMES: [&str; 13] = [
     MAINTENANCE_ERRORS_TOTAL,
 ];
 
+/// Describes every metric idem records (Prometheus' `# HELP`), and registers every counter
+/// series of every registered operation at zero, so that a fresh instance exposes them before
+/// their first event: alerts on `rate(idempotent_writes_failed_total[…])` then see 0, not "no
+/// data". Call it after installing the metrics recorder; the Prometheus helper of `idem-actix`
+/// and the startup gate do. Calling it again changes nothing.
+pub fn register_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+    describe_counter!(
+        WRITES_TOTAL,
+        Unit::Count,
+        "Protected writes, by operation, class and outcome (new, replayed, mismatch, failed, conflict)."
+    );
+    describe_counter!(
+        WRITES_REPLAYED_TOTAL,
+        Unit::Count,
+        "Requests answered with a stored response, by operation and class."
+    );
+    describe_counter!(
+        WRITES_FAILED_TOTAL,
+        Unit::Count,
+        "Writes that committed nothing, by operation, class and reason (handler, panic, store)."
+    );
+    describe_counter!(
+        WORKFLOWS_TRIGGERED_TOTAL,
+        Unit::Count,
+        "Outbox events recorded by new writes, by operation and class."
+    );
+    describe_histogram!(
+        WRITE_DURATION_MS,
+        Unit::Milliseconds,
+        "Duration of a protected write, by operation, class and outcome."
+    );
+    describe_counter!(
+        AUDIT_ROWS_LOST_TOTAL,
+        Unit::Count,
+        "Audit rows of outcomes that changed nothing that the database refused, by operation and class."
+    );
+    describe_gauge!(
+        OUTBOX_EVENTS_PENDING,
+        Unit::Count,
+        "Outbox events not delivered yet and not parked."
+    );
+    describe_gauge!(
+        OUTBOX_OLDEST_PENDING_AGE_SECONDS,
+        Unit::Seconds,
+        "How long the oldest pending outbox event has waited."
+    );
+    describe_gauge!(
+        OUTBOX_EVENTS_PARKED,
+        Unit::Count,
+        "Parked outbox events, waiting to be requeued by hand."
+    );
+    describe_counter!(
+        OUTBOX_EVENTS_PARKED_TOTAL,
+        Unit::Count,
+        "Outbox events parked after their last allowed attempt, or undecodable."
+    );
+    describe_counter!(
+        OUTBOX_DISPATCH_ERRORS_TOTAL,
+        Unit::Count,
+        "Outbox dispatch passes that failed on the database and were retried."
+    );
+    describe_counter!(
+        MAINTENANCE_PURGED_ROWS_TOTAL,
+        Unit::Count,
+        "Rows deleted by retention, by table (keys, outbox, audit)."
+    );
+    describe_counter!(
+        MAINTENANCE_ERRORS_TOTAL,
+        Unit::Count,
+        "Maintenance runs that failed."
+    );
+
+    for operation in crate::registered_operations() {
+        let (name, class) = (operation.name(), operation.class().as_str());
+        for outcome in [
+            WriteOutcome::New,
+            WriteOutcome::Replayed,
+            WriteOutcome::Mismatch,
+            WriteOutcome::Failed(Failure::Handler),
+            WriteOutcome::Conflict,
+        ] {
+            metrics::counter!(WRITES_TOTAL, "operation" => name, "class" => class, "outcome" => outcome.as_str()).increment(0);
+        }
+        for reason in [Failure::Handler, Failure::Panic, Failure::Store] {
+            let reason = WriteOutcome::Failed(reason).failure().unwrap_or("unknown");
+            metrics::counter!(WRITES_FAILED_TOTAL, "operation" => name, "class" => class, "reason" => reason).increment(0);
+        }
+        metrics::counter!(WRITES_REPLAYED_TOTAL, "operation" => name, "class" => class)
+            .increment(0);
+        metrics::counter!(WORKFLOWS_TRIGGERED_TOTAL, "operation" => name, "class" => class)
+            .increment(0);
+        metrics::counter!(AUDIT_ROWS_LOST_TOTAL, "operation" => name, "class" => class)
+            .increment(0);
+    }
+    metrics::counter!(OUTBOX_EVENTS_PARKED_TOTAL).increment(0);
+    metrics::counter!(OUTBOX_DISPATCH_ERRORS_TOTAL).increment(0);
+    for table in ["keys", "outbox", "audit"] {
+        metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => table).increment(0);
+    }
+    metrics::counter!(MAINTENANCE_ERRORS_TOTAL).increment(0);
+}
+
 /// How one write ended, as the audit log, the metrics and the span name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {

@@ -164,6 +164,65 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         async move { request.send_json(&body).await.unwrap().status().as_u16() }
     };
 
+    // Before the first request: every counter of the operation is there, at zero, with HELP.
+    let mut response = client.get(format!("{base}/metrics")).send().await.unwrap();
+    let fresh = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    let series = |name: &str, labels: &str| format!("{name}{{{labels}}} 0");
+    for line in [
+        series(
+            "idempotent_writes_total",
+            "operation=\"createTransfer\",class=\"financial\",outcome=\"failed\"",
+        ),
+        series(
+            "idempotent_writes_total",
+            "operation=\"createTransfer\",class=\"financial\",outcome=\"new\"",
+        ),
+        series(
+            "idempotent_writes_failed_total",
+            "operation=\"createTransfer\",class=\"financial\",reason=\"store\"",
+        ),
+        series(
+            "idempotent_writes_replayed_total",
+            "operation=\"createTransfer\",class=\"financial\"",
+        ),
+        series(
+            "idempotent_writes_workflows_triggered_total",
+            "operation=\"createTransfer\",class=\"financial\"",
+        ),
+        series(
+            "idempotent_write_audit_rows_lost_total",
+            "operation=\"createTransfer\",class=\"financial\"",
+        ),
+        series(
+            "idempotent_maintenance_purged_rows_total",
+            "table=\"audit\"",
+        ),
+        "idempotent_outbox_dispatch_errors_total 0".to_owned(),
+    ] {
+        assert!(
+            fresh.lines().any(|sample| sample == line),
+            "missing at startup: {line}\n{fresh}"
+        );
+    }
+    // Every counter; the histogram appears with its first sample, the outbox gauges with a
+    // dispatcher's first pass (the Prometheus exporter renders neither empty).
+    let has_help = |text: &str, name: &str| {
+        text.lines()
+            .any(|line| line.starts_with(&format!("# HELP {name} ")))
+    };
+    let later = [
+        idem_runtime::WRITE_DURATION_MS,
+        idem_runtime::OUTBOX_EVENTS_PENDING,
+        idem_runtime::OUTBOX_EVENTS_PARKED,
+        idem_runtime::OUTBOX_OLDEST_PENDING_AGE_SECONDS,
+    ];
+    for name in idem_runtime::METRIC_NAMES
+        .into_iter()
+        .filter(|name| !later.contains(name))
+    {
+        assert!(has_help(&fresh, name), "no HELP for {name}");
+    }
+
     assert_eq!(send("k-new", json!({ "amount_cents": 100 })).await, 201);
     assert_eq!(send("k-new", json!({ "amount_cents": 100 })).await, 200);
     assert_eq!(send("k-new", json!({ "amount_cents": 999 })).await, 422);
@@ -182,6 +241,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
     // Metrics, as Prometheus scrapes them.
     let mut response = client.get(format!("{base}/metrics")).send().await.unwrap();
     let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert!(has_help(&text, idem_runtime::WRITE_DURATION_MS));
     let total = |outcome| {
         metric(
             &text,
