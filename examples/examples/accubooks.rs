@@ -1,58 +1,104 @@
-//! The AccuBooks server: `cargo run --example accubooks [-- --bind ADDR --database-url URL]`.
+//! The AccuBooks server: `cargo run --example accubooks [-- OPTIONS]` (`--help` lists them).
 //!
 //! Serves on `127.0.0.1:8080` from `sqlite://accubooks.db` unless told otherwise
-//! (`--database-url`, or `DATABASE_URL`, takes `sqlite://…` or `postgres://…`). Stops cleanly
-//! on SIGINT or SIGTERM. Prometheus scrapes `GET /metrics`.
+//! (`--database-url`, or `DATABASE_URL`, takes `sqlite://…` or `postgres://…`). Prometheus
+//! scrapes `GET /metrics`; orchestrators probe `GET /healthz` and `GET /readyz`.
+//!
+//! On SIGTERM or Ctrl-C it shuts down in bounded time: `/readyz` answers 503 for the drain
+//! delay, then the server stops accepting, in-flight writes finish (or, past the bound, are
+//! cut and roll back), the workflow dispatcher and the maintenance task stop between two
+//! events or batches, every queued audit row is written, and the process exits 0. A second
+//! signal cuts in-flight requests at once (they roll back) and exits 1.
 
+use std::io::IsTerminal;
+use std::net::TcpListener;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer};
 use idem_actix::StoreConfig;
 use idem_examples::accubooks::AccuBooks;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-const USAGE: &str = "usage: accubooks [--bind ADDR] [--database-url URL]
-  --bind ADDR          where to listen (default 127.0.0.1:8080)
-  --database-url URL   sqlite://FILE or postgres://USER@HOST/DB (default: $DATABASE_URL, else sqlite://accubooks.db)";
+const USAGE: &str = "usage: accubooks [OPTIONS]
+  --bind ADDR               where to listen (default 127.0.0.1:8080; port 0 picks a free one)
+  --database-url URL        sqlite://FILE or postgres://USER@HOST/DB
+                            (default: $DATABASE_URL, else sqlite://accubooks.db)
+  --shutdown-timeout SECS   the bound on a shutdown, from the signal to the exit (default 30)
+  --drain-delay SECS        how long /readyz answers 503 before the server stops accepting
+                            (default 0; set it to your load balancer's probe interval)
+  --help                    this text";
 
 struct Options {
     bind: String,
     database_url: String,
+    shutdown_timeout: Duration,
+    drain_delay: Duration,
 }
 
-fn options() -> Result<Options, String> {
+/// What the command line asked for: options to serve with, or the usage to print.
+enum Command {
+    Serve(Options),
+    Help,
+}
+
+fn command() -> Result<Command, String> {
     let mut options = Options {
         bind: "127.0.0.1:8080".to_owned(),
         database_url: std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "sqlite://accubooks.db".to_owned()),
+        shutdown_timeout: Duration::from_secs(30),
+        drain_delay: Duration::ZERO,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let target = match arg.as_str() {
-            "--bind" => &mut options.bind,
-            "--database-url" => &mut options.database_url,
-            "--help" | "-h" => return Err(USAGE.to_owned()),
-            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
-        };
-        *target = args
+        if matches!(arg.as_str(), "--help" | "-h") {
+            return Ok(Command::Help);
+        }
+        let value = args
             .next()
             .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
+        let seconds = |value: &str| {
+            value
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| format!("{arg} takes whole seconds, not {value:?}\n{USAGE}"))
+        };
+        match arg.as_str() {
+            "--bind" => options.bind = value,
+            "--database-url" => options.database_url = value,
+            "--shutdown-timeout" => options.shutdown_timeout = seconds(&value)?,
+            "--drain-delay" => options.drain_delay = seconds(&value)?,
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
     }
-    Ok(options)
+    Ok(Command::Serve(options))
 }
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt().with_target(false).init();
-    let options = match options() {
-        Ok(options) => options,
+    // Colours only on a terminal, and never when NO_COLOR is set (https://no-color.org).
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    tracing_subscriber::fmt()
+        .with_target(false)
+        .with_ansi(colour)
+        .init();
+    let options = match command() {
+        Ok(Command::Serve(options)) => options,
+        Ok(Command::Help) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Err(message) => {
             eprintln!("{message}");
             return ExitCode::from(2);
         }
     };
     match serve(options).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Shutdown::Graceful) => ExitCode::SUCCESS,
+        Ok(Shutdown::Forced) => ExitCode::FAILURE,
         Err(error) => {
             eprintln!("accubooks: {error}");
             ExitCode::FAILURE
@@ -60,7 +106,17 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+/// How the server stopped.
+enum Shutdown {
+    /// One signal: everything in flight finished, every audit row was written.
+    Graceful,
+    /// A second signal cut the drain short.
+    Forced,
+}
+
+async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>> {
+    // Bind first: a taken port fails before anything is migrated.
+    let listener = TcpListener::bind(&options.bind)?;
     let metrics = idem_actix::prometheus::install_recorder()?;
     let accubooks = AccuBooks::open(&options.database_url, StoreConfig::default())
         .await?
@@ -80,22 +136,120 @@ async fn serve(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    let workflows = actix_web::rt::spawn(accubooks.workflows().run(Duration::from_secs(5)));
+    // Background work runs on this, the main runtime, which outlives the HTTP workers.
+    let (stop_background, background_stopped) = watch::channel(false);
+    let stopped = |mut receiver: watch::Receiver<bool>| async move {
+        let _ = receiver.wait_for(|stop| *stop).await;
+    };
+    let workflows = actix_web::rt::spawn(
+        accubooks
+            .workflows()
+            .run_until(Duration::from_secs(5), stopped(background_stopped.clone())),
+    );
+    let maintenance = actix_web::rt::spawn(
+        accubooks
+            .maintenance()
+            .run_until(stopped(background_stopped)),
+    );
+
     let app = accubooks.clone();
     let server = HttpServer::new(move || {
         let app = app.clone();
         App::new().configure(move |config| app.configure(config))
     })
-    .bind(&options.bind)?;
+    .disable_signals()
+    .shutdown_timeout(options.shutdown_timeout.as_secs())
+    .listen(listener)?;
     for address in server.addrs() {
         println!("listening on http://{address}");
     }
     tracing::info!(bind = %options.bind, "ready to serve");
-    server.run().await?;
-    workflows.abort();
-    accubooks.store().flush_audit().await;
-    tracing::info!("stopped");
-    Ok(())
+    let server = server.run();
+    let handle = server.handle();
+
+    let mut signals = Signals::new()?;
+    let server = actix_web::rt::spawn(server);
+    tokio::pin!(server);
+    tokio::select! {
+        served = &mut server => {
+            served??;
+            return Ok(Shutdown::Graceful);
+        }
+        name = signals.next() => tracing::info!(signal = name, "shutdown started: draining"),
+    }
+    let deadline = Instant::now() + options.shutdown_timeout;
+    accubooks.health().start_draining();
+
+    let mut forced = false;
+    tokio::select! {
+        () = tokio::time::sleep(options.drain_delay.min(options.shutdown_timeout)) => {}
+        name = signals.next() => {
+            tracing::warn!(signal = name, "second signal: stopping at once");
+            forced = true;
+        }
+    }
+    if !forced {
+        tracing::info!("no longer accepting; waiting for in-flight requests");
+        let stop = handle.stop(true);
+        tokio::pin!(stop);
+        tokio::select! {
+            () = &mut stop => {}
+            name = signals.next() => {
+                tracing::warn!(signal = name, "second signal: cutting in-flight requests");
+                forced = true;
+            }
+        }
+    }
+    if forced {
+        // Dropped requests roll back: a write lands whole or not at all.
+        handle.stop(false).await;
+    }
+    let _ = server.await;
+
+    let _ = stop_background.send(true);
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let background = async {
+        let _ = workflows.await;
+        let _ = maintenance.await;
+    };
+    if tokio::time::timeout(remaining(), background).await.is_err() {
+        tracing::warn!("the workflow dispatcher or the maintenance task did not stop in time");
+    }
+    let bound = if forced {
+        remaining().min(Duration::from_secs(1))
+    } else {
+        remaining()
+    };
+    let lost = accubooks.store().flush_audit_within(bound).await;
+    tracing::info!(lost_audit_rows = lost, forced, "stopped");
+    Ok(if forced {
+        Shutdown::Forced
+    } else {
+        Shutdown::Graceful
+    })
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), as one stream.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
 }
 
 /// The URL without its password, for printing.

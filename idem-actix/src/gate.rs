@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use actix_web::web::ServiceConfig;
 use idem_runtime::{
-    Backend, Operation, RegisteredOperation, RegistryError, StoreError, registered_operations,
-    registry_errors,
+    Backend, IdempotencyStore, Operation, RegisteredOperation, RegistryError, StoreError,
+    registered_operations, registry_errors,
 };
 
 use crate::config::Idempotency;
@@ -162,6 +162,11 @@ impl<DB: Backend> VerifiedRoutes<DB> {
         for mounted in self.mounts.iter() {
             (mounted.mount)(config);
         }
+    }
+
+    /// The store the routes write through.
+    pub fn store(&self) -> &IdempotencyStore<DB> {
+        &self.idem.store
     }
 
     /// The mounted operations, in mounting order.

@@ -91,6 +91,7 @@
 
 mod config;
 mod gate;
+pub mod health;
 mod key;
 pub mod problem;
 #[cfg(feature = "prometheus")]

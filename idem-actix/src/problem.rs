@@ -14,6 +14,7 @@
 //! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked; nothing was written |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the idempotency store failed; nothing was written; retry after `Retry-After` seconds |
 //! | <a id="not-configured"></a>`#not-configured` | 500 | the application did not register an [`Idempotency`](crate::Idempotency) as app data |
+//! | <a id="not-ready"></a>`#not-ready` | 503 | `GET /readyz`: the process is draining, its migrations are pending or its database is unreachable ([`Health`](crate::health::Health)) |
 
 use std::time::Duration;
 
@@ -55,6 +56,8 @@ pub enum ProblemKind {
     StoreUnavailable,
     /// No [`Idempotency`](crate::Idempotency) app data.
     NotConfigured,
+    /// The readiness probe failed.
+    NotReady,
 }
 
 impl ProblemKind {
@@ -67,7 +70,7 @@ impl ProblemKind {
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestInFlight => StatusCode::CONFLICT,
             Self::WriteFailed | Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -83,6 +86,7 @@ impl ProblemKind {
             Self::WriteFailed => "write-failed",
             Self::StoreUnavailable => "store-unavailable",
             Self::NotConfigured => "not-configured",
+            Self::NotReady => "not-ready",
         }
     }
 
@@ -98,6 +102,7 @@ impl ProblemKind {
             Self::WriteFailed => "the write failed",
             Self::StoreUnavailable => "idempotency store unavailable",
             Self::NotConfigured => "idempotency not configured",
+            Self::NotReady => "not ready",
         }
     }
 

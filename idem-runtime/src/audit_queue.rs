@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
+use crate::Operation;
 use crate::backend::AuditRecord;
 
 /// The most rows one statement inserts (well under both backends' parameter limits).
@@ -26,6 +27,8 @@ struct State {
     capacity: usize,
     /// Rows waiting, oldest first, and whether a writer is draining them.
     queue: Mutex<(VecDeque<AuditRecord>, bool)>,
+    /// The operations of the batch the writer is inserting, to count if it is abandoned.
+    writing: Mutex<Vec<&'static Operation>>,
     /// Rows queued or being written.
     pending: AtomicUsize,
     /// Woken when `pending` drops to zero.
@@ -48,6 +51,7 @@ impl AuditQueue {
         Self(Arc::new(State {
             capacity,
             queue: Mutex::default(),
+            writing: Mutex::default(),
             pending: AtomicUsize::new(0),
             idle: Notify::new(),
         }))
@@ -77,12 +81,32 @@ impl AuditQueue {
             return None;
         }
         let take = queue.0.len().min(MAX_BATCH);
-        Some(queue.0.drain(..take).collect())
+        let batch: Vec<AuditRecord> = queue.0.drain(..take).collect();
+        *self
+            .0
+            .writing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) =
+            batch.iter().map(|record| record.operation).collect();
+        Some(batch)
     }
 
     /// `rows` were written (or given up on).
     pub(crate) fn done(&self, rows: usize) {
-        if self.0.pending.fetch_sub(rows, Ordering::SeqCst) == rows {
+        self.0
+            .writing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        // Saturating: rows abandoned at shutdown are no longer counted.
+        let before = self
+            .0
+            .pending
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |pending| {
+                Some(pending.saturating_sub(rows))
+            })
+            .unwrap_or_default();
+        if before <= rows {
             self.0.idle.notify_waiters();
         }
     }
@@ -90,6 +114,23 @@ impl AuditQueue {
     /// Rows queued or being written.
     pub(crate) fn pending(&self) -> usize {
         self.0.pending.load(Ordering::SeqCst)
+    }
+
+    /// Gives up on every row queued or being written (the process is exiting and the database
+    /// does not take them): the operations of those rows, to count as lost.
+    pub(crate) fn abandon(&self) -> Vec<&'static Operation> {
+        let mut queue = self.0.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lost: Vec<&'static Operation> = self
+            .0
+            .writing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain(..)
+            .collect();
+        lost.extend(queue.0.drain(..).map(|record| record.operation));
+        self.0.pending.store(0, Ordering::SeqCst);
+        self.0.idle.notify_waiters();
+        lost
     }
 
     /// Resolves when no row is queued or being written.
@@ -110,7 +151,7 @@ mod tests {
 
     use super::*;
     use crate::observe::WriteOutcome;
-    use crate::{Fingerprint, Operation, OperationClass, TenantId};
+    use crate::{Fingerprint, OperationClass, TenantId};
 
     static OPERATION: Operation = Operation::__new(
         "createPayment",
@@ -172,5 +213,18 @@ mod tests {
         };
         assert_eq!(back.id, Uuid::from_u128(3));
         assert_eq!(queue.pending(), 2, "a row handed back is not counted");
+    }
+
+    #[test]
+    fn abandoning_counts_the_queued_rows_and_the_batch_being_written() {
+        let queue = AuditQueue::new(10_000);
+        for n in 0..(MAX_BATCH as u128 + 3) {
+            queue.push(row(n));
+        }
+        let writing = queue.next_batch().unwrap();
+        assert_eq!(writing.len(), MAX_BATCH);
+        assert_eq!(queue.abandon().len(), MAX_BATCH + 3);
+        assert_eq!(queue.pending(), 0);
+        assert!(queue.next_batch().is_none());
     }
 }

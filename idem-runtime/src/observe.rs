@@ -10,7 +10,6 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::Operation;
-use crate::backend::AuditRecord;
 use crate::hex::LowerHex;
 
 /// Counter: every write attempt, by `operation`, `class` and `outcome`.
@@ -252,10 +251,9 @@ pub(crate) fn record_metrics(
     }
 }
 
-/// Counts the audit rows of a batch the database refused.
-pub(crate) fn record_lost_audit_rows(records: &[AuditRecord]) {
-    for record in records {
-        let operation = record.operation;
+/// Counts audit rows that were not written, by their operations.
+pub(crate) fn record_lost_audit_rows(operations: impl IntoIterator<Item = &'static Operation>) {
+    for operation in operations {
         metrics::counter!(AUDIT_ROWS_LOST_TOTAL, "operation" => operation.name(), "class" => operation.class().as_str())
             .increment(1);
     }

@@ -301,7 +301,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
                 }
                 Err(error) => {
                     tracing::error!(rows = rows.len(), %error, "audit rows could not be written");
-                    record_lost_audit_rows(rows);
+                    record_lost_audit_rows(rows.iter().map(|row| row.operation));
                     return;
                 }
                 Ok(()) => return,

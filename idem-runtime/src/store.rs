@@ -12,6 +12,7 @@ use crate::audit_queue::AuditQueue;
 use crate::backend::{KeyRecord, KeyScope};
 use crate::in_flight::InFlightClaims;
 use crate::maintenance::{PURGE_BATCH, purge_in_batches};
+use crate::observe::record_lost_audit_rows;
 use crate::{Backend, StoreConfig, StoreError};
 
 /// The write protocol's handle on one database: cheap to clone, shared by every handler.
@@ -143,6 +144,27 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// at shutdown, after the server stopped, so no row is lost with the process.
     pub async fn flush_audit(&self) {
         self.audit_queue.drained().await;
+    }
+
+    /// [`Self::flush_audit`] for at most `bound`, for a process that must exit in bounded time
+    /// even when its database is unreachable: the rows still unwritten then are given up,
+    /// logged and counted in `idempotent_write_audit_rows_lost_total`. Returns how many.
+    pub async fn flush_audit_within(&self, bound: Duration) -> usize {
+        if tokio::time::timeout(bound, self.flush_audit())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let lost = self.audit_queue.abandon();
+        tracing::error!(
+            rows = lost.len(),
+            bound_ms = bound.as_millis(),
+            "audit rows could not be written before shutdown; they are lost"
+        );
+        let count = lost.len();
+        record_lost_audit_rows(lost);
+        count
     }
 
     /// The pool the store writes through.

@@ -26,8 +26,9 @@ mod workflows;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use actix_web::web::{self, ServiceConfig};
+use idem_actix::health::Health;
 use idem_actix::prometheus::{PrometheusHandle, metrics_service};
-use idem_actix::runtime::OutboxDispatcher;
+use idem_actix::runtime::{Maintenance, OutboxDispatcher};
 use idem_actix::{
     Idempotency, IdempotencyStore, Operation, ProtectedRoutes, StartupError, StoreConfig,
     StoreError, VerifiedRoutes,
@@ -58,6 +59,7 @@ pub enum OpenError {
 pub struct AccuBooks {
     store: IdempotencyStore<Any>,
     routes: VerifiedRoutes<Any>,
+    health: Health<Any>,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -91,6 +93,7 @@ impl AccuBooks {
             .await?;
         Ok(Self {
             store,
+            health: Health::new(&routes),
             routes,
             metrics: None,
         })
@@ -109,6 +112,7 @@ impl AccuBooks {
         config.app_data(ApiError::json_config());
         config.route("/api/companies", web::post().to(auth::create_company));
         self.routes.configure(config);
+        self.health.configure(config);
         reads::configure(config);
         if let Some(metrics) = &self.metrics {
             config.service(metrics_service(metrics.clone()));
@@ -118,6 +122,17 @@ impl AccuBooks {
     /// The dispatcher that runs the workflows the writes started; run it on a task of its own.
     pub fn workflows(&self) -> OutboxDispatcher<Any> {
         workflows::dispatcher(self.store.clone())
+    }
+
+    /// The retention task: expired keys, delivered workflow events and audit rows past their
+    /// retention, on idem's defaults (hourly; 24 h, 7 days and 90 days).
+    pub fn maintenance(&self) -> Maintenance<Any> {
+        Maintenance::new(self.store.clone())
+    }
+
+    /// The probes `GET /healthz` and `GET /readyz`; tell it when shutdown starts.
+    pub fn health(&self) -> &Health<Any> {
+        &self.health
     }
 
     /// The protected operations, in mounting order.
