@@ -3,6 +3,7 @@
 //! on PostgreSQL.
 //!
 //! ```text
+//! cargo run --release --example bench -- --help
 //! cargo run --release --example bench                       # SQLite only
 //! cargo run --release --example bench -- --postgres postgres://postgres@127.0.0.1:5432/idem_bench
 //! ```
@@ -26,6 +27,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use awc::Client;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
+use idem_actix::runtime::SqliteSynchronous;
 use idem_actix::{StoreConfig, Tenant};
 use idem_examples::accubooks::AccuBooks;
 use serde_json::{Value, json};
@@ -108,8 +110,9 @@ struct Target {
 impl Target {
     async fn start(
         url: &str,
+        config: StoreConfig,
     ) -> Result<(Self, actix_web::dev::ServerHandle), Box<dyn std::error::Error>> {
-        let accubooks = AccuBooks::open(url, StoreConfig::default()).await?;
+        let accubooks = AccuBooks::open(url, config).await?;
         let pool = accubooks.store().pool().clone();
         let app = accubooks.clone();
         let sessions = RedisSessionStore::new("redis://127.0.0.1:6379").await?;
@@ -250,8 +253,12 @@ impl Target {
 /// new writes, their replays, actix-idempotent), so that drift on a shared machine (other
 /// processes, checkpoints, growing tables) falls on every scenario alike; each row sums its
 /// rounds. The bursts run once, at the end.
-async fn measure(database: &str, url: &str) -> Result<Measured, Box<dyn std::error::Error>> {
-    let (target, handle) = Target::start(url).await?;
+async fn measure(
+    database: &str,
+    url: &str,
+    config: StoreConfig,
+) -> Result<Measured, Box<dyn std::error::Error>> {
+    let (target, handle) = Target::start(url, config).await?;
     let run = format!("{:x}", std::process::id());
     // Warm up connections and caches on both paths before measuring.
     target
@@ -401,20 +408,49 @@ fn report(results: &[(&str, Measured)]) -> (String, Value) {
     )
 }
 
+const USAGE: &str = "usage: bench [--postgres URL]
+  --postgres URL   also measure PostgreSQL at URL (the database must exist)
+  --help           this text
+SQLite always runs (with synchronous = FULL, idem's default, and again with NORMAL);
+actix-idempotent's rows need Redis on 127.0.0.1:6379.";
+
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let postgres = args
-        .iter()
-        .position(|arg| arg == "--postgres")
-        .and_then(|i| args.get(i + 1).cloned());
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let postgres = match args.as_slice() {
+        [] => None,
+        [flag, url] if flag == "--postgres" => Some(url.clone()),
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
 
     let dir = tempfile::tempdir()?;
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let mut results = vec![("SQLite", measure("SQLite", &sqlite).await?)];
+    let mut results = vec![(
+        "SQLite",
+        measure("SQLite", &sqlite, StoreConfig::default()).await?,
+    )];
     if let Some(url) = &postgres {
-        results.push(("PostgreSQL", measure("PostgreSQL", url).await?));
+        results.push((
+            "PostgreSQL",
+            measure("PostgreSQL", url, StoreConfig::default()).await?,
+        ));
     }
+    // What durability costs: the same run with synchronous = NORMAL, which a power loss can
+    // undo answered writes under.
+    let normal_sqlite = format!("sqlite://{}", dir.path().join("normal.db").display());
+    let normal = measure(
+        "SQLite",
+        &normal_sqlite,
+        StoreConfig::default().with_sqlite_synchronous(SqliteSynchronous::Normal),
+    )
+    .await?;
 
     // The same writes with a Prometheus recorder and a tracing subscriber installed (logging
     // every idem.write span to a sink): what metrics and spans add. The audit row is part of
@@ -427,15 +463,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let observed_sqlite = format!("sqlite://{}", dir.path().join("observed.db").display());
     results.push((
         "SQLite, observed",
-        measure("SQLite", &observed_sqlite).await?,
+        measure("SQLite", &observed_sqlite, StoreConfig::default()).await?,
     ));
     if let Some(url) = &postgres {
-        results.push(("PostgreSQL, observed", measure("PostgreSQL", url).await?));
+        results.push((
+            "PostgreSQL, observed",
+            measure("PostgreSQL", url, StoreConfig::default()).await?,
+        ));
     }
+    results.push(("SQLite, synchronous=NORMAL", normal));
 
     let (mut markdown, json) = report(&results);
-    let plain = results.len() / 2;
-    for ((database, measured), (_, observed)) in results[..plain].iter().zip(&results[plain..]) {
+    let (full, normal) = (&results[0].1.rows, &results[results.len() - 1].1.rows);
+    // Row 1 is "protected new writes".
+    let _ = writeln!(
+        markdown,
+        "\nSQLite: synchronous=FULL (the default) runs protected new writes at {:.2}× the throughput of synchronous=NORMAL, and adds {:+.2} ms to their median.",
+        full[1].throughput() / normal[1].throughput(),
+        full[1].p(0.5) - normal[1].p(0.5),
+    );
+    let plain = (results.len() - 1) / 2;
+    for ((database, measured), (_, observed)) in
+        results[..plain].iter().zip(&results[plain..2 * plain])
+    {
         let (rows, observed) = (&measured.rows, &observed.rows);
         // Row 1 is "protected new writes" in both passes.
         let _ = writeln!(

@@ -64,7 +64,7 @@ pub const METRIC_NAMES: [&str; 13] = [
 ];
 
 /// Describes every metric idem records (Prometheus' `# HELP`), and registers every counter
-/// series of every registered operation at zero, so that a fresh instance exposes them before
+/// series of every registered operation at zero (and its duration histogram, empty), so that a fresh instance exposes them before
 /// their first event: alerts on `rate(idempotent_writes_failed_total[…])` then see 0, not "no
 /// data". Call it after installing the metrics recorder; the Prometheus helper of `idem-actix`
 /// and the startup gate do. Calling it again changes nothing.
@@ -147,6 +147,8 @@ pub fn register_metrics() {
             WriteOutcome::Conflict,
         ] {
             metrics::counter!(WRITES_TOTAL, "operation" => name, "class" => class, "outcome" => outcome.as_str()).increment(0);
+            // Registering the series is enough: it has no sample until the first write.
+            let _ = metrics::histogram!(WRITE_DURATION_MS, "operation" => name, "class" => class, "outcome" => outcome.as_str());
         }
         for reason in [Failure::Handler, Failure::Panic, Failure::Store] {
             let reason = WriteOutcome::Failed(reason).failure().unwrap_or("unknown");
