@@ -1,13 +1,15 @@
 //! The error answers of idem: RFC 9457 `application/problem+json`, one `type` per failure.
 //!
-//! Each failure has its own `type` URI, an anchor on this page, so a client can tell them apart
-//! without parsing prose, and in particular tell an in-flight twin from a business conflict:
+//! Each failure has its own `type` URI, [`PROBLEM_TYPES_URI`] and an anchor of this table, so a
+//! client can tell them apart without parsing prose, and in particular tell an in-flight twin
+//! from a business conflict. The types are identifiers (`tag:` URIs), not links:
 //!
 //! | anchor | status | when |
 //! | --- | --- | --- |
 //! | <a id="key-missing"></a>`#key-missing` | 400 | a registered operation was called without an `Idempotency-Key` header |
 //! | <a id="key-invalid"></a>`#key-invalid` | 400 | the key is empty, longer than 255 bytes, not visible ASCII, or sent in more than one header |
-//! | <a id="tenant-unresolved"></a>`#tenant-unresolved` | 401 | the application's [`TenantResolver`](crate::TenantResolver) could not name the tenant |
+//! | <a id="tenant-unresolved"></a>`#tenant-unresolved` | 401 | the application's [`TenantResolver`](crate::TenantResolver) could not name the tenant (with `WWW-Authenticate`) |
+//! | <a id="tenant-unavailable"></a>`#tenant-unavailable` | 503 | the [`TenantResolver`](crate::TenantResolver) could not check the credentials (its database failed); retry after `Retry-After` seconds |
 //! | <a id="payload-too-large"></a>`#payload-too-large` | 413 | the body exceeds [`Idempotency::with_body_limit`](crate::Idempotency::with_body_limit) |
 //! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used before with a different request |
 //! | <a id="request-in-flight"></a>`#request-in-flight` | 409 | a request with the same key is still running; retry after `Retry-After` seconds |
@@ -23,9 +25,11 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use serde::Serialize;
 
-/// The page that documents every problem type; each type is an anchor on it.
-pub const PROBLEM_TYPES_URI: &str =
-    "https://docs.rs/idem-actix/latest/idem_actix/problem/index.html";
+/// The base of every problem type: a `tag:` URI (RFC 4151), an identifier, not a link (RFC
+/// 9457 lets a type be a URI that does not resolve). Each type is this base and an anchor of
+/// the table above (`tag:idem-rs.github.io,2026:problems#key-reused`); the table, in this
+/// module's docs (`cargo doc --open`, `idem_actix::problem`), is where a reader finds it.
+pub const PROBLEM_TYPES_URI: &str = "tag:idem-rs.github.io,2026:problems";
 
 /// The documentation of the `Idempotency-Key` header, linked from every 400 answer with
 /// `rel="describedby"`.
@@ -44,6 +48,8 @@ pub enum ProblemKind {
     KeyInvalid,
     /// The tenant could not be resolved from the request.
     TenantUnresolved,
+    /// The credentials could not be checked: the server's failure.
+    TenantUnavailable,
     /// The request body is over the configured limit.
     PayloadTooLarge,
     /// The key was used before with a different request.
@@ -70,7 +76,9 @@ impl ProblemKind {
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestInFlight => StatusCode::CONFLICT,
             Self::WriteFailed | Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::StoreUnavailable | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StoreUnavailable | Self::NotReady | Self::TenantUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -80,6 +88,7 @@ impl ProblemKind {
             Self::KeyMissing => "key-missing",
             Self::KeyInvalid => "key-invalid",
             Self::TenantUnresolved => "tenant-unresolved",
+            Self::TenantUnavailable => "tenant-unavailable",
             Self::PayloadTooLarge => "payload-too-large",
             Self::KeyReused => "key-reused",
             Self::RequestInFlight => "request-in-flight",
@@ -96,6 +105,7 @@ impl ProblemKind {
             Self::KeyMissing => "Idempotency-Key header missing",
             Self::KeyInvalid => "Idempotency-Key header invalid",
             Self::TenantUnresolved => "tenant not resolved",
+            Self::TenantUnavailable => "credentials could not be checked",
             Self::PayloadTooLarge => "request body too large",
             Self::KeyReused => "Idempotency-Key reused with a different request",
             Self::RequestInFlight => "a request with this Idempotency-Key is in flight",
@@ -118,6 +128,7 @@ pub struct Problem {
     kind: ProblemKind,
     detail: String,
     retry_after: Option<Duration>,
+    challenge: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -136,7 +147,14 @@ impl Problem {
             kind,
             detail: detail.into(),
             retry_after: None,
+            challenge: None,
         }
+    }
+
+    /// Adds a `WWW-Authenticate` challenge, for a `401`.
+    pub fn challenge(mut self, challenge: impl Into<String>) -> Self {
+        self.challenge = Some(challenge.into());
+        self
     }
 
     /// Adds `Retry-After`, in whole seconds rounded up.
@@ -166,6 +184,9 @@ impl Problem {
                 header::LINK,
                 format!("<{KEY_DOCUMENTATION_URI}>; rel=\"describedby\""),
             ));
+        }
+        if let Some(challenge) = &self.challenge {
+            response.insert_header((header::WWW_AUTHENTICATE, challenge.as_str()));
         }
         if let Some(wait) = self.retry_after {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

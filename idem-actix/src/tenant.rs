@@ -1,6 +1,7 @@
 //! Which tenant a request belongs to: the application's authentication decides.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
@@ -43,15 +44,61 @@ pub trait TenantResolver: Send + Sync + 'static {
     }
 }
 
-/// Why a request has no tenant; answered `401` with this sentence as the problem's detail.
+/// Why a request has no tenant.
+///
+/// [`TenantRejection::new`]: the request is not authenticated, answered `401` with a
+/// `WWW-Authenticate` challenge (RFC 9110 requires one; `Bearer` unless
+/// [`TenantRejection::with_challenge`] names another). [`TenantRejection::unavailable`]: the
+/// application could not check the credentials (its database is down), answered `503` with
+/// `Retry-After`: the server's failure, never the client's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TenantRejection(pub String);
+#[error("{detail}")]
+pub struct TenantRejection {
+    detail: String,
+    /// The `WWW-Authenticate` challenge of a `401`; `None` for a `503`.
+    challenge: Option<String>,
+}
 
 impl TenantRejection {
-    /// A rejection with a sentence for the client.
+    /// The request is not authenticated: `401`, with a sentence for the client and the
+    /// challenge `Bearer`.
     pub fn new(detail: impl Into<String>) -> Self {
-        Self(detail.into())
+        Self {
+            detail: detail.into(),
+            challenge: Some("Bearer".to_owned()),
+        }
+    }
+
+    /// The credentials could not be checked (the server's failure): `503` with `Retry-After`.
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self {
+            detail: detail.into(),
+            challenge: None,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge of this `401` (`Bearer realm="api",
+    /// error="invalid_token"`, RFC 6750).
+    pub fn with_challenge(mut self, challenge: impl Into<String>) -> Self {
+        if self.challenge.is_some() {
+            self.challenge = Some(challenge.into());
+        }
+        self
+    }
+
+    /// The sentence for the client.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    fn into_problem(self) -> Problem {
+        match self.challenge {
+            Some(challenge) => {
+                Problem::new(ProblemKind::TenantUnresolved, self.detail).challenge(challenge)
+            }
+            None => Problem::new(ProblemKind::TenantUnavailable, self.detail)
+                .retry_after(Duration::from_secs(1)),
+        }
     }
 }
 
@@ -64,7 +111,7 @@ impl Tenants {
         self.0
             .resolve(request)
             .await
-            .map_err(|rejection| Problem::new(ProblemKind::TenantUnresolved, rejection.0))
+            .map_err(TenantRejection::into_problem)
     }
 }
 

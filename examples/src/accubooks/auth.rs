@@ -1,6 +1,6 @@
 //! Companies and their API tokens: the tenant of a request comes from its bearer token.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
 use idem_actix::runtime::sha256_hex;
 use idem_actix::{TenantId, TenantRejection, TenantResolver};
@@ -16,10 +16,13 @@ use crate::accubooks::now_ms;
 #[derive(Deserialize)]
 pub struct NewCompany {
     name: String,
+    /// The email of the company's first user, who owns its first token (default `owner`).
+    owner_email: Option<String>,
 }
 
-/// `POST /api/companies`: the one unauthenticated call. Creates a company and its first API
-/// token, returned once and stored only as a hash.
+/// `POST /api/companies`: the one unauthenticated call. Creates a company, its first user (the
+/// owner) and the owner's API token, returned once and stored only as a hash. The audit log
+/// records the owner as the user of every write made with the token.
 ///
 /// It is not a protected operation: without a tenant there is no key scope. A retried bootstrap
 /// creates a second, empty company, which costs nothing and moves no money.
@@ -31,7 +34,11 @@ pub async fn create_company(
     if name.is_empty() {
         return Err(ApiError::invalid("a company needs a name"));
     }
-    let company_id = Uuid::new_v4().to_string();
+    let owner_email = company.owner_email.as_deref().map_or("owner", str::trim);
+    if owner_email.is_empty() {
+        return Err(ApiError::invalid("owner_email, when given, is not empty"));
+    }
+    let (company_id, user_id) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
     let token = format!("ab_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     let mut tx = pool.begin().await?;
     sqlx::query("INSERT INTO companies (id, name, created_at_ms) VALUES ($1, $2, $3)")
@@ -40,20 +47,37 @@ pub async fn create_company(
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
-    sqlx::query("INSERT INTO api_tokens (token_hash, company_id) VALUES ($1, $2)")
+    sqlx::query("INSERT INTO users (id, company_id, email, created_at_ms) VALUES ($1, $2, $3, $4)")
+        .bind(&user_id)
+        .bind(&company_id)
+        .bind(owner_email)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO api_tokens (token_hash, company_id, user_id) VALUES ($1, $2, $3)")
         .bind(token_hash(&token))
         .bind(&company_id)
+        .bind(&user_id)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(HttpResponse::Created().json(json!({ "company_id": company_id, "token": token })))
+    Ok(HttpResponse::Created()
+        .json(json!({ "company_id": company_id, "user_id": user_id, "token": token })))
 }
 
 fn token_hash(token: &str) -> String {
     sha256_hex(token.as_bytes())
 }
 
-/// Resolves `Authorization: Bearer <token>` to the company that owns the token.
+/// The challenge of every `401`: the scheme and realm (RFC 6750).
+const CHALLENGE: &str = "Bearer realm=\"accubooks\"";
+
+/// The user a request's token belongs to, kept on the request for the audit log.
+#[derive(Clone)]
+struct TokenUser(String);
+
+/// Resolves `Authorization: Bearer <token>` to the company that owns the token (and the user
+/// it was issued to, for the audit log).
 pub struct BearerTokens {
     pool: Pool<Any>,
 }
@@ -65,22 +89,39 @@ impl BearerTokens {
     }
 
     /// The company of a request, as the protected routes and the read endpoints resolve it.
+    /// The scheme is case-insensitive (`bearer` is `Bearer`); a database failure is the
+    /// server's (`503`), never an invalid token.
     pub async fn company(&self, request: &HttpRequest) -> Result<TenantId, TenantRejection> {
-        let token = request
-            .headers()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| TenantRejection::new("send Authorization: Bearer <token>"))?;
-        let company: Option<String> =
-            sqlx::query_scalar("SELECT company_id FROM api_tokens WHERE token_hash = $1")
+        let token = bearer_token(request).ok_or_else(|| {
+            TenantRejection::new("send Authorization: Bearer <token>").with_challenge(CHALLENGE)
+        })?;
+        let invalid = || {
+            TenantRejection::new("the token is not valid")
+                .with_challenge(format!("{CHALLENGE}, error=\"invalid_token\""))
+        };
+        let owner: Option<(String, String)> =
+            sqlx::query_as("SELECT company_id, user_id FROM api_tokens WHERE token_hash = $1")
                 .bind(token_hash(token))
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|_| TenantRejection::new("the token could not be checked; retry"))?;
-        let company = company.ok_or_else(|| TenantRejection::new("the token is not valid"))?;
-        TenantId::new(company).map_err(|_| TenantRejection::new("the token is not valid"))
+                .map_err(|error| {
+                    tracing::error!(%error, "checking a token failed");
+                    TenantRejection::unavailable(
+                        "the token could not be checked: retry with the same request",
+                    )
+                })?;
+        let (company, user) = owner.ok_or_else(invalid)?;
+        request.extensions_mut().insert(TokenUser(user));
+        TenantId::new(company).map_err(|_| invalid())
     }
+}
+
+/// The token of `Authorization: Bearer <token>`, the scheme in any case.
+fn bearer_token(request: &HttpRequest) -> Option<&str> {
+    let value = request.headers().get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 impl TenantResolver for BearerTokens {
@@ -89,5 +130,12 @@ impl TenantResolver for BearerTokens {
         request: &'a HttpRequest,
     ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
         Box::pin(self.company(request))
+    }
+
+    fn user(&self, request: &HttpRequest) -> Option<String> {
+        request
+            .extensions()
+            .get::<TokenUser>()
+            .map(|user| user.0.clone())
     }
 }

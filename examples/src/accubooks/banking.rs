@@ -26,11 +26,7 @@ pub async fn import_bank_transaction(
     transaction: web::Json<NewBankTransaction>,
 ) -> Result<HttpResponse, ApiError> {
     let currency = money::currency(&transaction.currency)?;
-    if transaction.amount_cents == 0 {
-        return Err(ApiError::invalid(
-            "a bank transaction moves a non-zero amount",
-        ));
-    }
+    money::non_zero("amount_cents", transaction.amount_cents)?;
     let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
     sqlx::query(
         "INSERT INTO bank_transactions (id, company_id, amount_cents, currency, description, status, created_at_ms)

@@ -2,10 +2,17 @@
 //! never mistaken for idem's in-flight `409`.
 
 use actix_web::error::JsonPayloadError;
+use actix_web::http::Method;
 use actix_web::http::StatusCode;
-use actix_web::http::header::ContentType;
+use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpResponse, ResponseError, web};
 use serde_json::json;
+
+/// The base of AccuBooks' own problem types: an identifier (a `tag:` URI, RFC 4151), not a
+/// link; each type adds an anchor (`#business-rule`, `#not-found`, `#method-not-allowed`, …)
+/// named in [`ApiError`]'s variants. idem's own refusals carry idem's types
+/// (`idem_actix::problem`), so a client tells a business conflict from an in-flight twin.
+pub const PROBLEM_TYPES_URI: &str = "tag:accubooks.example,2026:problems";
 
 /// The largest request body AccuBooks reads, in bytes, on every route: idem refuses a larger
 /// one on a protected route before any work, [`ApiError::json_config`] on the others.
@@ -32,6 +39,17 @@ pub enum ApiError {
     /// The body is larger than [`BODY_LIMIT`] (`413`).
     #[error("the body is larger than the {BODY_LIMIT} bytes accepted")]
     TooLarge,
+    /// No route serves this path (`404`).
+    #[error("nothing is served at {0}: see the API's routes in the README")]
+    NoRoute(String),
+    /// The path is served, with other methods (`405`, with `Allow`).
+    #[error("{method} is not served here: use {}", allowed.iter().map(Method::as_str).collect::<Vec<_>>().join(" or "))]
+    MethodNotAllowed {
+        /// The method the request used.
+        method: Method,
+        /// The methods the path is served with.
+        allowed: Vec<Method>,
+    },
     /// The database failed (`500`); a serialization failure here is retried by idem. A unique
     /// violation is a `409`: the record exists already (a duplicate natural key, or a key
     /// reused after it expired, whose deterministic entity id is taken).
@@ -54,6 +72,8 @@ impl ApiError {
         match self {
             Self::Invalid(_) => "business-rule",
             Self::NotFound(_) => "not-found",
+            Self::NoRoute(_) => "no-route",
+            Self::MethodNotAllowed { .. } => "method-not-allowed",
             Self::Conflict(_) => "state-conflict",
             Self::Malformed(_) => "malformed-body",
             Self::NotJson => "not-json",
@@ -93,7 +113,8 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::NotFound(_) | Self::NoRoute(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Malformed(_) => StatusCode::BAD_REQUEST,
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -116,14 +137,18 @@ impl ResponseError for ApiError {
             }
             other => other.to_string(),
         };
-        HttpResponse::build(self.status_code())
+        let mut response = HttpResponse::build(self.status_code());
+        if let Self::MethodNotAllowed { allowed, .. } = self {
+            response.insert_header(header::Allow(allowed.clone()));
+        }
+        response
             .insert_header(ContentType(
                 "application/problem+json"
                     .parse()
                     .expect("a valid media type"),
             ))
             .json(json!({
-                "type": format!("https://accubooks.example/problems/{}", self.slug()),
+                "type": format!("{PROBLEM_TYPES_URI}#{}", self.slug()),
                 "title": self.slug().replace('-', " "),
                 "status": self.status_code().as_u16(),
                 "detail": detail,

@@ -7,6 +7,7 @@ use serde_json::json;
 use sqlx::Any;
 
 use crate::accubooks::error::ApiError;
+use crate::accubooks::money;
 use crate::accubooks::now_ms;
 
 /// What `POST /api/inventory` takes.
@@ -68,20 +69,25 @@ pub async fn adjust_inventory(
     item_id: web::Path<String>,
     adjustment: web::Json<NewAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
-    if adjustment.delta == 0 || adjustment.reason.trim().is_empty() {
-        return Err(ApiError::invalid(
-            "an adjustment has a non-zero delta and a reason",
-        ));
+    if adjustment.delta == 0
+        || !(-money::MAX_QUANTITY..=money::MAX_QUANTITY).contains(&adjustment.delta)
+        || adjustment.reason.trim().is_empty()
+    {
+        return Err(ApiError::invalid(format!(
+            "an adjustment has a reason and a non-zero delta between -{0} and {0}",
+            money::MAX_QUANTITY
+        )));
     }
     let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
     // One conditional statement: concurrent withdrawals cannot take stock below zero together.
     let applied = sqlx::query(
         "UPDATE inventory_items SET quantity = quantity + $1
-         WHERE id = $2 AND company_id = $3 AND quantity + $1 >= 0",
+         WHERE id = $2 AND company_id = $3 AND quantity + $1 >= 0 AND quantity + $1 <= $4",
     )
     .bind(adjustment.delta)
     .bind(item_id.as_str())
     .bind(&company)
+    .bind(money::MAX_STOCK)
     .execute(write.tx())
     .await?;
     let quantity: Option<i64> = sqlx::query_scalar(
@@ -93,10 +99,18 @@ pub async fn adjust_inventory(
     .await?;
     let quantity = quantity.ok_or(ApiError::NotFound("inventory item"))?;
     if applied.rows_affected() == 0 {
-        return Err(ApiError::invalid(format!(
-            "removing {} would take the stock of {quantity} below zero",
-            -adjustment.delta
-        )));
+        return Err(ApiError::invalid(if adjustment.delta < 0 {
+            format!(
+                "delta: removing {} would take the stock of {quantity} below zero",
+                adjustment.delta.unsigned_abs()
+            )
+        } else {
+            format!(
+                "delta: adding {} would take the stock of {quantity} above {}",
+                adjustment.delta,
+                money::MAX_STOCK
+            )
+        }));
     }
     sqlx::query(
         "INSERT INTO inventory_adjustments (id, company_id, item_id, delta, reason, created_at_ms)

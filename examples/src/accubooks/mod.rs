@@ -20,11 +20,13 @@ mod inventory;
 mod money;
 mod payroll;
 mod reads;
+mod routes;
 mod sales;
 mod workflows;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use actix_web::http::Method;
 use actix_web::web::{self, ServiceConfig};
 use idem_actix::health::Health;
 use idem_actix::prometheus::{PrometheusHandle, metrics_service};
@@ -37,6 +39,7 @@ use sqlx::Any;
 use sqlx::migrate::MigrateError;
 
 use error::ApiError;
+use routes::RouteTable;
 
 pub use workflows::WORKFLOWS;
 
@@ -62,6 +65,14 @@ pub struct AccuBooks {
     health: Health<Any>,
     metrics: Option<PrometheusHandle>,
 }
+
+/// The routes outside the protected operations and the reads.
+const OTHER_ROUTES: [(&str, &str); 4] = [
+    ("POST", "/api/companies"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+];
 
 impl AccuBooks {
     /// Opens the database (`sqlite://accubooks.db`, `postgres://user@host/db`), applies idem's
@@ -117,6 +128,26 @@ impl AccuBooks {
         if let Some(metrics) = &self.metrics {
             config.service(metrics_service(metrics.clone()));
         }
+        self.route_table().configure(config);
+    }
+
+    /// Every route mounted by [`Self::configure`], for the answers to requests none takes.
+    fn route_table(&self) -> RouteTable {
+        let protected = self.operations().filter_map(|operation| {
+            let route = operation.route()?;
+            Some((
+                Method::from_bytes(route.method.as_bytes()).ok()?,
+                route.path,
+            ))
+        });
+        let reads = reads::PATHS.iter().map(|path| (Method::GET, *path));
+        let others = OTHER_ROUTES
+            .iter()
+            .filter(|(_, path)| *path != "/metrics" || self.metrics.is_some())
+            .filter_map(|(method, path)| {
+                Some((Method::from_bytes(method.as_bytes()).ok()?, *path))
+            });
+        RouteTable::new(protected.chain(reads).chain(others))
     }
 
     /// The dispatcher that runs the workflows the writes started; run it on a task of its own.

@@ -98,7 +98,9 @@ pub async fn execute_payroll(
             "no employee is paid in {currency}"
         )));
     }
-    let total = employees.iter().map(|(_, salary)| salary).sum::<i64>();
+    let total = employees.iter().try_fold(0, |total, (_, salary)| {
+        money::add("total_cents", total, *salary)
+    })?;
     sqlx::query(
         "INSERT INTO payroll_runs (id, company_id, period, currency, total_cents, created_at_ms)
          VALUES ($1, $2, $3, $4, $5, $6)",

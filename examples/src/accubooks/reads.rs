@@ -1,5 +1,5 @@
 //! The read endpoints: every kind of record, as a JSON array of the company's rows, so a client
-//! can see that a retry did not write twice.
+//! can see that a retry did not write twice; the company's settings, a singleton, as an object.
 
 use actix_web::web::{self, ServiceConfig};
 use idem_actix::Tenant;
@@ -141,49 +141,71 @@ where
     Ok(web::Json(rows))
 }
 
-/// Mounts `GET {path}`: the rows of `$sql`, whose `$1` is the company id.
+/// Defines [`configure`], which mounts `GET {path}` (the rows of `$sql`, whose `$1` is the
+/// company id) for each line, and [`PATHS`], the paths it mounts.
 macro_rules! reads {
-    ($config:ident, $($path:literal => $record:ty, $sql:literal;)*) => {
-        $(
-            $config.route(
-                $path,
-                web::get().to(|pool: web::Data<Pool<Any>>, tenant: Tenant| async move {
-                    list::<$record>(&pool, tenant, $sql).await
-                }),
-            );
-        )*
+    ($($path:literal => $record:ty, $sql:literal;)*) => {
+        /// Mounts every read endpoint, and `GET /api/company/settings`.
+        pub fn configure(config: &mut ServiceConfig) {
+            $(
+                config.route(
+                    $path,
+                    web::get().to(|pool: web::Data<Pool<Any>>, tenant: Tenant| async move {
+                        list::<$record>(&pool, tenant, $sql).await
+                    }),
+                );
+            )*
+            config.route(SETTINGS, web::get().to(settings));
+        }
+
+        /// The paths of the read endpoints.
+        pub const PATHS: &[&str] = &[$($path,)* SETTINGS];
     };
 }
 
-/// Mounts every read endpoint.
-pub fn configure(config: &mut ServiceConfig) {
-    reads! { config,
-        "/api/customers" => Customer,
-            "SELECT id, name, email FROM customers WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/invoices" => Invoice,
-            "SELECT id, customer_id, currency, status, total_cents, paid_cents FROM invoices WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/invoice-lines" => InvoiceLine,
-            "SELECT l.id, l.invoice_id, l.position, l.description, l.quantity, l.unit_price_cents, l.amount_cents
-             FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id WHERE i.company_id = $1 ORDER BY l.invoice_id, l.position";
-        "/api/payments" => Payment,
-            "SELECT id, invoice_id, amount_cents, currency FROM payments WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/employees" => Employee,
-            "SELECT id, name, monthly_salary_cents, currency FROM employees WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/payroll-runs" => PayrollRun,
-            "SELECT id, period, currency, total_cents FROM payroll_runs WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/bank-transactions" => BankTransaction,
-            "SELECT id, amount_cents, currency, description, status FROM bank_transactions WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/inventory" => InventoryItem,
-            "SELECT id, sku, name, quantity FROM inventory_items WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/inventory-adjustments" => InventoryAdjustment,
-            "SELECT id, item_id, delta, reason FROM inventory_adjustments WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/company/settings" => CompanySettings,
-            "SELECT currency, invoice_prefix, payment_terms_days FROM company_settings WHERE company_id = $1";
-        "/api/users" => User,
-            "SELECT id, email FROM users WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/access-grants" => AccessGrant,
-            "SELECT id, user_id, role FROM access_grants WHERE company_id = $1 ORDER BY created_at_ms, id";
-        "/api/workflow-runs" => WorkflowRun,
-            "SELECT event_id, workflow, subject_id FROM workflow_runs WHERE company_id = $1 ORDER BY ran_at_ms, event_id";
-    }
+/// The company's settings: a singleton, answered as one object.
+const SETTINGS: &str = "/api/company/settings";
+
+/// `GET /api/company/settings`: the settings object, or `404` before the first
+/// `PUT /api/company/settings` (AccuBooks assumes no defaults for a company's currency).
+async fn settings(
+    pool: web::Data<Pool<Any>>,
+    tenant: Tenant,
+) -> Result<web::Json<CompanySettings>, ApiError> {
+    sqlx::query_as::<_, CompanySettings>(
+        "SELECT currency, invoice_prefix, payment_terms_days FROM company_settings WHERE company_id = $1",
+    )
+    .bind(tenant.0.as_str())
+    .fetch_optional(&**pool)
+    .await?
+    .map(web::Json)
+    .ok_or(ApiError::NotFound("company settings (set them with PUT /api/company/settings)"))
+}
+
+reads! {
+    "/api/customers" => Customer,
+        "SELECT id, name, email FROM customers WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/invoices" => Invoice,
+        "SELECT id, customer_id, currency, status, total_cents, paid_cents FROM invoices WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/invoice-lines" => InvoiceLine,
+        "SELECT l.id, l.invoice_id, l.position, l.description, l.quantity, l.unit_price_cents, l.amount_cents
+         FROM invoice_lines l JOIN invoices i ON i.id = l.invoice_id WHERE i.company_id = $1 ORDER BY l.invoice_id, l.position";
+    "/api/payments" => Payment,
+        "SELECT id, invoice_id, amount_cents, currency FROM payments WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/employees" => Employee,
+        "SELECT id, name, monthly_salary_cents, currency FROM employees WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/payroll-runs" => PayrollRun,
+        "SELECT id, period, currency, total_cents FROM payroll_runs WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/bank-transactions" => BankTransaction,
+        "SELECT id, amount_cents, currency, description, status FROM bank_transactions WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/inventory" => InventoryItem,
+        "SELECT id, sku, name, quantity FROM inventory_items WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/inventory-adjustments" => InventoryAdjustment,
+        "SELECT id, item_id, delta, reason FROM inventory_adjustments WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/users" => User,
+        "SELECT id, email FROM users WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/access-grants" => AccessGrant,
+        "SELECT id, user_id, role FROM access_grants WHERE company_id = $1 ORDER BY created_at_ms, id";
+    "/api/workflow-runs" => WorkflowRun,
+        "SELECT event_id, workflow, subject_id FROM workflow_runs WHERE company_id = $1 ORDER BY ran_at_ms, event_id";
 }

@@ -81,18 +81,23 @@ pub async fn create_invoice(
     let mut total: i64 = 0;
     let mut lines = Vec::with_capacity(invoice.lines.len());
     for (position, line) in invoice.lines.iter().enumerate() {
-        if line.quantity <= 0 || line.unit_price_cents < 0 || line.description.trim().is_empty() {
+        if !(1..=money::MAX_QUANTITY).contains(&line.quantity)
+            || !(0..=money::MAX_CENTS).contains(&line.unit_price_cents)
+            || line.description.trim().is_empty()
+        {
             return Err(ApiError::invalid(format!(
-                "line {position} needs a description, a positive quantity and a unit price of at least 0 cents"
+                "line {position} needs a description, a quantity of 1 to {} and a unit price of 0 to {} cents",
+                money::MAX_QUANTITY,
+                money::MAX_CENTS
             )));
         }
-        let amount = line
-            .quantity
-            .checked_mul(line.unit_price_cents)
-            .and_then(|amount| total.checked_add(amount).map(|sum| (amount, sum)))
-            .ok_or_else(|| ApiError::invalid("the invoice total overflows"))?;
-        total = amount.1;
-        lines.push((position, line, amount.0));
+        let amount = money::multiply(
+            &format!("lines[{position}].amount_cents"),
+            line.quantity,
+            line.unit_price_cents,
+        )?;
+        total = money::add("total_cents", total, amount)?;
+        lines.push((position, line, amount));
     }
     sqlx::query(
         "INSERT INTO invoices (id, company_id, customer_id, currency, status, total_cents, paid_cents, created_at_ms)
