@@ -468,6 +468,45 @@ async fn a_second_signal_ends_the_drain_at_once(url: String) {
     );
 }
 
+/// `--help` prints every option to stdout and exits 0; a taken port fails before anything is
+/// created or migrated.
+#[test]
+fn help_goes_to_stdout_and_a_taken_port_fails_first() {
+    let help = Command::new(accubooks_binary())
+        .arg("--help")
+        .output()
+        .expect("run AccuBooks");
+    assert_eq!(help.status.code(), Some(0));
+    let usage = String::from_utf8(help.stdout).unwrap();
+    for option in [
+        "--bind",
+        "--database-url",
+        "DATABASE_URL",
+        "--shutdown-timeout",
+        "--drain-delay",
+    ] {
+        assert!(usage.contains(option), "{option} in {usage}");
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("never.db");
+    let refused = Command::new(accubooks_binary())
+        .args(["--bind", &taken.local_addr().unwrap().to_string()])
+        .args(["--database-url", &format!("sqlite://{}", file.display())])
+        .env_remove("DATABASE_URL")
+        .output()
+        .expect("run AccuBooks");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("in use"),
+        "{refused:?}"
+    );
+    assert!(
+        !file.exists(),
+        "nothing was created before the port was bound"
+    );
+}
+
 fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("accubooks.db").display())
 }
