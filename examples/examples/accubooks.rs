@@ -100,7 +100,10 @@ async fn main() -> ExitCode {
         Ok(Shutdown::Graceful) => ExitCode::SUCCESS,
         Ok(Shutdown::Forced) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("accubooks: {error}");
+            eprintln!(
+                "accubooks: {}",
+                idem_actix::runtime::ErrorChain(error.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

@@ -1,7 +1,6 @@
 //! The route gate: protected handlers are mounted only through it, only in their own class,
 //! and the application refuses to start when the registry and the mounts disagree.
 
-use std::fmt;
 use std::sync::Arc;
 
 use actix_web::web::ServiceConfig;
@@ -176,11 +175,16 @@ impl<DB: Backend> VerifiedRoutes<DB> {
 }
 
 /// One disagreement between the registry, the mounts and the database.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartupProblem {
     /// The registry is empty, or two handlers declare one operation name.
+    #[error(transparent)]
     Registry(RegistryError),
     /// A registered operation has no mounted route.
+    #[error(
+        "operation `{operation}` (declared at {location}) is registered but not mounted: add it to ProtectedRoutes with .financial(...) or .high_risk(...)"
+    )]
     NotMounted {
         /// The operation's name.
         operation: String,
@@ -188,6 +192,7 @@ pub enum StartupProblem {
         location: String,
     },
     /// A registered operation is mounted more than once.
+    #[error("operation `{operation}` is mounted {times} times: mount it once")]
     MountedMoreThanOnce {
         /// The operation's name.
         operation: String,
@@ -195,40 +200,23 @@ pub enum StartupProblem {
         times: usize,
     },
     /// Some of idem's migrations have not been applied.
+    #[error(
+        "the idempotency schema is not migrated (pending versions {pending:?}): call IdempotencyStore::migrate before starting"
+    )]
     NotMigrated {
         /// The versions still to apply.
         pending: Vec<i64>,
     },
-    /// The store could not be checked.
+    /// The store could not be checked. The message carries the store's causes: a startup
+    /// problem is read in a list, where a `source()` chain would not be printed.
+    #[error("the idempotency store could not be checked: {}", idem_runtime::ErrorChain(.0))]
     Store(StoreError),
 }
 
-impl fmt::Display for StartupProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Registry(error) => error.fmt(f),
-            Self::NotMounted {
-                operation,
-                location,
-            } => write!(
-                f,
-                "operation `{operation}` (declared at {location}) is registered but not mounted: add it to ProtectedRoutes with .financial(...) or .high_risk(...)"
-            ),
-            Self::MountedMoreThanOnce { operation, times } => write!(
-                f,
-                "operation `{operation}` is mounted {times} times: mount it once"
-            ),
-            Self::NotMigrated { pending } => write!(
-                f,
-                "the idempotency schema is not migrated (pending versions {pending:?}): call IdempotencyStore::migrate before starting"
-            ),
-            Self::Store(error) => write!(f, "the idempotency store could not be checked: {error}"),
-        }
-    }
-}
-
-/// The application must not start: the registry, the mounts or the database disagree.
-#[derive(Debug)]
+/// The application must not start: the registry, the mounts or the database disagree. It
+/// prints as the list of its problems, one per line, each saying what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("refusing to start, {} problem(s):{}", problems.len(), problems.iter().map(|problem| format!("\n  - {problem}")).collect::<String>())]
 pub struct StartupError {
     problems: Vec<StartupProblem>,
 }
@@ -239,18 +227,6 @@ impl StartupError {
         &self.problems
     }
 }
-
-impl fmt::Display for StartupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "refusing to start, {} problem(s):", self.problems.len())?;
-        for problem in &self.problems {
-            write!(f, "\n  - {problem}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for StartupError {}
 
 #[cfg(test)]
 mod tests {

@@ -41,6 +41,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// One kind of failure, with its status and `type` URI anchor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ProblemKind {
     /// No `Idempotency-Key` header on a registered operation.
     KeyMissing,

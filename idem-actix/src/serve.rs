@@ -195,12 +195,18 @@ where
             "the write failed and nothing was written: retry with the same key",
         ))),
         Err(WriteError::Store(error)) => {
-            tracing::error!(%error, operation = definition.name(), "idempotency store failed");
+            tracing::error!(error = %idem_runtime::ErrorChain(&error), operation = definition.name(), "idempotency store failed");
             Err(problem(
                 Problem::new(ProblemKind::StoreUnavailable, store_detail(&error))
                     .retry_after(retry_after),
             ))
         }
+        // Outcomes and errors a newer idem-runtime may add (the enums are non-exhaustive; the
+        // two crates pin each other exactly, so none arrives today).
+        Ok(_) | Err(_) => Err(problem(Problem::new(
+            ProblemKind::WriteFailed,
+            "the write ended in a way this server does not know: retry with the same key",
+        ))),
     }
 }
 

@@ -6,20 +6,38 @@ use std::error::Error as StdError;
 use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, LocalBoxFuture};
 use sqlx::Transaction;
 use sqlx::error::DatabaseError;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::backend::{AuditRecord, Claim, KeyRecord, KeyScope};
+use crate::audit::{AuditRecord, WriteOutcome};
+use crate::backend::{Claim, KeyRecord, KeyScope};
 use crate::context;
-use crate::observe::WriteOutcome;
-use crate::protocol::BodyFuture;
 use crate::store::now_ms;
 use crate::{
-    Backend, Fingerprint, IdempotencyStore, Operation, Outcome, StoreError, WriteContext,
-    WriteError, WriteRequest,
+    Backend, Fingerprint, IdempotencyStore, Operation, Outcome, StoreError, StoredResponse,
+    WriteContext, WriteError, WriteRequest,
 };
+
+/// The boxed future a body returns: `Send` for [`IdempotencyStore::execute`], not for
+/// [`IdempotencyStore::execute_local`]. One protocol serves both.
+pub(crate) trait BodyFuture {
+    type Future<'c, E: 'c>: Future<Output = Result<StoredResponse, E>> + 'c;
+}
+
+pub(crate) enum Sendable {}
+
+impl BodyFuture for Sendable {
+    type Future<'c, E: 'c> = BoxFuture<'c, Result<StoredResponse, E>>;
+}
+
+pub(crate) enum Local {}
+
+impl BodyFuture for Local {
+    type Future<'c, E: 'c> = LocalBoxFuture<'c, Result<StoredResponse, E>>;
+}
 
 /// What every attempt of one call shares.
 pub(crate) struct Call<'a> {
@@ -71,6 +89,13 @@ pub(crate) enum Transient<E> {
 }
 
 impl<DB: Backend> IdempotencyStore<DB> {
+    /// The answer to a twin that waited past the lock timeout.
+    pub(crate) fn in_flight_outcome(&self) -> Outcome {
+        Outcome::InFlight {
+            retry_after: self.config.retry_after(),
+        }
+    }
+
     /// One attempt, on `conn` (the connection the replay fast path already used).
     pub(crate) async fn attempt<K, F, E>(
         &self,

@@ -2,27 +2,29 @@
 
 use crate::RegistryError;
 
-/// A failure of the idempotency store, not of the write's own logic.
+/// A failure of the idempotency store, not of the write's own logic. Each variant's message
+/// says what failed; its cause is its [`source`](std::error::Error::source), printed once by a
+/// reporter that walks the chain (as `anyhow` and `tracing`'s error fields do).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// The database refused or failed a statement of the protocol.
-    #[error("the idempotency store's database failed: {0}")]
+    #[error("the idempotency store's database failed")]
     Database(#[from] sqlx::Error),
     /// Applying the store's schema migrations failed.
-    #[error("applying idem's migrations failed: {0}")]
+    #[error("applying idem's migrations failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The program's registry of operations is invalid (two operations share a name), so no
     /// write runs: see [`verify_registry`](crate::verify_registry).
-    #[error("no write runs while the registry of operations is invalid: {0}")]
-    Registry(RegistryError),
+    #[error("no write runs while the registry of operations is invalid")]
+    Registry(#[source] RegistryError),
     /// Every attempt met a transient failure (serialization failure, deadlock, busy database).
-    #[error(
-        "the write met a transient database failure on each of its {attempts} attempts: {last}"
-    )]
+    #[error("the write met a transient database failure on each of its {attempts} attempts")]
     RetriesExhausted {
         /// How many attempts were made.
         attempts: u32,
         /// The last attempt's failure.
+        #[source]
         last: sqlx::Error,
     },
 }
@@ -30,10 +32,11 @@ pub enum StoreError {
 /// Why one write produced no [`Outcome`](crate::Outcome). In every case nothing of the write
 /// was committed and the key is free for a retry.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum WriteError<E> {
     /// The write's body returned an error; its transaction was rolled back.
-    #[error("the write was refused: {0}")]
-    Handler(E),
+    #[error("the write was refused")]
+    Handler(#[source] E),
     /// The write's body panicked; its transaction was rolled back.
     #[error("the write panicked: {message}")]
     Panicked {
@@ -43,4 +46,68 @@ pub enum WriteError<E> {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// Displays an error with its causes, each once: `the idempotency store's database failed:
+/// pool timed out while waiting for an open connection`. For logs and for a `main` that prints
+/// the error it returns.
+///
+/// ```
+/// use idem_runtime::{ErrorChain, StoreError};
+///
+/// let error = StoreError::from(sqlx::Error::PoolTimedOut);
+/// assert_eq!(
+///     ErrorChain(&error).to_string(),
+///     "the idempotency store's database failed: pool timed out while waiting for an open connection"
+/// );
+/// ```
+#[derive(Clone, Copy)]
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+        ErrorChain(error).to_string()
+    }
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let timed_out = StoreError::from(sqlx::Error::PoolTimedOut);
+        let text = chain(&timed_out);
+        assert_eq!(text.matches("pool timed out").count(), 1, "{text}");
+        let exhausted = StoreError::RetriesExhausted {
+            attempts: 3,
+            last: sqlx::Error::PoolTimedOut,
+        };
+        assert!(
+            exhausted.source().is_some(),
+            "the last failure is the source"
+        );
+        assert_eq!(chain(&exhausted).matches("pool timed out").count(), 1);
+        let refused: WriteError<std::io::Error> =
+            WriteError::Handler(std::io::Error::other("card declined"));
+        assert_eq!(chain(&refused), "the write was refused: card declined");
+    }
 }

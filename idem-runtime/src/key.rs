@@ -27,6 +27,7 @@ pub struct IdempotencyKey(String);
 
 /// Why a value is not a valid idempotency key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The key has no characters.
     #[error("the idempotency key is empty: send 1 to 255 visible ASCII characters, such as a UUID")]

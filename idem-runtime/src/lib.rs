@@ -58,7 +58,7 @@
 //! ```
 
 mod attempt;
-mod audit_queue;
+mod audit;
 mod backend;
 mod canonical_json;
 mod config;
@@ -73,6 +73,7 @@ mod maintenance;
 mod observe;
 mod operation;
 mod outbox;
+mod outcome;
 mod protocol;
 mod request;
 mod response;
@@ -83,7 +84,7 @@ pub use backend::{Backend, MIGRATIONS_TABLE};
 pub use config::{RetryPolicy, SqliteSynchronous, StoreConfig};
 pub use context::WriteContext;
 pub use entity_id::{ENTITY_ID_NAMESPACE, entity_id};
-pub use error::{StoreError, WriteError};
+pub use error::{ErrorChain, StoreError, WriteError};
 pub use fingerprint::{Fingerprint, RequestPart};
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
 pub use maintenance::{Maintenance, MaintenanceReport, PURGE_BATCH};
@@ -102,7 +103,7 @@ pub use operation::{
 pub use outbox::{
     DispatchReport, HandlerError, OutboxBacklog, OutboxDispatcher, OutboxEvent, ParkedEvent,
 };
-pub use protocol::Outcome;
+pub use outcome::Outcome;
 pub use request::WriteRequest;
 pub use response::StoredResponse;
 pub use store::IdempotencyStore;

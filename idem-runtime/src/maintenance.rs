@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use crate::observe::{MAINTENANCE_ERRORS_TOTAL, MAINTENANCE_PURGED_ROWS_TOTAL};
 use crate::store::{millis, now_ms};
-use crate::{Backend, IdempotencyStore, StoreError};
+use crate::{Backend, ErrorChain, IdempotencyStore, StoreError};
 
 /// The most rows one purge statement deletes: short transactions that never hold up writers.
 pub const PURGE_BATCH: i64 = 1000;
@@ -126,7 +126,7 @@ impl<DB: Backend> Maintenance<DB> {
             }
             if let Err(error) = run {
                 metrics::counter!(MAINTENANCE_ERRORS_TOTAL).increment(1);
-                tracing::error!(%error, "the maintenance run failed; the next one tries again");
+                tracing::error!(error = %ErrorChain(&error), "the maintenance run failed; the next one tries again");
             }
             tokio::select! {
                 () = &mut shutdown => return,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::Operation;
+use crate::audit::{Failure, WriteOutcome};
 use crate::hex::LowerHex;
 
 /// Counter: every write attempt, by `operation`, `class` and `outcome`.
@@ -167,55 +168,6 @@ pub fn register_metrics() {
         metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => table).increment(0);
     }
     metrics::counter!(MAINTENANCE_ERRORS_TOTAL).increment(0);
-}
-
-/// How one write ended, as the audit log, the metrics and the span name it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// The body ran and committed.
-    New,
-    /// The stored response was replayed.
-    Replayed,
-    /// The key was used with another request.
-    Mismatch,
-    /// Nothing committed: the handler refused, panicked, or the store failed.
-    Failed(Failure),
-    /// A twin held the key past the lock timeout.
-    Conflict,
-}
-
-/// Why a write failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The handler returned an error.
-    Handler,
-    /// The handler panicked.
-    Panic,
-    /// The store failed.
-    Store,
-}
-
-impl WriteOutcome {
-    /// The outcome's label.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::New => "new",
-            Self::Replayed => "replayed",
-            Self::Mismatch => "mismatch",
-            Self::Failed(_) => "failed",
-            Self::Conflict => "conflict",
-        }
-    }
-
-    /// The failure's label, for a failed write.
-    pub const fn failure(self) -> Option<&'static str> {
-        match self {
-            Self::Failed(Failure::Handler) => Some("handler"),
-            Self::Failed(Failure::Panic) => Some("panic"),
-            Self::Failed(Failure::Store) => Some("store"),
-            _ => None,
-        }
-    }
 }
 
 /// Lower-case hex SHA-256 of `value`: how keys appear in the audit log and in spans.

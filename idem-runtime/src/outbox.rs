@@ -26,7 +26,7 @@ use crate::observe::{
     OUTBOX_EVENTS_PENDING, OUTBOX_OLDEST_PENDING_AGE_SECONDS,
 };
 use crate::store::now_ms;
-use crate::{Backend, IdempotencyStore, StoreError, TenantId};
+use crate::{Backend, ErrorChain, IdempotencyStore, StoreError, TenantId};
 
 /// One recorded event, as its handler receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,9 +222,9 @@ impl<DB: Backend> OutboxDispatcher<DB> {
             let event = match OutboxEvent::from_row(row) {
                 Ok(event) => event,
                 Err(error) => {
+                    let error = ErrorChain(&error).to_string();
                     tracing::error!(%event_id, %error, "an outbox event cannot be decoded; parked");
-                    self.record_failure(&event_id, attempts, &error.to_string(), 0)
-                        .await?;
+                    self.record_failure(&event_id, attempts, &error, 0).await?;
                     report.parked += 1;
                     continue;
                 }
@@ -405,7 +405,7 @@ impl<DB: Backend> OutboxDispatcher<DB> {
                     failed_passes += 1;
                     metrics::counter!(OUTBOX_DISPATCH_ERRORS_TOTAL).increment(1);
                     let wait = self.backoff(failed_passes).min(poll);
-                    tracing::error!(%error, retry_in_ms = wait.as_millis(), "an outbox dispatch pass failed; trying again");
+                    tracing::error!(error = %ErrorChain(&error), retry_in_ms = wait.as_millis(), "an outbox dispatch pass failed; trying again");
                     wait
                 }
             };

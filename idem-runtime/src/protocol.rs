@@ -5,72 +5,24 @@
 //! from `BEGIN` to `COMMIT`, is in [`crate::attempt`].
 
 use std::error::Error as StdError;
-use std::time::Duration;
 
 use futures_util::future::{BoxFuture, LocalBoxFuture};
 use tokio::time::{Instant, sleep, timeout_at};
 use tracing::Instrument;
 use tracing::field::Empty;
 
-use crate::attempt::{AttemptFailure, Call, Transient, replay_or_mismatch};
-use crate::audit_queue::Queued;
-use crate::backend::{AuditRecord, KeyScope};
+use crate::attempt::{
+    AttemptFailure, BodyFuture, Call, Local, Sendable, Transient, replay_or_mismatch,
+};
+use crate::audit::{Failure, WriteOutcome};
+use crate::backend::KeyScope;
 use crate::in_flight::{Turn, leader_finished};
-use crate::observe::{Failure, WriteOutcome, record_lost_audit_rows, record_metrics, sha256_hex};
+use crate::observe::{record_metrics, sha256_hex};
 use crate::operation::registry_verdict;
 use crate::{
-    Backend, IdempotencyStore, RegisteredOperation, RequestPart, StoreError, StoredResponse,
+    Backend, IdempotencyStore, Outcome, RegisteredOperation, StoreError, StoredResponse,
     WriteContext, WriteError, WriteRequest, entity_id,
 };
-
-/// How one call of [`IdempotencyStore::execute`] ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The body ran and its write, the key and the response committed together.
-    New {
-        /// The body's response, as stored.
-        response: StoredResponse,
-        /// How many attempts the write took; more than 1 when transient failures were retried.
-        attempts: u32,
-        /// How many outbox events the write recorded.
-        events: u32,
-    },
-    /// The key was already used with the same fingerprint: this is the stored response, and
-    /// nothing ran.
-    Replayed {
-        /// The response stored by the write that used the key first.
-        response: StoredResponse,
-    },
-    /// The key was already used with a different fingerprint: nothing ran.
-    FingerprintMismatch {
-        /// The parts of the request that differed from the first one's (empty when the stored
-        /// fingerprint does not say).
-        differing: Vec<RequestPart>,
-    },
-    /// A twin with the same key is still running past the lock timeout: nothing ran.
-    InFlight {
-        /// How long the client should wait before retrying.
-        retry_after: Duration,
-    },
-}
-
-/// The boxed future a body returns: `Send` for [`IdempotencyStore::execute`], not for
-/// [`IdempotencyStore::execute_local`]. One protocol serves both.
-pub(crate) trait BodyFuture {
-    type Future<'c, E: 'c>: Future<Output = Result<StoredResponse, E>> + 'c;
-}
-
-pub(crate) enum Sendable {}
-
-impl BodyFuture for Sendable {
-    type Future<'c, E: 'c> = BoxFuture<'c, Result<StoredResponse, E>>;
-}
-
-pub(crate) enum Local {}
-
-impl BodyFuture for Local {
-    type Future<'c, E: 'c> = LocalBoxFuture<'c, Result<StoredResponse, E>>;
-}
 
 impl<DB: Backend> IdempotencyStore<DB> {
     /// Runs `body` exactly once for the request's (tenant, operation, key).
@@ -257,61 +209,6 @@ impl<DB: Backend> IdempotencyStore<DB> {
             }
             tracing::debug!(attempt = *attempts, "retrying a transient failure");
             sleep(self.config.retry().backoff(*attempts)).await;
-        }
-    }
-
-    /// Queues the audit row of an outcome that changed nothing, and starts the writer that
-    /// inserts the queue in batches if none is running; when the queue is full, writes the row
-    /// now, before the answer, rather than lose it.
-    async fn audit_after_answer(&self, record: AuditRecord) {
-        match self.audit_queue.push(record) {
-            Queued::Taken => {}
-            Queued::StartWriter => {
-                let store = self.clone();
-                self.background
-                    .spawn(async move { store.write_audit_queue().await });
-            }
-            Queued::Full(record) => {
-                tracing::warn!("the audit queue is full: this request writes its own audit row");
-                self.append_audit_rows(std::slice::from_ref(&record)).await;
-            }
-        }
-    }
-
-    /// Inserts the queued audit rows, a batch at a time, until the queue is empty.
-    async fn write_audit_queue(&self) {
-        while let Some(batch) = self.audit_queue.next_batch() {
-            self.append_audit_rows(&batch).await;
-            self.audit_queue.done(batch.len());
-        }
-    }
-
-    /// Inserts audit rows in one statement, retrying a busy database (on SQLite, the writer a
-    /// conflict was about) under the retry policy; rows it cannot write are logged and counted.
-    async fn append_audit_rows(&self, rows: &[AuditRecord]) {
-        let mut attempt = 1;
-        loop {
-            match DB::append_audit_batch(&self.pool, rows).await {
-                Err(sqlx::Error::Database(error))
-                    if DB::is_transient(error.as_ref())
-                        && attempt < self.config.retry().max_attempts() =>
-                {
-                    sleep(self.config.retry().backoff(attempt)).await;
-                    attempt += 1;
-                }
-                Err(error) => {
-                    tracing::error!(rows = rows.len(), %error, "audit rows could not be written");
-                    record_lost_audit_rows(rows.iter().map(|row| row.operation));
-                    return;
-                }
-                Ok(()) => return,
-            }
-        }
-    }
-
-    pub(crate) fn in_flight_outcome(&self) -> Outcome {
-        Outcome::InFlight {
-            retry_after: self.config.retry_after(),
         }
     }
 }

@@ -8,11 +8,10 @@ use tokio::sync::Notify;
 
 use sqlx::Pool;
 
-use crate::audit_queue::AuditQueue;
+use crate::audit::AuditQueue;
 use crate::backend::{KeyRecord, KeyScope};
 use crate::in_flight::InFlightClaims;
 use crate::maintenance::{PURGE_BATCH, purge_in_batches};
-use crate::observe::record_lost_audit_rows;
 use crate::{Backend, StoreConfig, StoreError};
 
 /// The write protocol's handle on one database: cheap to clone, shared by every handler.
@@ -117,54 +116,6 @@ impl<DB: Backend> IdempotencyStore<DB> {
         .await?;
         tracing::info!(purged, "purged expired idempotency keys");
         Ok(purged)
-    }
-
-    /// Deletes the audit rows older than `age`, and returns how many: the one path that the
-    /// log's triggers let through (they refuse any other UPDATE or DELETE). On PostgreSQL it
-    /// runs as the owner's `idempotent_write_audit_purge`, which never deletes rows younger
-    /// than the owner's floor (`idempotent_write_audit_settings.min_retention_ms`, 90 days
-    /// unless the owner changes it), whatever `age` says. Logged at WARN, since it destroys
-    /// evidence: archive the rows first if the law asks you to keep them longer.
-    pub async fn purge_audit_older_than(&self, age: Duration) -> Result<u64, StoreError> {
-        let older_than_ms = millis(age);
-        let purged = purge_in_batches(&mut || false, || {
-            DB::purge_audit(&self.pool, older_than_ms, PURGE_BATCH)
-        })
-        .await?;
-        tracing::warn!(
-            purged,
-            older_than_ms,
-            "audit log maintenance: deleted rows older than the horizon"
-        );
-        Ok(purged)
-    }
-
-    /// Waits until every audit row that this store writes after answering (replays,
-    /// mismatches, failures, conflicts: the outcomes that changed nothing) is written. Call it
-    /// at shutdown, after the server stopped, so no row is lost with the process.
-    pub async fn flush_audit(&self) {
-        self.audit_queue.drained().await;
-    }
-
-    /// [`Self::flush_audit`] for at most `bound`, for a process that must exit in bounded time
-    /// even when its database is unreachable: the rows still unwritten then are given up,
-    /// logged and counted in `idempotent_write_audit_rows_lost_total`. Returns how many.
-    pub async fn flush_audit_within(&self, bound: Duration) -> usize {
-        if tokio::time::timeout(bound, self.flush_audit())
-            .await
-            .is_ok()
-        {
-            return 0;
-        }
-        let lost = self.audit_queue.abandon();
-        tracing::error!(
-            rows = lost.len(),
-            bound_ms = bound.as_millis(),
-            "audit rows could not be written before shutdown; they are lost"
-        );
-        let count = lost.len();
-        record_lost_audit_rows(lost);
-        count
     }
 
     /// The pool the store writes through.

@@ -1324,6 +1324,19 @@ mod postgres_only {
             1,
             "the row younger than 90 days stays"
         );
+        // A permissions error reads as what it is, not as "not migrated".
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "REVOKE SELECT ON _idem_migrations FROM {role}"
+        )))
+        .execute(admin)
+        .await
+        .unwrap();
+        let unreadable = runtime
+            .pending_migrations()
+            .await
+            .expect_err("no permission");
+        let report = idem_runtime::ErrorChain(&unreadable).to_string();
+        assert!(report.contains("permission denied"), "{report}");
         drop(conn);
         runtime.pool().close().await;
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!(

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
+use super::AuditRecord;
 use crate::Operation;
-use crate::backend::AuditRecord;
 
 /// The most rows one statement inserts (well under both backends' parameter limits).
 pub(crate) const MAX_BATCH: usize = 500;
@@ -150,7 +150,7 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::observe::WriteOutcome;
+    use crate::audit::WriteOutcome;
     use crate::{Fingerprint, OperationClass, TenantId};
 
     static OPERATION: Operation = Operation::__new(

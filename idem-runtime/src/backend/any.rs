@@ -1,0 +1,101 @@
+//! `Any`: PostgreSQL or SQLite, picked from the URL at run time; each statement goes out in
+//! the dialect of the connection at hand.
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::error::DatabaseError;
+use sqlx::migrate::MigrateError;
+use sqlx::{Any, AssertSqlSafe, Connection as _, Pool, Postgres, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::postgres::postgres_begin;
+use super::sql::*;
+use super::sqlite::SQLITE_BEGIN;
+use super::*;
+use crate::audit::sql::*;
+
+impl sealed::Protocol for Any {
+    async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
+        Dialect::of_pool(pool).migrator().run(pool).await
+    }
+
+    fn migration_versions(pool: &Pool<Self>) -> Vec<i64> {
+        Dialect::of_pool(pool).migration_versions()
+    }
+
+    async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        if Dialect::of_url(url) == Dialect::Postgres {
+            return AnyPoolOptions::new().connect(url).await;
+        }
+        // What `SqliteConnectOptions` sets for the SQLite backend, said in SQL.
+        let synchronous = match config.sqlite_synchronous() {
+            crate::SqliteSynchronous::Full => "FULL",
+            crate::SqliteSynchronous::Normal => "NORMAL",
+        };
+        let pragmas = format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}",
+            config.lock_timeout().as_millis()
+        );
+        let url = if url.contains("mode=") {
+            url.to_owned()
+        } else {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}mode=rwc")
+        };
+        AnyPoolOptions::new()
+            .after_connect(move |connection, _| {
+                let pragmas = AssertSqlSafe(pragmas.clone());
+                Box::pin(async move { sqlx::raw_sql(pragmas).execute(connection).await.map(drop) })
+            })
+            .connect(&url)
+            .await
+    }
+
+    fn dialect(conn: &Self::Connection) -> Dialect {
+        Dialect::of_connection(conn)
+    }
+
+    fn pool_dialect(pool: &Pool<Self>) -> Dialect {
+        Dialect::of_pool(pool)
+    }
+
+    async fn begin_write(
+        conn: &mut Self::Connection,
+        lock_timeout: Duration,
+    ) -> Result<Transaction<'_, Self>, sqlx::Error> {
+        match Dialect::of_connection(conn) {
+            Dialect::Sqlite => conn.begin_with(SQLITE_BEGIN).await,
+            Dialect::Postgres => conn.begin_with(postgres_begin(lock_timeout)).await,
+        }
+    }
+
+    shared_statements!();
+
+    async fn record_write(
+        tx: &mut Transaction<'_, Self>,
+        scope: &KeyScope<'_>,
+        response: &StoredResponse,
+        audit: &AuditRecord,
+    ) -> Result<(), sqlx::Error> {
+        match Dialect::of_connection(tx) {
+            Dialect::Sqlite => record_write_apart!(tx, scope, response, audit),
+            Dialect::Postgres => record_write_together!(tx, scope, response, audit),
+        }
+    }
+
+    fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
+        Postgres::driver_error(error).or_else(|| Sqlite::driver_error(error))
+    }
+
+    fn is_transient(error: &dyn DatabaseError) -> bool {
+        // The two code sets do not overlap: SQLSTATEs are five characters, SQLite's are numbers.
+        Postgres::is_transient(error) || Sqlite::is_transient(error)
+    }
+
+    fn is_lock_timeout(error: &dyn DatabaseError) -> bool {
+        Postgres::is_lock_timeout(error)
+    }
+}

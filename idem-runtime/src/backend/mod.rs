@@ -1,0 +1,251 @@
+//! The SQL of the write protocol, once per database: a new database is a new file here.
+//!
+//! The statements are the same text on PostgreSQL and SQLite (both accept `$n` parameters,
+//! `ON CONFLICT ... DO UPDATE ... WHERE` and `RETURNING`), but for the database's clock; what
+//! differs is how a write transaction begins, which errors are worth retrying, and the
+//! migrations. [`sql`] holds the shared statements, [`dialect`] tells the databases apart, and
+//! each database implements the sealed [`sealed::Protocol`] in a file of its own.
+
+mod any;
+mod dialect;
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use sqlx::error::DatabaseError;
+use sqlx::migrate::MigrateError;
+use sqlx::{Any, Pool, Postgres, Sqlite, Transaction};
+use uuid::Uuid;
+
+pub use dialect::Dialect;
+pub(crate) use sql::{DialectSql, dialect_sql, sql_with_now};
+
+use crate::audit::AuditRecord;
+use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
+
+/// A database the write protocol runs on: [`Postgres`] or [`Sqlite`].
+///
+/// The trait is sealed: the protocol's correctness depends on each backend's locking, so a new
+/// backend belongs in this crate, with its tests.
+pub trait Backend: sealed::Protocol {}
+
+impl Backend for Postgres {}
+impl Backend for Sqlite {}
+/// [`Any`] picks PostgreSQL or SQLite from the URL at run time, for an application whose
+/// handlers run on either (the AnyConnection's types: integers, text, bytes).
+impl Backend for Any {}
+
+/// The row that names one key: the scope every statement of the protocol filters on.
+pub struct KeyScope<'a> {
+    pub tenant: &'a TenantId,
+    pub operation: &'static str,
+    pub key: &'a IdempotencyKey,
+}
+
+/// What a claim inserts.
+pub struct Claim<'a> {
+    pub scope: &'a KeyScope<'a>,
+    pub fingerprint: &'a Fingerprint,
+    pub entity_id: Uuid,
+    /// Tells this attempt's row from a twin's after an ambiguous commit.
+    pub attempt_id: i64,
+    /// A row older than this (by the database's clock) is expired and may be claimed again.
+    pub retention_ms: i64,
+}
+
+/// What [`WriteContext::record_event`](crate::WriteContext::record_event) inserts.
+pub struct OutboxRecord<'a> {
+    pub event_id: Uuid,
+    pub tenant: &'a TenantId,
+    pub operation: &'static str,
+    pub entity_id: Uuid,
+    pub topic: &'a str,
+    pub payload: &'a [u8],
+    pub now_ms: i64,
+}
+
+/// A committed key row.
+pub struct KeyRecord {
+    pub fingerprint: Vec<u8>,
+    pub attempt_id: i64,
+    pub response: StoredResponse,
+}
+
+/// The raw row of a committed key; the response columns are never NULL once committed.
+pub type RecordRow = (Vec<u8>, i64, Option<i32>, Option<String>, Option<Vec<u8>>);
+
+/// An outbox row as stored (ids as text), and its failed deliveries so far.
+pub type EventRow = (String, String, String, String, String, Vec<u8>, i32);
+
+/// A parked outbox row as stored: event id, tenant, operation, topic, attempts, last error,
+/// recorded and parked instants.
+pub type ParkedRow = (
+    String,
+    String,
+    String,
+    String,
+    i32,
+    Option<String>,
+    i64,
+    i64,
+);
+
+/// A failed delivery, as [`sealed::Protocol::record_delivery_failure`] writes it.
+pub struct DeliveryFailure<'a> {
+    pub event_id: &'a str,
+    pub error: &'a str,
+    pub next_attempt_at_ms: i64,
+    /// The event is parked when this is its failed attempts' count; 0 parks it at once.
+    pub park_after: i32,
+    pub now_ms: i64,
+}
+
+pub(crate) mod sealed {
+    use std::future::Future;
+
+    use super::*;
+
+    /// The backend-specific half of the protocol. Sealed: not nameable outside this crate.
+    pub trait Protocol: sqlx::Database {
+        /// Applies this backend's schema migrations, tracked in their own table
+        /// ([`MIGRATIONS_TABLE`]) so they never mix with the application's.
+        fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), MigrateError>> + Send;
+
+        /// The versions of the migrations for this pool's database.
+        fn migration_versions(pool: &Pool<Self>) -> Vec<i64>;
+
+        /// The versions recorded as applied; none when the table does not exist yet.
+        fn applied_migrations(
+            pool: &Pool<Self>,
+        ) -> impl Future<Output = Result<Vec<i64>, sqlx::Error>> + Send;
+
+        /// A pool configured for the protocol: for SQLite, WAL and a busy timeout.
+        fn connect(
+            url: &str,
+            config: &StoreConfig,
+        ) -> impl Future<Output = Result<Pool<Self>, sqlx::Error>> + Send;
+
+        /// Begins the write transaction of one attempt.
+        fn begin_write(
+            conn: &mut Self::Connection,
+            lock_timeout: Duration,
+        ) -> impl Future<Output = Result<Transaction<'_, Self>, sqlx::Error>> + Send;
+
+        /// Which SQL dialect a connection speaks.
+        fn dialect(conn: &Self::Connection) -> Dialect;
+
+        /// Which SQL dialect a pool's connections speak.
+        fn pool_dialect(pool: &Pool<Self>) -> Dialect;
+
+        /// The committed record of a key, unless it is older than the retention.
+        fn find_record(
+            conn: &mut Self::Connection,
+            scope: &KeyScope<'_>,
+            retention_ms: i64,
+        ) -> impl Future<Output = Result<Option<KeyRecord>, sqlx::Error>> + Send;
+
+        /// `true` when this attempt now holds the key.
+        fn claim(
+            tx: &mut Transaction<'_, Self>,
+            claim: &Claim<'_>,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+        /// Deletes up to `limit` keys older than the retention.
+        fn purge_expired(
+            pool: &Pool<Self>,
+            retention_ms: i64,
+            limit: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+        /// Records an event in the write's transaction.
+        fn record_event(
+            tx: &mut Transaction<'_, Self>,
+            event: &OutboxRecord<'_>,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+        /// The oldest events due for delivery at `now_ms`.
+        fn due_events(
+            pool: &Pool<Self>,
+            now_ms: i64,
+            limit: i64,
+        ) -> impl Future<Output = Result<Vec<EventRow>, sqlx::Error>> + Send;
+
+        /// Counts a failed delivery; `true` when the event is now parked.
+        fn record_delivery_failure(
+            pool: &Pool<Self>,
+            failure: &DeliveryFailure<'_>,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+        /// The parked events, oldest parked first.
+        fn parked_events(
+            pool: &Pool<Self>,
+            limit: i64,
+        ) -> impl Future<Output = Result<Vec<ParkedRow>, sqlx::Error>> + Send;
+
+        /// Makes a parked event due again; `false` if it is not parked.
+        fn requeue_parked(
+            pool: &Pool<Self>,
+            event_id: &str,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+        /// Pending events, parked events, and the oldest pending event's recording instant.
+        fn outbox_backlog(
+            pool: &Pool<Self>,
+        ) -> impl Future<Output = Result<(i64, i64, Option<i64>), sqlx::Error>> + Send;
+
+        /// Deletes up to `limit` events delivered before `before_ms`.
+        fn purge_delivered(
+            pool: &Pool<Self>,
+            before_ms: i64,
+            limit: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+        /// Marks an event delivered; `false` if another dispatcher did first.
+        fn mark_delivered(
+            pool: &Pool<Self>,
+            event_id: &str,
+            now_ms: i64,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+        /// Stores the response on the claimed key row and appends the new write's audit row,
+        /// in the write's transaction.
+        fn record_write(
+            tx: &mut Transaction<'_, Self>,
+            scope: &KeyScope<'_>,
+            response: &StoredResponse,
+            audit: &AuditRecord,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+        /// Appends audit rows on their own, after their writes rolled back or were not needed:
+        /// one statement, one commit for the whole batch.
+        fn append_audit_batch(
+            pool: &Pool<Self>,
+            records: &[AuditRecord],
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
+        /// Deletes up to `limit` audit rows older than `older_than_ms` (on PostgreSQL, never
+        /// younger than the owner's retention floor): the one path the log's triggers let
+        /// through.
+        fn purge_audit(
+            pool: &Pool<Self>,
+            older_than_ms: i64,
+            limit: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+        /// The driver's own error, when `error` is one: what a `#[error(transparent)]`
+        /// wrapper's `source()` chain can show instead of the [`sqlx::Error`].
+        fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError>;
+
+        /// A failure that a fresh attempt of the same transaction may not meet again.
+        fn is_transient(error: &dyn DatabaseError) -> bool;
+
+        /// The wait for a twin's claim outlasted the lock timeout.
+        fn is_lock_timeout(error: &dyn DatabaseError) -> bool;
+    }
+}
+
+/// The table that records which of idem's migrations ran.
+pub const MIGRATIONS_TABLE: &str = "_idem_migrations";

@@ -1,0 +1,394 @@
+//! The statements every database shares, and the macro that implements them once per
+//! database (only the types differ).
+
+use super::{Dialect, KeyRecord, RecordRow};
+use crate::StoredResponse;
+
+/// A statement that reads the database's clock, in each dialect's words. Expiry and takeover
+/// are decided by the one clock that every application node shares, never by a node's own.
+pub(crate) struct DialectSql {
+    pub(crate) postgres: &'static str,
+    pub(crate) sqlite: &'static str,
+}
+
+impl DialectSql {
+    pub(crate) fn get(&self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Postgres => self.postgres,
+            Dialect::Sqlite => self.sqlite,
+        }
+    }
+}
+
+/// Concatenates SQL text, writing `NOW` as the given dialect's clock in Unix milliseconds.
+macro_rules! sql_with_now {
+    ($now:literal; $($part:tt)*) => { concat!($($crate::backend::sql_with_now!(@part $now $part)),*) };
+    (@part $now:literal NOW) => { $now };
+    (@part $now:literal $text:literal) => { $text };
+}
+
+/// A [`DialectSql`] from SQL text in which `NOW` is the database's clock: `idem_now_ms()` on
+/// PostgreSQL (a migration defines it on `clock_timestamp()`), `julianday('now')` on SQLite
+/// (whose database lives on the application's own host).
+macro_rules! dialect_sql {
+    ($($part:tt)*) => {
+        $crate::backend::DialectSql {
+            postgres: $crate::backend::sql_with_now!("idem_now_ms()"; $($part)*),
+            sqlite: $crate::backend::sql_with_now!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"; $($part)*),
+        }
+    };
+}
+
+/// The committed record of a key, unless it is older than the retention (`$4`, in ms).
+pub(crate) const FIND_RECORD: DialectSql = dialect_sql!("\
+SELECT fingerprint, attempt_id, response_status, response_headers, response_body
+FROM idempotency_keys
+WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3 AND created_at_ms > " NOW " - $4");
+
+/// Inserts the key row, or takes over one older than the retention (`$7`, in ms). On a live
+/// twin's uncommitted row it waits for the twin (the unique index serializes them); on a
+/// committed live row it returns no row.
+pub(crate) const CLAIM: DialectSql = dialect_sql!("\
+INSERT INTO idempotency_keys
+    (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id, created_at_ms)
+VALUES ($1, $2, $3, $4, $5, $6, " NOW ")
+ON CONFLICT (tenant_id, operation, idempotency_key) DO UPDATE SET
+    fingerprint = excluded.fingerprint,
+    entity_id = excluded.entity_id,
+    attempt_id = excluded.attempt_id,
+    created_at_ms = excluded.created_at_ms,
+    response_status = NULL,
+    response_headers = NULL,
+    response_body = NULL
+WHERE idempotency_keys.created_at_ms <= " NOW " - $7
+RETURNING attempt_id");
+
+pub(crate) const STORE_RESPONSE: &str = "\
+UPDATE idempotency_keys
+SET response_status = $4, response_headers = $5, response_body = $6
+WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3";
+
+pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _idem_migrations WHERE success";
+
+pub(crate) const RECORD_EVENT: &str = "\
+INSERT INTO idem_outbox (event_id, tenant_id, operation, entity_id, topic, payload, created_at_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7)";
+
+/// The oldest events due for delivery: neither delivered, parked, nor backing off.
+pub(crate) const DUE_EVENTS: &str = "\
+SELECT event_id, tenant_id, operation, entity_id, topic, payload, attempts
+FROM idem_outbox
+WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= $1
+ORDER BY next_attempt_at_ms, created_at_ms, event_id
+LIMIT $2";
+
+/// Counts a failed delivery, schedules the next one, and parks the event once it has failed
+/// `$4` times (`SET` reads the row's old `attempts`); returns `parked_at_ms`.
+pub(crate) const RECORD_DELIVERY_FAILURE: &str = "\
+UPDATE idem_outbox
+SET attempts = attempts + 1,
+    last_error = $2,
+    next_attempt_at_ms = $3,
+    parked_at_ms = CASE WHEN attempts + 1 >= $4 THEN $5 ELSE NULL END
+WHERE event_id = $1 AND delivered_at_ms IS NULL AND parked_at_ms IS NULL
+RETURNING parked_at_ms";
+
+pub(crate) const PARKED_EVENTS: &str = "\
+SELECT event_id, tenant_id, operation, topic, attempts, last_error, created_at_ms, parked_at_ms
+FROM idem_outbox
+WHERE parked_at_ms IS NOT NULL
+ORDER BY parked_at_ms, event_id
+LIMIT $1";
+
+pub(crate) const REQUEUE_PARKED: &str = "\
+UPDATE idem_outbox SET parked_at_ms = NULL, attempts = 0, next_attempt_at_ms = 0
+WHERE event_id = $1 AND parked_at_ms IS NOT NULL";
+
+/// Pending and parked events, and when the oldest pending one was recorded.
+pub(crate) const OUTBOX_BACKLOG: &str = "\
+SELECT
+    COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 0 ELSE 1 END), 0),
+    MIN(CASE WHEN parked_at_ms IS NULL THEN created_at_ms END)
+FROM idem_outbox
+WHERE delivered_at_ms IS NULL";
+
+/// One bounded batch of delivered events past their retention.
+pub(crate) const PURGE_DELIVERED: &str = "\
+DELETE FROM idem_outbox WHERE event_id IN (
+    SELECT event_id FROM idem_outbox
+    WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < $1
+    LIMIT $2
+)";
+
+pub(crate) const MARK_DELIVERED: &str =
+    "UPDATE idem_outbox SET delivered_at_ms = $2 WHERE event_id = $1 AND delivered_at_ms IS NULL";
+
+/// One bounded batch (`$2` rows) of keys older than the retention (`$1`, in ms).
+pub(crate) const PURGE_EXPIRED: DialectSql = dialect_sql!("\
+DELETE FROM idempotency_keys WHERE (tenant_id, operation, idempotency_key) IN (
+    SELECT tenant_id, operation, idempotency_key FROM idempotency_keys
+    WHERE created_at_ms <= " NOW " - $1
+    LIMIT $2
+)");
+
+/// PostgreSQL's `undefined_table`, or SQLite's "no such table".
+pub(crate) fn is_missing_table(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error.code().as_deref() == Some("42P01") || error.message().starts_with("no such table")
+}
+
+pub(crate) fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
+    let (fingerprint, attempt_id, status, headers, body) = row;
+    let (Some(status), Some(headers), Some(body)) = (status, headers, body) else {
+        return Err(sqlx::Error::Protocol(
+            "a committed idempotency key has no stored response".into(),
+        ));
+    };
+    let status = u16::try_from(status).map_err(|_| {
+        sqlx::Error::Protocol(format!("stored status {status} is not an HTTP status"))
+    })?;
+    let headers = serde_json::from_str(&headers).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    Ok(KeyRecord {
+        fingerprint,
+        attempt_id,
+        response: StoredResponse {
+            status,
+            headers,
+            body,
+        },
+    })
+}
+
+/// Binds the key's scope and the response, in the parameter order of [`STORE_RESPONSE`].
+macro_rules! bind_response {
+    ($query:expr, $scope:expr, $response:expr) => {{
+        let (scope, response) = ($scope, $response);
+        serde_json::to_string(&response.headers)
+            .map_err(|e| sqlx::Error::Encode(e.into()))
+            .map(|headers| {
+                $query
+                    .bind(scope.tenant.as_str())
+                    .bind(scope.operation)
+                    .bind(scope.key.as_str())
+                    .bind(i32::from(response.status))
+                    .bind(headers)
+                    .bind(response.body.as_slice())
+            })
+    }};
+}
+
+/// The same statements on each backend; only the types differ.
+macro_rules! shared_statements {
+    () => {
+        async fn find_record(
+            conn: &mut Self::Connection,
+            scope: &KeyScope<'_>,
+            retention_ms: i64,
+        ) -> Result<Option<KeyRecord>, sqlx::Error> {
+            sqlx::query_as::<_, RecordRow>(FIND_RECORD.get(Self::dialect(conn)))
+                .bind(scope.tenant.as_str())
+                .bind(scope.operation)
+                .bind(scope.key.as_str())
+                .bind(retention_ms)
+                .fetch_optional(conn)
+                .await?
+                .map(decode_record)
+                .transpose()
+        }
+
+        async fn claim(
+            tx: &mut Transaction<'_, Self>,
+            claim: &Claim<'_>,
+        ) -> Result<bool, sqlx::Error> {
+            let claimed = sqlx::query_scalar::<_, i64>(CLAIM.get(Self::dialect(tx)))
+                .bind(claim.scope.tenant.as_str())
+                .bind(claim.scope.operation)
+                .bind(claim.scope.key.as_str())
+                .bind(claim.fingerprint.to_stored())
+                .bind(
+                    &*claim
+                        .entity_id
+                        .hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer()),
+                )
+                .bind(claim.attempt_id)
+                .bind(claim.retention_ms)
+                .fetch_optional(&mut **tx)
+                .await?;
+            Ok(claimed.is_some())
+        }
+
+        async fn applied_migrations(pool: &Pool<Self>) -> Result<Vec<i64>, sqlx::Error> {
+            match sqlx::query_scalar::<_, i64>(APPLIED_MIGRATIONS)
+                .fetch_all(pool)
+                .await
+            {
+                // The table does not exist: nothing was applied. Any other failure (no
+                // permission, no connection) is reported as what it is.
+                Err(sqlx::Error::Database(error)) if is_missing_table(error.as_ref()) => {
+                    Ok(Vec::new())
+                }
+                applied => applied,
+            }
+        }
+
+        async fn record_event(
+            tx: &mut Transaction<'_, Self>,
+            event: &OutboxRecord<'_>,
+        ) -> Result<(), sqlx::Error> {
+            sqlx::query(RECORD_EVENT)
+                .bind(
+                    &*event
+                        .event_id
+                        .hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer()),
+                )
+                .bind(event.tenant.as_str())
+                .bind(event.operation)
+                .bind(
+                    &*event
+                        .entity_id
+                        .hyphenated()
+                        .encode_lower(&mut Uuid::encode_buffer()),
+                )
+                .bind(event.topic)
+                .bind(event.payload)
+                .bind(event.now_ms)
+                .execute(&mut **tx)
+                .await
+                .map(drop)
+        }
+
+        async fn due_events(
+            pool: &Pool<Self>,
+            now_ms: i64,
+            limit: i64,
+        ) -> Result<Vec<EventRow>, sqlx::Error> {
+            sqlx::query_as::<_, EventRow>(DUE_EVENTS)
+                .bind(now_ms)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+
+        async fn record_delivery_failure(
+            pool: &Pool<Self>,
+            failure: &DeliveryFailure<'_>,
+        ) -> Result<bool, sqlx::Error> {
+            let parked: Option<Option<i64>> = sqlx::query_scalar(RECORD_DELIVERY_FAILURE)
+                .bind(failure.event_id)
+                .bind(failure.error)
+                .bind(failure.next_attempt_at_ms)
+                .bind(failure.park_after)
+                .bind(failure.now_ms)
+                .fetch_optional(pool)
+                .await?;
+            Ok(matches!(parked, Some(Some(_))))
+        }
+
+        async fn parked_events(
+            pool: &Pool<Self>,
+            limit: i64,
+        ) -> Result<Vec<ParkedRow>, sqlx::Error> {
+            sqlx::query_as::<_, ParkedRow>(PARKED_EVENTS)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+        }
+
+        async fn requeue_parked(pool: &Pool<Self>, event_id: &str) -> Result<bool, sqlx::Error> {
+            let done = sqlx::query(REQUEUE_PARKED)
+                .bind(event_id)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn outbox_backlog(pool: &Pool<Self>) -> Result<(i64, i64, Option<i64>), sqlx::Error> {
+            sqlx::query_as(OUTBOX_BACKLOG).fetch_one(pool).await
+        }
+
+        async fn purge_delivered(
+            pool: &Pool<Self>,
+            before_ms: i64,
+            limit: i64,
+        ) -> Result<u64, sqlx::Error> {
+            let done = sqlx::query(PURGE_DELIVERED)
+                .bind(before_ms)
+                .bind(limit)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected())
+        }
+
+        async fn mark_delivered(
+            pool: &Pool<Self>,
+            event_id: &str,
+            now_ms: i64,
+        ) -> Result<bool, sqlx::Error> {
+            let done = sqlx::query(MARK_DELIVERED)
+                .bind(event_id)
+                .bind(now_ms)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        }
+
+        async fn append_audit_batch(
+            pool: &Pool<Self>,
+            records: &[AuditRecord],
+        ) -> Result<(), sqlx::Error> {
+            // One text per batch size: not worth a prepared statement each.
+            let mut insert = sqlx::query(append_audit_rows(records.len())).persistent(false);
+            for record in records {
+                insert = bind_audit!(insert, record);
+            }
+            insert.execute(pool).await.map(drop)
+        }
+
+        async fn purge_audit(
+            pool: &Pool<Self>,
+            older_than_ms: i64,
+            limit: i64,
+        ) -> Result<u64, sqlx::Error> {
+            if Self::pool_dialect(pool) == Dialect::Postgres {
+                let purged: i64 = sqlx::query_scalar(PURGE_AUDIT_AS_OWNER)
+                    .bind(older_than_ms)
+                    .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+                    .fetch_one(pool)
+                    .await?;
+                return Ok(u64::try_from(purged).unwrap_or(0));
+            }
+            let mut tx = pool.begin().await?;
+            sqlx::query(OPEN_AUDIT_MAINTENANCE.get(Dialect::Sqlite))
+                .bind(older_than_ms)
+                .execute(&mut *tx)
+                .await?;
+            let purged = sqlx::query(PURGE_AUDIT_BATCH)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(CLOSE_AUDIT_MAINTENANCE)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(purged)
+        }
+
+        async fn purge_expired(
+            pool: &Pool<Self>,
+            retention_ms: i64,
+            limit: i64,
+        ) -> Result<u64, sqlx::Error> {
+            let done = sqlx::query(PURGE_EXPIRED.get(Self::pool_dialect(pool)))
+                .bind(retention_ms)
+                .bind(limit)
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected())
+        }
+    };
+}
+
+pub(crate) use {bind_response, dialect_sql, shared_statements, sql_with_now};
