@@ -192,10 +192,17 @@ mod tests {
         let policy = RetryPolicy::default()
             .with_initial_backoff(Duration::from_millis(10))
             .with_max_backoff(Duration::from_millis(40));
-        for _ in 0..100 {
-            assert!(policy.backoff(1) <= Duration::from_millis(10));
-            assert!(policy.backoff(2) <= Duration::from_millis(20));
-            assert!(policy.backoff(9) <= Duration::from_millis(40));
+        let longest = |failed| (0..500).map(|_| policy.backoff(failed)).max().unwrap();
+        // Uniform below the ceiling: 500 draws reach its top tenth (a zero or a constant
+        // backoff would not), and never pass it.
+        for (failed, ceiling_ms) in [(1, 10), (2, 20), (3, 40), (9, 40)] {
+            let ceiling = Duration::from_millis(ceiling_ms);
+            let longest = longest(failed);
+            assert!(longest <= ceiling, "attempt {failed}: {longest:?}");
+            assert!(
+                longest > ceiling.mul_f64(0.9),
+                "attempt {failed}: {longest:?}"
+            );
         }
     }
 

@@ -285,6 +285,10 @@ async fn cancelled_body_rolls_back_and_frees_the_key<DB: TestDb>() {
 
 /// A twin in this process that outlasts the lock timeout is answered `InFlight`, and replays
 /// once the first call has committed.
+async fn twin_in_this_process_past_the_lock_timeout_is_in_flight<DB: TestDb>() {
+    twin_past_the_lock_timeout_is_in_flight::<DB>(false).await;
+}
+
 async fn twin_past_the_lock_timeout_is_in_flight<DB: TestDb>(second_process: bool) {
     let lock_timeout = Duration::from_millis(300);
     let config = StoreConfig::default()
@@ -1004,117 +1008,53 @@ async fn a_full_audit_queue_makes_requests_write_their_own_rows<DB: TestDb>() {
     assert_eq!(db.count(AUDIT, &[]).await, 21);
 }
 
+/// Every generic scenario, listed once with the worker threads it runs on; each backend
+/// instantiates the list. The compiler checks each name against its `async fn`.
+macro_rules! with_scenarios {
+    ($callback:ident!($($args:tt)*)) => {
+        $callback!($($args)* [
+            4 burst_of_500_with_one_key_writes_once,
+            4 fifty_tenants_by_ten_keys_write_500_rows,
+            2 one_key_in_two_tenants_is_two_writes,
+            2 retry_replays_and_another_payload_is_a_mismatch,
+            2 body_error_rolls_back_and_frees_the_key,
+            2 body_panic_rolls_back_and_frees_the_key,
+            2 cancelled_body_rolls_back_and_frees_the_key,
+            2 twin_in_this_process_past_the_lock_timeout_is_in_flight,
+            4 twins_across_processes_write_once,
+            2 expired_keys_stop_replaying_and_are_purged,
+            2 one_event_per_new_write_none_per_replay_or_refusal,
+            2 events_survive_a_crash_between_commit_and_dispatch,
+            2 a_running_dispatcher_delivers_after_the_commit,
+            2 a_failing_event_is_parked_and_never_blocks_the_rest,
+            2 unhandled_and_undecodable_events_do_not_block_the_queue,
+            2 a_running_dispatcher_survives_database_errors_and_stops_when_told,
+            2 maintenance_purges_what_retention_allows_and_nothing_else,
+            4 a_full_audit_queue_makes_requests_write_their_own_rows,
+            2 the_audit_log_is_append_only,
+            2 migrations_are_idempotent_and_kept_apart,
+        ]);
+    };
+}
+
+/// One `#[tokio::test]` per scenario, on the backend `$db`, in the module `$backend`.
 macro_rules! backend_suite {
-    ($backend:ident: $db:ty) => {
+    ($backend:ident: $db:ty [$($threads:literal $scenario:ident,)*]) => {
         mod $backend {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn burst_of_500_with_one_key_writes_once() {
-                super::burst_of_500_with_one_key_writes_once::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn fifty_tenants_by_ten_keys_write_500_rows() {
-                super::fifty_tenants_by_ten_keys_write_500_rows::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn one_key_in_two_tenants_is_two_writes() {
-                super::one_key_in_two_tenants_is_two_writes::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn retry_replays_and_another_payload_is_a_mismatch() {
-                super::retry_replays_and_another_payload_is_a_mismatch::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn body_error_rolls_back_and_frees_the_key() {
-                super::body_error_rolls_back_and_frees_the_key::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn body_panic_rolls_back_and_frees_the_key() {
-                super::body_panic_rolls_back_and_frees_the_key::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn cancelled_body_rolls_back_and_frees_the_key() {
-                super::cancelled_body_rolls_back_and_frees_the_key::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn twin_in_this_process_past_the_lock_timeout_is_in_flight() {
-                super::twin_past_the_lock_timeout_is_in_flight::<$db>(false).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn twins_across_processes_write_once() {
-                super::twins_across_processes_write_once::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn expired_keys_stop_replaying_and_are_purged() {
-                super::expired_keys_stop_replaying_and_are_purged::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn one_event_per_new_write_none_per_replay_or_refusal() {
-                super::one_event_per_new_write_none_per_replay_or_refusal::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn events_survive_a_crash_between_commit_and_dispatch() {
-                super::events_survive_a_crash_between_commit_and_dispatch::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_running_dispatcher_delivers_after_the_commit() {
-                super::a_running_dispatcher_delivers_after_the_commit::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_failing_event_is_parked_and_never_blocks_the_rest() {
-                super::a_failing_event_is_parked_and_never_blocks_the_rest::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn unhandled_and_undecodable_events_do_not_block_the_queue() {
-                super::unhandled_and_undecodable_events_do_not_block_the_queue::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_running_dispatcher_survives_database_errors_and_stops_when_told() {
-                super::a_running_dispatcher_survives_database_errors_and_stops_when_told::<$db>()
-                    .await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn maintenance_purges_what_retention_allows_and_nothing_else() {
-                super::maintenance_purges_what_retention_allows_and_nothing_else::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn a_full_audit_queue_makes_requests_write_their_own_rows() {
-                super::a_full_audit_queue_makes_requests_write_their_own_rows::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn the_audit_log_is_append_only() {
-                super::the_audit_log_is_append_only::<$db>().await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn migrations_are_idempotent_and_kept_apart() {
-                super::migrations_are_idempotent_and_kept_apart::<$db>().await;
-            }
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+                async fn $scenario() {
+                    super::$scenario::<$db>().await;
+                }
+            )*
         }
     };
 }
 
-backend_suite!(sqlite: sqlx::Sqlite);
+with_scenarios!(backend_suite!(sqlite: sqlx::Sqlite));
 
 #[cfg(postgres_suite)]
-backend_suite!(postgres: sqlx::Postgres);
+with_scenarios!(backend_suite!(postgres: sqlx::Postgres));
 
 mod sqlite_only {
     use super::*;

@@ -337,6 +337,9 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
     assert_eq!(replayed["class"], "financial");
     assert_eq!(replayed["key_hash"], sha256_hex(b"k-new"));
     assert_eq!(replayed["tenant_hash"], sha256_hex(TENANT.as_bytes()));
+    // A replay reads the database: it takes time, and less than the test's whole run.
+    let duration_ms = replayed["duration_ms"].parse::<f64>().unwrap();
+    assert!(duration_ms > 0.0 && duration_ms < 30_000.0, "{duration_ms}");
     assert!(replayed["duration_ms"].parse::<f64>().unwrap() >= 0.0);
     for span in &spans {
         assert!(
