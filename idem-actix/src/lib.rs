@@ -75,6 +75,9 @@
 //! - optionally `ignore_in_fingerprint = ["client_sent_at"]`: top-level JSON fields of the body
 //!   that do not make a retry another request (a client's own timestamp or trace id). With it,
 //!   the body is fingerprinted as a JSON object without those fields, with its keys sorted.
+//! - optionally `crate = my_platform::idem`: the path to this crate where a facade re-exports it
+//!   (as `#[serde(crate = ...)]` and linkme's `#[linkme(crate = ...)]`); the expansion then names
+//!   nothing else of idem's.
 //!
 //! The handler is an `async fn` that takes an [`IdempotencyKey`], a
 //! `&mut WriteContext<'_, DB>` (its transaction and the write's entity id) and any other
@@ -136,6 +139,7 @@ pub mod __private {
 
     pub use crate::gate::Mount;
     pub use crate::serve::{
-        NoRefusal, Refusal, RefusalWithCause, Specialize, SplitAnswer, SplitResult, respond, serve,
+        AnswerKind, AnswerTag, AnsweredKind, AnsweredTag, CauseKind, CauseTag, NoRefusal,
+        ResultKind, ResultTag, respond, serve,
     };
 }

@@ -315,52 +315,49 @@ async fn extract<Args: FromRequest>(
         .map_err(Into::into)
 }
 
-/// Turns what the user's function returned into the protocol's terms, choosing by the type's
-/// shape at the call site (autoref specialization): a `Result` splits into the answer and the
-/// refusal; any other [`Responder`] is an answer.
-pub struct Specialize<T>(Cell<Option<T>>);
+// What the user's function returned, in the protocol's terms, chosen by the type's shape at
+// the call site with zero-sized tags (autoref specialization, as in anyhow's `kind.rs`):
+// `(&value).idem_answer_kind()` picks a tag by reference, and the tag's method takes the value
+// by move. A `Result` splits into the answer and the refusal; any other [`Responder`] is an
+// answer. A refusal that is a [`std::error::Error`] is kept as the failure's cause.
 
-impl<T> Specialize<T> {
-    /// Wraps a value for one specialized call.
-    pub fn new(value: T) -> Self {
-        Self(Cell::new(Some(value)))
-    }
+/// The tag of a handler's `Result`: `Err` refuses the write.
+pub struct ResultTag;
 
-    fn take(&self) -> T {
-        self.0.take().expect("a specialized value is taken once")
+/// Picks [`ResultTag`] for a `Result`.
+pub trait ResultKind {
+    /// The tag.
+    fn idem_answer_kind(&self) -> ResultTag {
+        ResultTag
     }
 }
 
-/// A handler's `Result`: `Err` refuses the write.
-pub trait SplitResult {
-    /// The answer's type.
-    type Answer;
-    /// The refusal's type.
-    type Refusal;
+impl<T, E> ResultKind for Result<T, E> {}
+
+impl ResultTag {
     /// The answer or the refusal.
-    fn split(&self) -> Result<Self::Answer, Self::Refusal>;
-}
-
-impl<T, E> SplitResult for Specialize<Result<T, E>> {
-    type Answer = T;
-    type Refusal = E;
-    fn split(&self) -> Result<T, E> {
-        self.take()
+    pub fn split<T, E>(self, output: Result<T, E>) -> Result<T, E> {
+        output
     }
 }
 
-/// Any other return type: always an answer.
-pub trait SplitAnswer {
-    /// The answer's type.
-    type Answer;
-    /// The answer, never refused.
-    fn split(&self) -> Result<Self::Answer, NoRefusal>;
+/// The tag of any other return type: always an answer.
+pub struct AnswerTag;
+
+/// Picks [`AnswerTag`] for anything that is not a `Result` (one autoref further away).
+pub trait AnswerKind {
+    /// The tag.
+    fn idem_answer_kind(&self) -> AnswerTag {
+        AnswerTag
+    }
 }
 
-impl<T> SplitAnswer for &Specialize<T> {
-    type Answer = T;
-    fn split(&self) -> Result<T, NoRefusal> {
-        Ok(self.take())
+impl<T> AnswerKind for &T {}
+
+impl AnswerTag {
+    /// The answer, never refused.
+    pub fn split<T>(self, output: T) -> Result<T, NoRefusal> {
+        Ok(output)
     }
 }
 
@@ -378,15 +375,22 @@ impl StdError for NoRefusal {}
 
 impl ResponseError for NoRefusal {}
 
-/// A refusal that is a [`std::error::Error`]: kept as the failure's cause.
-pub trait RefusalWithCause {
-    /// The failure to report.
-    fn failure(&self) -> HandlerFailure;
+/// The tag of a refusal that is a [`std::error::Error`]: kept as the failure's cause.
+pub struct CauseTag;
+
+/// Picks [`CauseTag`] for an error type that answers itself.
+pub trait CauseKind {
+    /// The tag.
+    fn idem_refusal_kind(&self) -> CauseTag {
+        CauseTag
+    }
 }
 
-impl<E: ResponseError + StdError + 'static> RefusalWithCause for Specialize<E> {
-    fn failure(&self) -> HandlerFailure {
-        let error = self.take();
+impl<E: ResponseError + StdError + 'static> CauseKind for E {}
+
+impl CauseTag {
+    /// The failure to report, with its cause.
+    pub fn failure<E: ResponseError + StdError + 'static>(self, error: E) -> HandlerFailure {
         HandlerFailure {
             response: error.error_response(),
             cause: Some(Box::new(error)),
@@ -394,15 +398,23 @@ impl<E: ResponseError + StdError + 'static> RefusalWithCause for Specialize<E> {
     }
 }
 
-/// Any other refusal that actix-web can answer, such as `actix_web::Error`.
-pub trait Refusal {
-    /// The failure to report.
-    fn failure(&self) -> HandlerFailure;
+/// The tag of any other refusal that actix-web can answer, such as `actix_web::Error`.
+pub struct AnsweredTag;
+
+/// Picks [`AnsweredTag`] for what converts into an `actix_web::Error`.
+pub trait AnsweredKind {
+    /// The tag.
+    fn idem_refusal_kind(&self) -> AnsweredTag {
+        AnsweredTag
+    }
 }
 
-impl<E: Into<actix_web::Error>> Refusal for &Specialize<E> {
-    fn failure(&self) -> HandlerFailure {
-        HandlerFailure::answered(self.take().into())
+impl<E: Into<actix_web::Error>> AnsweredKind for &E {}
+
+impl AnsweredTag {
+    /// The failure to report.
+    pub fn failure<E: Into<actix_web::Error>>(self, error: E) -> HandlerFailure {
+        HandlerFailure::answered(error.into())
     }
 }
 

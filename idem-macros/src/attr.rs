@@ -30,6 +30,9 @@ pub(crate) struct Args {
     pub(crate) path: LitStr,
     /// Top-level JSON fields of the body that the fingerprint leaves out.
     pub(crate) ignored_fields: Vec<LitStr>,
+    /// The path to idem-actix in the user's crate: `::idem_actix` unless `crate = path` names a
+    /// facade that re-exports it.
+    pub(crate) krate: syn::Path,
 }
 
 const METHODS: [(&str, &str); 4] = [
@@ -68,7 +71,7 @@ impl RawArgs {
     pub(crate) fn validate(self, class: Class) -> syn::Result<Args> {
         let attribute = class.attribute();
         let expected = format!(
-            "expected #[{attribute}(\"operationName\", post = \"/path\")]; the method is one of post, put, patch, delete, and ignore_in_fingerprint = [\"field\"] is optional"
+            "expected #[{attribute}(\"operationName\", post = \"/path\")]; the method is one of post, put, patch, delete; ignore_in_fingerprint = [\"field\"] and crate = path::to::idem_actix are optional"
         );
         let mut errors = Errors::default();
         let mut name = None;
@@ -80,6 +83,7 @@ impl RawArgs {
         }
         let mut route = None;
         let mut ignored_fields = Vec::new();
+        let mut krate: syn::Path = syn::parse_quote!(::idem_actix);
         for meta in self.pairs {
             let Meta::NameValue(pair) = &meta else {
                 errors.push(syn::Error::new_spanned(
@@ -93,6 +97,16 @@ impl RawArgs {
                 .get_ident()
                 .map(ToString::to_string)
                 .unwrap_or_default();
+            if key == "crate" {
+                match &pair.value {
+                    Expr::Path(path) if path.qself.is_none() => krate = path.path.clone(),
+                    other => errors.push(syn::Error::new_spanned(
+                        other,
+                        "expected the path to idem_actix as your crate re-exports it, such as crate = my_platform::idem",
+                    )),
+                }
+                continue;
+            }
             if key == "ignore_in_fingerprint" {
                 match fields(&pair.value) {
                     Some(fields) => ignored_fields = fields,
@@ -167,6 +181,7 @@ impl RawArgs {
                 method,
                 path,
                 ignored_fields,
+                krate,
             }
         })
     }

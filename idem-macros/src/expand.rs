@@ -34,7 +34,8 @@ pub(crate) fn protected_handler(class: Class, args: TokenStream, item: TokenStre
 }
 
 fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
-    let private = quote!(::idem_actix::__private);
+    let krate = &args.krate;
+    let private = quote!(#krate::__private);
     let item = &handler.item;
     let name = &item.sig.ident;
     let vis = &item.vis;
@@ -102,7 +103,7 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
                 const OPERATION: &'static #private::Operation = &__IDEM_OPERATION;
             }
 
-            impl ::idem_actix::#gate for #name {}
+            impl #krate::#gate for #name {}
 
             impl #private::Mount for #name {
                 type Database = #database;
@@ -121,14 +122,14 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
                             |__idem_write, __idem_key, (#(#extractor_names,)*), __idem_request| {
                                 ::std::boxed::Box::pin(async move {
                                     #[allow(unused_imports)]
-                                    use #private::{Refusal as _, RefusalWithCause as _, SplitAnswer as _, SplitResult as _};
+                                    use #private::{AnswerKind as _, AnsweredKind as _, CauseKind as _, ResultKind as _};
                                     let output = #name(#(#call_args),*).await;
-                                    match (&#private::Specialize::new(output)).split() {
+                                    match (&output).idem_answer_kind().split(output) {
                                         ::core::result::Result::Ok(answer) => {
                                             ::core::result::Result::Ok(#private::respond(answer, &__idem_request))
                                         }
                                         ::core::result::Result::Err(refusal) => {
-                                            ::core::result::Result::Err((&#private::Specialize::new(refusal)).failure())
+                                            ::core::result::Result::Err((&refusal).idem_refusal_kind().failure(refusal))
                                         }
                                     }
                                 })
@@ -189,6 +190,25 @@ mod tests {
         assert!(
             pretty == snapshot,
             "the expansion changed; review it and run `IDEM_BLESS=1 cargo test -p idem-macros` to update {path}:\n{pretty}"
+        );
+    }
+
+    #[test]
+    fn a_facade_names_the_crate_and_the_expansion_uses_only_its_path() {
+        let expanded = protected_handler(
+            Class::Financial,
+            quote!("createPayment", post = "/payments", crate = my_platform::idem),
+            quote! {
+                async fn create_payment(key: IdempotencyKey, write: &mut WriteContext<'_, Postgres>) -> HttpResponse {
+                    HttpResponse::Created().finish()
+                }
+            },
+        )
+        .to_string();
+        assert!(!expanded.contains("idem_actix"), "{expanded}");
+        assert!(
+            expanded.contains("my_platform :: idem :: __private"),
+            "{expanded}"
         );
     }
 

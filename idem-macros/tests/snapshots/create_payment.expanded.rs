@@ -50,8 +50,8 @@ const _: () = {
                             ::std::boxed::Box::pin(async move {
                                 #[allow(unused_imports)]
                                 use ::idem_actix::__private::{
-                                    Refusal as _, RefusalWithCause as _, SplitAnswer as _,
-                                    SplitResult as _,
+                                    AnswerKind as _, AnsweredKind as _, CauseKind as _,
+                                    ResultKind as _,
                                 };
                                 let output = create_payment(
                                         __idem_key,
@@ -59,9 +59,7 @@ const _: () = {
                                         __idem_arg0,
                                     )
                                     .await;
-                                match (&::idem_actix::__private::Specialize::new(output))
-                                    .split()
-                                {
+                                match (&output).idem_answer_kind().split(output) {
                                     ::core::result::Result::Ok(answer) => {
                                         ::core::result::Result::Ok(
                                             ::idem_actix::__private::respond(answer, &__idem_request),
@@ -69,8 +67,7 @@ const _: () = {
                                     }
                                     ::core::result::Result::Err(refusal) => {
                                         ::core::result::Result::Err(
-                                            (&::idem_actix::__private::Specialize::new(refusal))
-                                                .failure(),
+                                            (&refusal).idem_refusal_kind().failure(refusal),
                                         )
                                     }
                                 }
