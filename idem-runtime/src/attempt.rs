@@ -111,7 +111,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
     {
         let store_failure = |error| self.classify(error);
         let fingerprint = call.request.fingerprint();
-        let mut tx = DB::begin_write(conn, self.config.lock_timeout())
+        let mut tx = DB::begin_write(conn, self.config.lock_timeout(), call.scope.tenant)
             .await
             .map_err(store_failure)?;
         let attempt_id = fastrand::i64(..);

@@ -12,7 +12,7 @@ use crate::audit::AuditQueue;
 use crate::backend::{KeyRecord, KeyScope};
 use crate::in_flight::InFlightClaims;
 use crate::maintenance::{PURGE_BATCH, purge_in_batches};
-use crate::{Backend, StoreConfig, StoreError};
+use crate::{Backend, StoreConfig, StoreError, TenantId};
 
 /// The write protocol's handle on one database: cheap to clone, shared by every handler.
 ///
@@ -116,6 +116,33 @@ impl<DB: Backend> IdempotencyStore<DB> {
         .await?;
         tracing::info!(purged, "purged expired idempotency keys");
         Ok(purged)
+    }
+
+    /// A transaction for `tenant`'s own statements outside a protected write: the reads of its
+    /// records, an outbox handler's writes. On PostgreSQL it carries the tenant as
+    /// `idem.tenant_id`, as every write transaction does, so that row-level security policies on
+    /// `current_setting('idem.tenant_id', true)` let it see that tenant's rows and no other's
+    /// (README.md, "Tenant isolation by the database"). On SQLite it is a plain transaction.
+    ///
+    /// ```
+    /// # use idem_runtime::{IdempotencyStore, StoreConfig, TenantId};
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = std::env::temp_dir().join(format!("idem-tenant-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// # let url = format!("sqlite://{}", dir.join("tenant.db").display());
+    /// let store = IdempotencyStore::<sqlx::Sqlite>::connect(&url, StoreConfig::default()).await?;
+    /// let tenant = TenantId::new("acme")?;
+    /// let mut tx = store.begin_for(&tenant).await?;
+    /// let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *tx).await?;
+    /// tx.commit().await?;
+    /// assert_eq!(one, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn begin_for(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<sqlx::Transaction<'static, DB>, StoreError> {
+        Ok(DB::begin_for(&self.pool, tenant).await?)
     }
 
     /// The pool the store writes through.

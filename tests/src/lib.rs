@@ -352,6 +352,43 @@ pub async fn postgres_test_url() -> String {
     format!("{url}{separator}options=-c%20search_path%3D{schema}")
 }
 
+/// A new schema, and a new role that owns what it creates there and is neither a superuser nor
+/// `BYPASSRLS`: an application's runtime role, under row-level security even on the tables it
+/// owns (when they `FORCE` it). The URL logs in as that role; the second URL, as the owner of
+/// the database (a superuser, for counting every tenant's rows).
+pub async fn postgres_test_url_as_app_role() -> (String, String) {
+    let admin_url = postgres_test_url().await;
+    let schema = admin_url
+        .rsplit("search_path%3D")
+        .next()
+        .expect("the test URL names its schema")
+        .to_owned();
+    let role = format!(
+        "{TEST_ROLE_PREFIX}{}",
+        schema.trim_start_matches(TEST_SCHEMA_PREFIX)
+    );
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .expect("PostgreSQL at DATABASE_URL is reachable");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS; GRANT USAGE, CREATE ON SCHEMA {schema} TO {role}"
+    )))
+    .execute(&admin)
+    .await
+    .expect("create the application's role");
+    admin.close().await;
+    let base: PgConnectOptions = admin_url.parse().expect("a valid URL");
+    let user = base.get_username().to_owned();
+    let url = admin_url.replacen(&format!("://{user}@"), &format!("://{role}@"), 1);
+    assert_ne!(url, admin_url, "the URL names the role");
+    (url, admin_url)
+}
+
+/// Test roles are named `idem_role_<unix seconds>_<random>`, after their schema.
+const TEST_ROLE_PREFIX: &str = "idem_role_";
+
 /// Creates a new schema in the database that `DATABASE_URL` names and returns connect options
 /// whose `search_path` is that schema.
 pub async fn postgres_test_schema() -> PgConnectOptions {
@@ -392,7 +429,15 @@ async fn drop_stale_test_schemas(admin: &PgPool, now: u64) {
             .and_then(|rest| rest.split_once('_'))
             .map(|(secs, _)| secs.parse::<u64>().unwrap_or(0));
         if created.is_none_or(|created| now.saturating_sub(created) > STALE_AFTER_SECS) {
-            let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+            let role = format!(
+                "{TEST_ROLE_PREFIX}{}",
+                schema.trim_start_matches(TEST_SCHEMA_PREFIX)
+            );
+            let drop = format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; \
+                 DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN \
+                 EXECUTE 'DROP OWNED BY {role}'; EXECUTE 'DROP ROLE {role}'; END IF; END $$"
+            );
             if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
                 .execute(admin)
                 .await

@@ -3,7 +3,7 @@
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use futures_util::future::LocalBoxFuture;
 use idem_actix::runtime::sha256_hex;
-use idem_actix::{TenantId, TenantRejection, TenantResolver};
+use idem_actix::{IdempotencyStore, TenantId, TenantRejection, TenantResolver};
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::{Any, Pool};
@@ -27,7 +27,7 @@ pub struct NewCompany {
 /// It is not a protected operation: without a tenant there is no key scope. A retried bootstrap
 /// creates a second, empty company, which costs nothing and moves no money.
 pub async fn create_company(
-    pool: web::Data<Pool<Any>>,
+    store: web::Data<IdempotencyStore<Any>>,
     company: web::Json<NewCompany>,
 ) -> Result<HttpResponse, ApiError> {
     let name = company.name.trim();
@@ -40,7 +40,10 @@ pub async fn create_company(
     }
     let (company_id, user_id) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
     let token = format!("ab_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
-    let mut tx = pool.begin().await?;
+    // The new company's own transaction: row-level security lets it create only its own rows.
+    let tenant =
+        TenantId::new(company_id.clone()).map_err(|error| ApiError::invalid(error.to_string()))?;
+    let mut tx = store.begin_for(&tenant).await?;
     sqlx::query("INSERT INTO companies (id, name, created_at_ms) VALUES ($1, $2, $3)")
         .bind(&company_id)
         .bind(name)

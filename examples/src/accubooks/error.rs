@@ -6,6 +6,8 @@ use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpResponse, ResponseError, web};
+use idem_actix::StoreError;
+use idem_actix::runtime::ErrorChain;
 use serde_json::json;
 
 /// The base of AccuBooks' own problem types: an identifier (a `tag:` URI, RFC 4151), not a
@@ -94,6 +96,16 @@ impl ApiError {
     /// A unique violation: the record this request would create exists already.
     fn is_duplicate(&self) -> bool {
         matches!(self, Self::Database(sqlx::Error::Database(error)) if error.is_unique_violation())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// The store's failures of AccuBooks' own transactions (`IdempotencyStore::begin_for`).
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Database(error) => Self::Database(error),
+            other => Self::Database(sqlx::Error::Protocol(ErrorChain(&other).to_string())),
+        }
     }
 }
 

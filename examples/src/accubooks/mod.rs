@@ -83,6 +83,12 @@ impl AccuBooks {
         sqlx::migrate!("./migrations/accubooks")
             .run(store.pool())
             .await?;
+        if !database_url.starts_with("sqlite:") {
+            // Row-level security, PostgreSQL's own: tracked apart, since SQLite has none.
+            let mut postgres_only = sqlx::migrate!("./migrations/accubooks-postgres");
+            postgres_only.dangerous_set_table_name("_accubooks_postgres_migrations");
+            postgres_only.run(store.pool()).await?;
+        }
         let idem = Idempotency::new(store.clone(), auth::BearerTokens::new(store.pool().clone()))
             .with_body_limit(error::BODY_LIMIT);
         let routes = ProtectedRoutes::new(idem)
@@ -120,6 +126,7 @@ impl AccuBooks {
     /// Mounts the whole API: `App::new().configure(|config| accubooks.configure(config))`.
     pub fn configure(&self, config: &mut ServiceConfig) {
         config.app_data(web::Data::new(self.store.pool().clone()));
+        config.app_data(web::Data::new(self.store.clone()));
         config.app_data(ApiError::json_config());
         config.route("/api/companies", web::post().to(auth::create_company));
         self.routes.configure(config);

@@ -2,10 +2,10 @@
 //! can see that a retry did not write twice; the company's settings, a singleton, as an object.
 
 use actix_web::web::{self, ServiceConfig};
-use idem_actix::Tenant;
+use idem_actix::{IdempotencyStore, Tenant};
 use serde::Serialize;
 use sqlx::any::AnyRow;
-use sqlx::{Any, FromRow, Pool};
+use sqlx::{Any, FromRow};
 
 use crate::accubooks::error::ApiError;
 
@@ -126,18 +126,22 @@ pub struct WorkflowRun {
     subject_id: String,
 }
 
+/// The rows of `sql` for the tenant, read in a transaction of the tenant's (on PostgreSQL,
+/// row-level security then shows it only its own rows, whatever `sql` says).
 async fn list<T>(
-    pool: &Pool<Any>,
+    store: &IdempotencyStore<Any>,
     tenant: Tenant,
     sql: &'static str,
 ) -> Result<web::Json<Vec<T>>, ApiError>
 where
     T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
 {
+    let mut tx = store.begin_for(&tenant.0).await?;
     let rows = sqlx::query_as::<_, T>(sql)
         .bind(tenant.0.as_str())
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
+    tx.commit().await?;
     Ok(web::Json(rows))
 }
 
@@ -150,8 +154,8 @@ macro_rules! reads {
             $(
                 config.route(
                     $path,
-                    web::get().to(|pool: web::Data<Pool<Any>>, tenant: Tenant| async move {
-                        list::<$record>(&pool, tenant, $sql).await
+                    web::get().to(|store: web::Data<IdempotencyStore<Any>>, tenant: Tenant| async move {
+                        list::<$record>(&store, tenant, $sql).await
                     }),
                 );
             )*
@@ -169,17 +173,20 @@ const SETTINGS: &str = "/api/company/settings";
 /// `GET /api/company/settings`: the settings object, or `404` before the first
 /// `PUT /api/company/settings` (AccuBooks assumes no defaults for a company's currency).
 async fn settings(
-    pool: web::Data<Pool<Any>>,
+    store: web::Data<IdempotencyStore<Any>>,
     tenant: Tenant,
 ) -> Result<web::Json<CompanySettings>, ApiError> {
-    sqlx::query_as::<_, CompanySettings>(
+    let mut tx = store.begin_for(&tenant.0).await?;
+    let settings = sqlx::query_as::<_, CompanySettings>(
         "SELECT currency, invoice_prefix, payment_terms_days FROM company_settings WHERE company_id = $1",
     )
     .bind(tenant.0.as_str())
-    .fetch_optional(&**pool)
-    .await?
-    .map(web::Json)
-    .ok_or(ApiError::NotFound("company settings (set them with PUT /api/company/settings)"))
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    settings.map(web::Json).ok_or(ApiError::NotFound(
+        "company settings (set them with PUT /api/company/settings)",
+    ))
 }
 
 reads! {

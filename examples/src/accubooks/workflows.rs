@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use idem_actix::runtime::{OutboxDispatcher, OutboxEvent};
 use idem_actix::{IdempotencyKey, IdempotencyStore, WriteContext, high_risk_mutation};
 use serde_json::json;
-use sqlx::{Any, Pool};
+use sqlx::Any;
 
 use crate::accubooks::error::ApiError;
 use crate::accubooks::now_ms;
@@ -59,16 +59,21 @@ pub async fn trigger_workflow(
 /// The dispatcher that runs the workflows: each run is recorded under its event id, so a
 /// redelivered event never runs twice.
 pub fn dispatcher(store: IdempotencyStore<Any>) -> OutboxDispatcher<Any> {
-    let pool = store.pool().clone();
-    WORKFLOWS
-        .iter()
-        .fold(OutboxDispatcher::new(store), |dispatcher, workflow| {
-            let pool = pool.clone();
-            dispatcher.on(workflow, move |event| run(pool.clone(), event))
-        })
+    WORKFLOWS.iter().fold(
+        OutboxDispatcher::new(store.clone()),
+        |dispatcher, workflow| {
+            let store = store.clone();
+            dispatcher.on(workflow, move |event| run(store.clone(), event))
+        },
+    )
 }
 
-async fn run(pool: Pool<Any>, event: OutboxEvent) -> Result<(), idem_actix::runtime::HandlerError> {
+/// Runs one workflow, recorded in the event's company's own transaction.
+async fn run(
+    store: IdempotencyStore<Any>,
+    event: OutboxEvent,
+) -> Result<(), idem_actix::runtime::HandlerError> {
+    let mut tx = store.begin_for(&event.tenant).await?;
     let subject = String::from_utf8(event.payload)?;
     tracing::info!(workflow = %event.topic, %subject, event = %event.event_id, "running workflow");
     sqlx::query(
@@ -80,7 +85,8 @@ async fn run(pool: Pool<Any>, event: OutboxEvent) -> Result<(), idem_actix::runt
     .bind(&event.topic)
     .bind(subject)
     .bind(now_ms())
-    .execute(&pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use sqlx::migrate::MigrateError;
 use sqlx::{Any, AssertSqlSafe, Connection as _, Pool, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::postgres::postgres_begin;
+use super::postgres::{postgres_begin, postgres_begin_for};
 use super::sql::*;
 use super::sqlite::SQLITE_BEGIN;
 use super::*;
@@ -62,13 +62,24 @@ impl sealed::Protocol for Any {
         Dialect::of_pool(pool)
     }
 
-    async fn begin_write(
-        conn: &mut Self::Connection,
+    async fn begin_write<'c>(
+        conn: &'c mut Self::Connection,
         lock_timeout: Duration,
-    ) -> Result<Transaction<'_, Self>, sqlx::Error> {
+        tenant: &TenantId,
+    ) -> Result<Transaction<'c, Self>, sqlx::Error> {
         match Dialect::of_connection(conn) {
             Dialect::Sqlite => conn.begin_with(SQLITE_BEGIN).await,
-            Dialect::Postgres => conn.begin_with(postgres_begin(lock_timeout)).await,
+            Dialect::Postgres => conn.begin_with(postgres_begin(lock_timeout, tenant)).await,
+        }
+    }
+
+    async fn begin_for(
+        pool: &Pool<Self>,
+        tenant: &TenantId,
+    ) -> Result<Transaction<'static, Self>, sqlx::Error> {
+        match Dialect::of_pool(pool) {
+            Dialect::Sqlite => pool.begin().await,
+            Dialect::Postgres => pool.begin_with(postgres_begin_for(tenant)).await,
         }
     }
 

@@ -128,11 +128,20 @@ pub(crate) mod sealed {
             config: &StoreConfig,
         ) -> impl Future<Output = Result<Pool<Self>, sqlx::Error>> + Send;
 
-        /// Begins the write transaction of one attempt.
-        fn begin_write(
-            conn: &mut Self::Connection,
+        /// Begins the write transaction of one attempt, for `tenant` (on PostgreSQL, its
+        /// `idem.tenant_id` setting, which row-level security policies read).
+        fn begin_write<'c>(
+            conn: &'c mut Self::Connection,
             lock_timeout: Duration,
-        ) -> impl Future<Output = Result<Transaction<'_, Self>, sqlx::Error>> + Send;
+            tenant: &TenantId,
+        ) -> impl Future<Output = Result<Transaction<'c, Self>, sqlx::Error>> + Send;
+
+        /// Begins a transaction for `tenant`'s own statements (reads, outbox handlers), with the
+        /// same setting as a write's.
+        fn begin_for(
+            pool: &Pool<Self>,
+            tenant: &TenantId,
+        ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
         /// Which SQL dialect a connection speaks.
         fn dialect(conn: &Self::Connection) -> Dialect;

@@ -15,12 +15,28 @@ use super::*;
 use crate::audit::sql::*;
 
 /// One round trip: the lock timeout bounds the wait on a twin's claim (and any other lock wait
-/// of the transaction), and vanishes with the transaction.
-pub(super) fn postgres_begin(lock_timeout: Duration) -> AssertSqlSafe<String> {
+/// of the transaction), and the tenant is the transaction's `idem.tenant_id`, for row-level
+/// security policies (see [`tenant_setting`]); both vanish with the transaction.
+pub(super) fn postgres_begin(lock_timeout: Duration, tenant: &TenantId) -> AssertSqlSafe<String> {
     AssertSqlSafe(format!(
-        "BEGIN; SET LOCAL lock_timeout = {}",
-        lock_timeout.as_millis().max(1)
+        "BEGIN; SET LOCAL lock_timeout = {}; {}",
+        lock_timeout.as_millis().max(1),
+        tenant_setting(tenant)
     ))
+}
+
+/// `BEGIN` with only the tenant set: a transaction for the tenant's reads.
+pub(super) fn postgres_begin_for(tenant: &TenantId) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!("BEGIN; {}", tenant_setting(tenant)))
+}
+
+/// `SET LOCAL idem.tenant_id = E'…'`. The value goes into the simple query that begins the
+/// transaction (no extra round trip), so it is quoted here: an escape string with `\` and `'`
+/// escaped is the same text whatever `standard_conforming_strings` says, and a tenant id is
+/// visible ASCII only (no byte can end the literal otherwise).
+fn tenant_setting(tenant: &TenantId) -> String {
+    let escaped = tenant.as_str().replace('\\', "\\\\").replace('\'', "\\'");
+    format!("SET LOCAL idem.tenant_id = E'{escaped}'")
 }
 
 impl sealed::Protocol for Postgres {
@@ -44,11 +60,19 @@ impl sealed::Protocol for Postgres {
         Dialect::Postgres
     }
 
-    async fn begin_write(
-        conn: &mut Self::Connection,
+    async fn begin_write<'c>(
+        conn: &'c mut Self::Connection,
         lock_timeout: Duration,
-    ) -> Result<Transaction<'_, Self>, sqlx::Error> {
-        conn.begin_with(postgres_begin(lock_timeout)).await
+        tenant: &TenantId,
+    ) -> Result<Transaction<'c, Self>, sqlx::Error> {
+        conn.begin_with(postgres_begin(lock_timeout, tenant)).await
+    }
+
+    async fn begin_for(
+        pool: &Pool<Self>,
+        tenant: &TenantId,
+    ) -> Result<Transaction<'static, Self>, sqlx::Error> {
+        pool.begin_with(postgres_begin_for(tenant)).await
     }
 
     shared_statements!();
@@ -76,5 +100,19 @@ impl sealed::Protocol for Postgres {
     fn is_lock_timeout(error: &dyn DatabaseError) -> bool {
         // lock_not_available
         error.code().as_deref() == Some("55P03")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_setting_quotes_every_visible_character() {
+        let tenant = TenantId::new(r"it's\a';DROP--").unwrap();
+        assert_eq!(
+            tenant_setting(&tenant),
+            r"SET LOCAL idem.tenant_id = E'it\'s\\a\';DROP--'"
+        );
     }
 }

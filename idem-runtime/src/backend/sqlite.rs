@@ -52,11 +52,19 @@ impl sealed::Protocol for Sqlite {
         Dialect::Sqlite
     }
 
-    async fn begin_write(
-        conn: &mut Self::Connection,
+    async fn begin_write<'c>(
+        conn: &'c mut Self::Connection,
         _lock_timeout: Duration,
-    ) -> Result<Transaction<'_, Self>, sqlx::Error> {
+        _tenant: &TenantId,
+    ) -> Result<Transaction<'c, Self>, sqlx::Error> {
         conn.begin_with(SQLITE_BEGIN).await
+    }
+
+    async fn begin_for(
+        pool: &Pool<Self>,
+        _tenant: &TenantId,
+    ) -> Result<Transaction<'static, Self>, sqlx::Error> {
+        pool.begin().await
     }
 
     shared_statements!();
