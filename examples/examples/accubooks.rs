@@ -100,10 +100,7 @@ async fn main() -> ExitCode {
         Ok(Shutdown::Graceful) => ExitCode::SUCCESS,
         Ok(Shutdown::Forced) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!(
-                "accubooks: {}",
-                idem_actix::runtime::ErrorChain(error.as_ref())
-            );
+            eprintln!("accubooks: {}", idem_actix::ErrorChain(error.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -27,7 +27,7 @@ use actix_web::{App, HttpResponse, HttpServer, web};
 use awc::Client;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
-use idem_actix::runtime::SqliteSynchronous;
+use idem_actix::SqliteSynchronous;
 use idem_actix::{StoreConfig, Tenant};
 use idem_examples::accubooks::AccuBooks;
 use serde_json::{Value, json};

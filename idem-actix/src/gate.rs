@@ -214,11 +214,18 @@ pub enum StartupProblem {
 }
 
 /// The application must not start: the registry, the mounts or the database disagree. It
-/// prints as the list of its problems, one per line, each saying what to do.
-#[derive(Debug, thiserror::Error)]
+/// prints as the list of its problems, one per line, each saying what to do, in `Debug` too,
+/// so that `fn main() -> Result<(), StartupError>` (or a boxed error) reads the same.
+#[derive(thiserror::Error)]
 #[error("refusing to start, {} problem(s):{}", problems.len(), problems.iter().map(|problem| format!("\n  - {problem}")).collect::<String>())]
 pub struct StartupError {
     problems: Vec<StartupProblem>,
+}
+
+impl std::fmt::Debug for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
 }
 
 impl StartupError {
@@ -288,6 +295,11 @@ mod tests {
             problems: check_registry([&PAYMENT].into_iter(), &[]),
         };
         let text = error.to_string();
+        assert_eq!(
+            format!("{error:?}"),
+            text,
+            "the `?` path prints the same list"
+        );
         assert!(
             text.starts_with("refusing to start, 1 problem(s):"),
             "{text}"

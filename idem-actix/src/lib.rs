@@ -8,7 +8,6 @@
 //!
 //! ```no_run
 //! use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-//! use futures_util::future::LocalBoxFuture;
 //! use idem_actix::{
 //!     IdempotencyKey, Idempotency, IdempotencyStore, ProtectedRoutes, StoreConfig, TenantId,
 //!     TenantRejection, TenantResolver, WriteContext, financial_mutation,
@@ -41,8 +40,8 @@
 //! struct OneCompany;
 //!
 //! impl TenantResolver for OneCompany {
-//!     fn resolve<'a>(&'a self, _: &'a HttpRequest) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
-//!         Box::pin(async { Ok(TenantId::new("acme").expect("a valid tenant id")) })
+//!     async fn resolve(&self, _: &HttpRequest) -> Result<TenantId, TenantRejection> {
+//!         Ok(TenantId::new("acme").expect("a valid tenant id"))
 //!     }
 //! }
 //!
@@ -109,13 +108,10 @@ pub use gate::{
     VerifiedRoutes,
 };
 pub use idem_macros::{financial_mutation, high_risk_mutation};
-pub use idem_runtime::operation;
-pub use idem_runtime::{
-    Backend, ENTITY_ID_NAMESPACE, FINANCIAL_MUTATIONS, Fingerprint, HIGH_RISK_MUTATIONS,
-    IdempotencyStore, Operation, OperationClass, Outcome, RegisteredOperation, RequestPart,
-    RetryPolicy, Route, StoreConfig, StoreError, StoredResponse, TenantId, TenantIdError,
-    WriteContext, WriteError, entity_id, registered_operations,
-};
+/// The engine's API, from this one root: jobs (`operation!`, [`WriteRequest`],
+/// [`verify_registry`]), the outbox, maintenance, fingerprints, metrics. Its key type is this
+/// crate's [`IdempotencyKey`], which dereferences to the one the engine takes.
+pub use idem_runtime::*;
 pub use key::{IDEMPOTENCY_KEY, IdempotencyKey};
 pub use replay::{IDEMPOTENT_REPLAYED, REPLAYED_HEADERS};
 pub use serve::HandlerFailure;
@@ -123,9 +119,6 @@ pub use tenant::{Tenant, TenantRejection, TenantResolver};
 
 /// sqlx, which the handlers use for their statements.
 pub use sqlx;
-
-/// The engine, for what this crate does not re-export.
-pub use idem_runtime as runtime;
 
 /// Not public API: the paths that `#[financial_mutation]` and `#[high_risk_mutation]` expand to.
 #[doc(hidden)]

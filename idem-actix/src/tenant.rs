@@ -15,32 +15,58 @@ use crate::problem::{Problem, ProblemKind};
 /// chooses freely: the tenant scopes every key, so a forged tenant would read another tenant's
 /// stored responses.
 ///
+/// Write `resolve` as an `async fn`; it runs on the request's worker, so its future need not
+/// be `Send`.
+///
 /// ```
 /// use actix_web::HttpRequest;
-/// use futures_util::future::LocalBoxFuture;
 /// use idem_actix::{TenantId, TenantRejection, TenantResolver};
 ///
 /// /// Every request belongs to one tenant: a single-company deployment.
 /// struct SingleCompany(TenantId);
 ///
 /// impl TenantResolver for SingleCompany {
-///     fn resolve<'a>(&'a self, _: &'a HttpRequest) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
-///         Box::pin(async { Ok(self.0.clone()) })
+///     async fn resolve(&self, _: &HttpRequest) -> Result<TenantId, TenantRejection> {
+///         Ok(self.0.clone())
 ///     }
 /// }
 /// ```
 pub trait TenantResolver: Send + Sync + 'static {
     /// The tenant of `request`, or why there is none.
+    fn resolve(
+        &self,
+        request: &HttpRequest,
+    ) -> impl Future<Output = Result<TenantId, TenantRejection>>;
+
+    /// The user who sent `request`, for the audit log; `None` (the default) when the
+    /// application authenticates tenants, not users. Called after [`Self::resolve`], so a
+    /// resolver can keep what it found in the request's extensions.
+    fn user(&self, request: &HttpRequest) -> Option<String> {
+        let _ = request;
+        None
+    }
+}
+
+/// [`TenantResolver`] behind a pointer: its future boxed, for the app data.
+pub(crate) trait DynTenantResolver: Send + Sync {
     fn resolve<'a>(
         &'a self,
         request: &'a HttpRequest,
     ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>>;
 
-    /// The user who sent `request`, for the audit log; `None` (the default) when the
-    /// application authenticates tenants, not users.
+    fn user(&self, request: &HttpRequest) -> Option<String>;
+}
+
+impl<T: TenantResolver> DynTenantResolver for T {
+    fn resolve<'a>(
+        &'a self,
+        request: &'a HttpRequest,
+    ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
+        Box::pin(TenantResolver::resolve(self, request))
+    }
+
     fn user(&self, request: &HttpRequest) -> Option<String> {
-        let _ = request;
-        None
+        TenantResolver::user(self, request)
     }
 }
 
@@ -104,7 +130,7 @@ impl TenantRejection {
 
 /// The resolver as app data, so [`Tenant`] finds it.
 #[derive(Clone)]
-pub(crate) struct Tenants(pub(crate) Arc<dyn TenantResolver>);
+pub(crate) struct Tenants(pub(crate) Arc<dyn DynTenantResolver>);
 
 impl Tenants {
     pub(crate) async fn resolve(&self, request: &HttpRequest) -> Result<TenantId, Problem> {

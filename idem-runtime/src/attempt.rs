@@ -120,13 +120,13 @@ impl<DB: Backend> IdempotencyStore<DB> {
             fingerprint,
             entity_id: call.entity_id,
             attempt_id,
-            retention_ms: self.retention_ms(),
+            retention_ms: self.retention_ms(call.operation),
         };
         match DB::claim(&mut tx, &claim).await {
             Ok(true) => {}
             Ok(false) => {
                 rollback(tx).await;
-                let record = DB::find_record(conn, &call.scope, self.retention_ms())
+                let record = DB::find_record(conn, &call.scope, self.retention_ms(call.operation))
                     .await
                     .map_err(store_failure)?;
                 return match record {
@@ -209,7 +209,10 @@ impl<DB: Backend> IdempotencyStore<DB> {
         committed: Outcome,
         commit_error: sqlx::Error,
     ) -> Result<Outcome, AttemptFailure<E>> {
-        match self.find_record_anew(&call.scope).await {
+        match self
+            .find_record_anew(&call.scope, self.retention_ms(call.operation))
+            .await
+        {
             Ok(Some(record)) if record.attempt_id == attempt_id => {
                 self.outbox_signal.notify_waiters();
                 Ok(committed)

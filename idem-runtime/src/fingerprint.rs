@@ -43,6 +43,9 @@ pub struct Fingerprint {
 /// Versions the hashed layout, so a future change cannot collide with stored fingerprints.
 const DOMAIN: &[u8] = b"idem-fingerprint-v1";
 
+/// What [`Fingerprint::of_job`] hashes as the method: no HTTP request has it.
+const JOB_METHOD: &str = "JOB";
+
 /// How many bytes of each part's digest are kept: enough to tell which part differed.
 const PART_DIGEST_LEN: usize = 4;
 
@@ -118,6 +121,23 @@ impl Fingerprint {
             Some(canonical) => Self::of_request(operation, method, path, query, &canonical),
             None => Self::of_request(operation, method, path, query, body),
         }
+    }
+
+    /// The fingerprint of a job's run (a background job, a command): the operation and the
+    /// bytes that say what this run does, such as the serialized input or the id of the batch
+    /// it processes. A rerun with the same key and the same input is a replay; with another
+    /// input, a mismatch (the key was reused for other work). There is no method, path or
+    /// query: a mismatch names only the body.
+    ///
+    /// ```
+    /// use idem_runtime::Fingerprint;
+    ///
+    /// let run = Fingerprint::of_job("chargeLateFees", b"2026-11-29");
+    /// assert_eq!(run, Fingerprint::of_job("chargeLateFees", b"2026-11-29"));
+    /// assert_ne!(run, Fingerprint::of_job("chargeLateFees", b"2026-11-30"));
+    /// ```
+    pub fn of_job(operation: &str, input: &[u8]) -> Self {
+        Self::of_request(operation, JOB_METHOD, "", "", input)
     }
 
     /// The 32 bytes of the digest of the whole request.

@@ -57,6 +57,11 @@
 //! # Ok(()) }
 //! ```
 
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!(
+    "idem needs a database: enable the feature `postgres`, `sqlite` (the default) or `any` (both)"
+);
+
 mod attempt;
 mod audit;
 mod backend;
@@ -77,6 +82,7 @@ mod outcome;
 mod protocol;
 mod request;
 mod response;
+mod sql_types;
 mod store;
 mod tenant;
 
@@ -130,15 +136,30 @@ pub use tenant::{MAX_TENANT_ID_LEN, TenantId, TenantIdError};
 /// ```
 ///
 /// The name must be camelCase; anything else fails to compile. A job then writes with
-/// [`IdempotencyStore::execute`], supplying the tenant and a key of its own choosing, for
-/// example derived from what it processes (`late-fees:2026-11-29`), so a rerun is a replay.
+/// [`IdempotencyStore::execute`], supplying the tenant, a key of its own choosing, for example
+/// derived from what it processes (`late-fees:2026-11-29`), and [`Fingerprint::of_job`] of its
+/// input, so a rerun is a replay.
+///
+/// A rerun replays while its key lives: the store's retention (24 h by default), after which
+/// the body runs again. A job whose reruns may come later states its own, longer retention:
+///
+/// ```
+/// use std::time::Duration;
+///
+/// idem_runtime::operation! {
+///     /// Closes a quarter's books; a rerun weeks later must still be a replay.
+///     pub financial CloseQuarter = "closeQuarter", retention = Duration::from_secs(400 * 24 * 3600);
+/// }
+/// use idem_runtime::RegisteredOperation;
+/// assert_eq!(CloseQuarter::OPERATION.retention(), Some(Duration::from_secs(400 * 24 * 3600)));
+/// ```
 #[macro_export]
 macro_rules! operation {
-    ($(#[$attr:meta])* $vis:vis financial $ty:ident = $name:literal;) => {
-        $crate::__operation!($(#[$attr])* $vis $ty, $name, FINANCIAL_MUTATIONS, Financial);
+    ($(#[$attr:meta])* $vis:vis financial $ty:ident = $name:literal $(, retention = $retention:expr)?;) => {
+        $crate::__operation!($(#[$attr])* $vis $ty, $name, FINANCIAL_MUTATIONS, Financial $(, $retention)?);
     };
-    ($(#[$attr:meta])* $vis:vis high_risk $ty:ident = $name:literal;) => {
-        $crate::__operation!($(#[$attr])* $vis $ty, $name, HIGH_RISK_MUTATIONS, HighRisk);
+    ($(#[$attr:meta])* $vis:vis high_risk $ty:ident = $name:literal $(, retention = $retention:expr)?;) => {
+        $crate::__operation!($(#[$attr])* $vis $ty, $name, HIGH_RISK_MUTATIONS, HighRisk $(, $retention)?);
     };
 }
 
@@ -152,7 +173,7 @@ pub mod __private {
     #[macro_export]
     #[doc(hidden)]
     macro_rules! __operation {
-        ($(#[$attr:meta])* $vis:vis $ty:ident, $name:literal, $slice:ident, $class:ident) => {
+        ($(#[$attr:meta])* $vis:vis $ty:ident, $name:literal, $slice:ident, $class:ident $(, $retention:expr)?) => {
             $(#[$attr])*
             #[derive(Clone, Copy, Debug, Default)]
             $vis struct $ty;
@@ -165,7 +186,7 @@ pub mod __private {
                     ::core::option::Option::None,
                     ::core::file!(),
                     ::core::line!(),
-                );
+                )$(.__retained_for($retention))?;
                 impl $crate::RegisteredOperation for $ty {
                     const OPERATION: &'static $crate::Operation = &OPERATION;
                 }

@@ -143,7 +143,7 @@ impl<DB: Backend> Maintenance<DB> {
         let pool = &self.store.pool;
         let mut report = MaintenanceReport {
             expired_keys: purge_in_batches(stop, || {
-                DB::purge_expired(pool, self.store.retention_ms(), PURGE_BATCH)
+                DB::purge_expired(pool, self.store.purge_retention_ms(), PURGE_BATCH)
             })
             .await?,
             ..MaintenanceReport::default()

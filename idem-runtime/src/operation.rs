@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use linkme::distributed_slice;
 
@@ -52,6 +53,7 @@ pub struct Operation {
     route: Option<Route>,
     file: &'static str,
     line: u32,
+    retention: Option<Duration>,
 }
 
 impl Operation {
@@ -73,7 +75,20 @@ impl Operation {
             route,
             file,
             line,
+            retention: None,
         }
+    }
+
+    #[doc(hidden)]
+    pub const fn __retained_for(mut self, retention: Duration) -> Self {
+        self.retention = Some(retention);
+        self
+    }
+
+    /// How long this operation's keys replay, when it asks for longer than the store's
+    /// retention (`operation! { … retention = … }`, for a job whose reruns come late).
+    pub const fn retention(&self) -> Option<Duration> {
+        self.retention
     }
 
     /// The operation's unique name, camelCase (`createPayment`).

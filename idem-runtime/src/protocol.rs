@@ -172,7 +172,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         // a pool round trip saved. A follower gives it back while it waits.
         let (_leadership, mut conn) = loop {
             let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
-            let record = DB::find_record(&mut conn, &call.scope, self.retention_ms())
+            let record = DB::find_record(&mut conn, &call.scope, self.retention_ms(call.operation))
                 .await
                 .map_err(StoreError::from)?;
             if let Some(record) = record {

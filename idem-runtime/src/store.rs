@@ -12,7 +12,7 @@ use crate::audit::AuditQueue;
 use crate::backend::{KeyRecord, KeyScope};
 use crate::in_flight::InFlightClaims;
 use crate::maintenance::{PURGE_BATCH, purge_in_batches};
-use crate::{Backend, StoreConfig, StoreError, TenantId};
+use crate::{Backend, Operation, StoreConfig, StoreError, TenantId};
 
 /// The write protocol's handle on one database: cheap to clone, shared by every handler.
 ///
@@ -111,7 +111,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// runs it on a schedule.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let purged = purge_in_batches(&mut || false, || {
-            DB::purge_expired(&self.pool, self.retention_ms(), PURGE_BATCH)
+            DB::purge_expired(&self.pool, self.purge_retention_ms(), PURGE_BATCH)
         })
         .await?;
         tracing::info!(purged, "purged expired idempotency keys");
@@ -160,14 +160,30 @@ impl<DB: Backend> IdempotencyStore<DB> {
     pub(crate) async fn find_record_anew(
         &self,
         scope: &KeyScope<'_>,
+        retention_ms: i64,
     ) -> Result<Option<KeyRecord>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        DB::find_record(&mut conn, scope, self.retention_ms()).await
+        DB::find_record(&mut conn, scope, retention_ms).await
     }
 
-    /// Keys older than this, by the database's clock, are expired.
-    pub(crate) fn retention_ms(&self) -> i64 {
-        millis(self.config.retention())
+    /// Keys of `operation` older than this, by the database's clock, are expired: the store's
+    /// retention, or the operation's own when it is longer.
+    pub(crate) fn retention_ms(&self, operation: &Operation) -> i64 {
+        let retention = operation
+            .retention()
+            .map_or(self.config.retention(), |own| {
+                own.max(self.config.retention())
+            });
+        millis(retention)
+    }
+
+    /// What the purge may delete: keys older than every operation's retention, so no key is
+    /// removed before it expires (the others stopped replaying already; expiry is read on
+    /// every lookup).
+    pub(crate) fn purge_retention_ms(&self) -> i64 {
+        crate::registered_operations()
+            .map(|operation| self.retention_ms(operation))
+            .fold(millis(self.config.retention()), i64::max)
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use actix_web::dev::ServerHandle;
 use actix_web::web::ServiceConfig;
 use actix_web::{App, HttpRequest, HttpServer};
-use futures_util::future::{BoxFuture, LocalBoxFuture};
+use futures_util::future::BoxFuture;
 use idem_actix::{TenantId, TenantRejection, TenantResolver};
 use idem_runtime::{Backend, IdempotencyStore, StoreConfig};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -53,13 +53,8 @@ impl FixedTenant {
 }
 
 impl TenantResolver for FixedTenant {
-    fn resolve<'a>(
-        &'a self,
-        _: &'a HttpRequest,
-    ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
-        let tenant =
-            TenantId::new(self.tenant).map_err(|error| TenantRejection::new(error.to_string()));
-        Box::pin(async move { tenant })
+    async fn resolve(&self, _: &HttpRequest) -> Result<TenantId, TenantRejection> {
+        TenantId::new(self.tenant).map_err(|error| TenantRejection::new(error.to_string()))
     }
 
     fn user(&self, _: &HttpRequest) -> Option<String> {

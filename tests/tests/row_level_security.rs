@@ -11,7 +11,6 @@ mod postgres {
 
     use actix_web::{HttpRequest, HttpResponse, web};
     use awc::Client;
-    use futures_util::future::LocalBoxFuture;
     use idem_actix::{
         Idempotency, IdempotencyKey, IdempotencyStore, ProtectedRoutes, StoreConfig, Tenant,
         TenantId, TenantRejection, TenantResolver, WriteContext, high_risk_mutation,
@@ -69,21 +68,15 @@ mod postgres {
     struct CompanyHeader;
 
     impl TenantResolver for CompanyHeader {
-        fn resolve<'a>(
-            &'a self,
-            request: &'a HttpRequest,
-        ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
+        async fn resolve(&self, request: &HttpRequest) -> Result<TenantId, TenantRejection> {
             let company = request
                 .headers()
                 .get("x-company")
-                .and_then(|value| value.to_str().ok())
-                .map(TenantId::new);
-            Box::pin(async move {
-                match company {
-                    Some(Ok(company)) => Ok(company),
-                    _ => Err(TenantRejection::new("send x-company")),
-                }
-            })
+                .and_then(|value| value.to_str().ok());
+            match company.map(TenantId::new) {
+                Some(Ok(company)) => Ok(company),
+                _ => Err(TenantRejection::new("send x-company")),
+            }
         }
     }
 

@@ -1,8 +1,7 @@
 //! Companies and their API tokens: the tenant of a request comes from its bearer token.
 
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
-use futures_util::future::LocalBoxFuture;
-use idem_actix::runtime::sha256_hex;
+use idem_actix::sha256_hex;
 use idem_actix::{IdempotencyStore, TenantId, TenantRejection, TenantResolver};
 use serde::Deserialize;
 use serde_json::json;
@@ -128,11 +127,8 @@ fn bearer_token(request: &HttpRequest) -> Option<&str> {
 }
 
 impl TenantResolver for BearerTokens {
-    fn resolve<'a>(
-        &'a self,
-        request: &'a HttpRequest,
-    ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
-        Box::pin(self.company(request))
+    async fn resolve(&self, request: &HttpRequest) -> Result<TenantId, TenantRejection> {
+        self.company(request).await
     }
 
     fn user(&self, request: &HttpRequest) -> Option<String> {

@@ -6,8 +6,8 @@ use actix_web::http::Method;
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{HttpResponse, ResponseError, web};
+use idem_actix::ErrorChain;
 use idem_actix::StoreError;
-use idem_actix::runtime::ErrorChain;
 use serde_json::json;
 
 /// The base of AccuBooks' own problem types: an identifier (a `tag:` URI, RFC 4151), not a

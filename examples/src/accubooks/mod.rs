@@ -30,11 +30,11 @@ use actix_web::http::Method;
 use actix_web::web::{self, ServiceConfig};
 use idem_actix::health::Health;
 use idem_actix::prometheus::{PrometheusHandle, metrics_service};
-use idem_actix::runtime::{Maintenance, OutboxDispatcher};
 use idem_actix::{
     Idempotency, IdempotencyStore, Operation, ProtectedRoutes, StartupError, StoreConfig,
     StoreError, VerifiedRoutes,
 };
+use idem_actix::{Maintenance, OutboxDispatcher};
 use sqlx::Any;
 use sqlx::migrate::MigrateError;
 

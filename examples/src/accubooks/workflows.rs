@@ -1,8 +1,8 @@
 //! Workflows: started by writes through idem's outbox, run after the commit by a dispatcher.
 
 use actix_web::{HttpResponse, web};
-use idem_actix::runtime::{OutboxDispatcher, OutboxEvent};
 use idem_actix::{IdempotencyKey, IdempotencyStore, WriteContext, high_risk_mutation};
+use idem_actix::{OutboxDispatcher, OutboxEvent};
 use serde_json::json;
 use sqlx::Any;
 
@@ -72,7 +72,7 @@ pub fn dispatcher(store: IdempotencyStore<Any>) -> OutboxDispatcher<Any> {
 async fn run(
     store: IdempotencyStore<Any>,
     event: OutboxEvent,
-) -> Result<(), idem_actix::runtime::HandlerError> {
+) -> Result<(), idem_actix::HandlerError> {
     let mut tx = store.begin_for(&event.tenant).await?;
     let subject = String::from_utf8(event.payload)?;
     tracing::info!(workflow = %event.topic, %subject, event = %event.event_id, "running workflow");

@@ -17,6 +17,7 @@ macro_rules! insert_audit {
 }
 
 /// [`STORE_RESPONSE`] and [`APPEND_AUDIT`] in one statement, for PostgreSQL.
+#[cfg(feature = "postgres")]
 pub(crate) const RECORD_WRITE_TOGETHER: &str = concat!(
     "WITH stored AS (
     UPDATE idempotency_keys
@@ -29,6 +30,7 @@ pub(crate) const RECORD_WRITE_TOGETHER: &str = concat!(
     "SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21 FROM stored"
 );
 
+#[cfg(feature = "sqlite")]
 pub(crate) const APPEND_AUDIT: &str = concat!(
     insert_audit!(),
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
@@ -98,6 +100,7 @@ macro_rules! bind_audit {
 
 /// The response and the audit row of a new write as two statements (SQLite, where a statement
 /// costs no round trip).
+#[cfg(feature = "sqlite")]
 macro_rules! record_write_apart {
     ($tx:expr, $scope:expr, $response:expr, $audit:expr) => {{
         let (tx, scope, response, audit) = ($tx, $scope, $response, $audit);
@@ -113,6 +116,7 @@ macro_rules! record_write_apart {
 
 /// The response and the audit row of a new write as one statement (PostgreSQL): a round trip
 /// saved on every new write.
+#[cfg(feature = "postgres")]
 macro_rules! record_write_together {
     ($tx:expr, $scope:expr, $response:expr, $audit:expr) => {{
         let (tx, scope, response, audit) = ($tx, $scope, $response, $audit);
@@ -122,4 +126,8 @@ macro_rules! record_write_together {
     }};
 }
 
-pub(crate) use {bind_audit, record_write_apart, record_write_together};
+pub(crate) use bind_audit;
+#[cfg(feature = "sqlite")]
+pub(crate) use record_write_apart;
+#[cfg(feature = "postgres")]
+pub(crate) use record_write_together;

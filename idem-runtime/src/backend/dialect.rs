@@ -1,7 +1,6 @@
 //! Which database a pool or a connection reaches, and idem's migrations for it.
 
 use sqlx::migrate::Migrator;
-use sqlx::{Any, Pool, Sqlite};
 
 use super::MIGRATIONS_TABLE;
 
@@ -14,6 +13,7 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    #[cfg(feature = "any")]
     pub(crate) fn of_url(url: &str) -> Self {
         if url.starts_with("sqlite:") {
             Self::Sqlite
@@ -22,12 +22,14 @@ impl Dialect {
         }
     }
 
-    pub(crate) fn of_pool(pool: &Pool<Any>) -> Self {
+    #[cfg(feature = "any")]
+    pub(crate) fn of_pool(pool: &sqlx::Pool<sqlx::Any>) -> Self {
         Self::of_url(pool.connect_options().database_url.as_str())
     }
 
-    pub(crate) fn of_connection(conn: &<Any as sqlx::Database>::Connection) -> Self {
-        if conn.backend_name() == <Sqlite as sqlx::Database>::NAME {
+    #[cfg(feature = "any")]
+    pub(crate) fn of_connection(conn: &<sqlx::Any as sqlx::Database>::Connection) -> Self {
+        if conn.backend_name() == <sqlx::Sqlite as sqlx::Database>::NAME {
             Self::Sqlite
         } else {
             Self::Postgres

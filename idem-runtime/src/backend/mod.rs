@@ -6,10 +6,13 @@
 //! migrations. [`sql`] holds the shared statements, [`dialect`] tells the databases apart, and
 //! each database implements the sealed [`sealed::Protocol`] in a file of its own.
 
+#[cfg(feature = "any")]
 mod any;
 mod dialect;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod sql;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
 use std::error::Error as StdError;
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
-use sqlx::{Any, Pool, Postgres, Sqlite, Transaction};
+use sqlx::{Pool, Transaction};
 use uuid::Uuid;
 
 pub use dialect::Dialect;
@@ -32,11 +35,16 @@ use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
 /// backend belongs in this crate, with its tests.
 pub trait Backend: sealed::Protocol {}
 
-impl Backend for Postgres {}
-impl Backend for Sqlite {}
-/// [`Any`] picks PostgreSQL or SQLite from the URL at run time, for an application whose
-/// handlers run on either (the AnyConnection's types: integers, text, bytes).
-impl Backend for Any {}
+/// PostgreSQL (feature `postgres`).
+#[cfg(feature = "postgres")]
+impl Backend for sqlx::Postgres {}
+/// SQLite (feature `sqlite`, on by default).
+#[cfg(feature = "sqlite")]
+impl Backend for sqlx::Sqlite {}
+/// [`sqlx::Any`] picks PostgreSQL or SQLite from the URL at run time, for an application whose
+/// handlers run on either (the AnyConnection's types: integers, text, bytes; feature `any`).
+#[cfg(feature = "any")]
+impl Backend for sqlx::Any {}
 
 /// The row that names one key: the scope every statement of the protocol filters on.
 pub struct KeyScope<'a> {

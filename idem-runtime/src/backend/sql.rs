@@ -63,6 +63,7 @@ ON CONFLICT (tenant_id, operation, idempotency_key) DO UPDATE SET
 WHERE idempotency_keys.created_at_ms <= " NOW " - $7
 RETURNING attempt_id");
 
+#[cfg(feature = "sqlite")]
 pub(crate) const STORE_RESPONSE: &str = "\
 UPDATE idempotency_keys
 SET response_status = $4, response_headers = $5, response_body = $6

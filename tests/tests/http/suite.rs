@@ -8,7 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{LOCATION, SET_COOKIE};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use awc::Client;
-use futures_util::future::{LocalBoxFuture, join_all};
+use futures_util::future::join_all;
 use idem_actix::{
     Idempotency, IdempotencyKey, OperationClass, ProtectedRoutes, ReplayStatus, StartupProblem,
     StoreConfig, TenantId, TenantRejection, TenantResolver, WriteContext, financial_mutation,
@@ -101,21 +101,17 @@ async fn create_customer(
 struct BearerTokens;
 
 impl TenantResolver for BearerTokens {
-    fn resolve<'a>(
-        &'a self,
-        request: &'a HttpRequest,
-    ) -> LocalBoxFuture<'a, Result<TenantId, TenantRejection>> {
+    async fn resolve(&self, request: &HttpRequest) -> Result<TenantId, TenantRejection> {
         let token = request
             .headers()
             .get("authorization")
             .and_then(|value| value.to_str().ok())
             .and_then(|value| value.strip_prefix("Bearer "));
-        let tenant = match token {
+        match token {
             Some("token-a") => Ok(TenantId::new("company-a").unwrap()),
             Some("token-b") => Ok(TenantId::new("company-b").unwrap()),
             _ => Err(TenantRejection::new("send Authorization: Bearer <token>")),
-        };
-        Box::pin(async move { tenant })
+        }
     }
 }
 

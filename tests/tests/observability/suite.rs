@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
 use awc::Client;
 use idem_actix::prometheus::{install_recorder, metrics_service};
-use idem_actix::runtime::sha256_hex;
+use idem_actix::sha256_hex;
 use idem_actix::{
     Idempotency, IdempotencyKey, ProtectedRoutes, StoreConfig, WriteContext, financial_mutation,
 };

@@ -1,4 +1,4 @@
-use idem_actix::runtime::{Fingerprint, IdempotencyKey, WriteRequest};
+use idem_actix::{Fingerprint, IdempotencyKey, WriteRequest};
 use idem_actix::{IdempotencyStore, StoredResponse, TenantId};
 use sqlx::Sqlite;
 

@@ -1,7 +1,7 @@
 //! An operation outside HTTP: declared with `operation!`, written with `execute`, with the key
 //! and the tenant supplied by the job.
 
-use idem_actix::runtime::{Fingerprint, IdempotencyKey, WriteRequest};
+use idem_actix::{Fingerprint, IdempotencyKey, WriteRequest};
 use idem_actix::{IdempotencyStore, Outcome, StoredResponse, TenantId, WriteError};
 use sqlx::Postgres;
 

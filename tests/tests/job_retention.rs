@@ -1,0 +1,128 @@
+//! A job's own retention: its reruns replay past the store's retention, for as long as the
+//! operation says; the store's other operations still expire on time, and the purge never
+//! removes a key before its operation's retention. Its own binary, since a registered operation
+//! with a long retention holds the purge of every key of the process back.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use idem_runtime::{
+    Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, StoreConfig, StoredResponse, TenantId,
+    WriteContext, WriteRequest,
+};
+use idem_tests::{TestDb, TestStore};
+
+idem_runtime::operation! {
+    /// Closes a month's books: a rerun an hour later is still a replay.
+    financial CloseMonth = "closeMonth", retention = Duration::from_secs(3600);
+}
+idem_runtime::operation! {
+    /// A job with the store's retention.
+    financial SendReminders = "sendReminders";
+}
+
+type Body<DB> = dyn for<'c, 'r> FnMut(
+        &'c mut WriteContext<'r, DB>,
+    ) -> BoxFuture<'c, Result<StoredResponse, sqlx::Error>>
+    + Send;
+
+/// A job body that answers with a nonce, so a second run would answer differently.
+fn run<DB: TestDb>() -> Box<Body<DB>> {
+    Box::new(|_| Box::pin(async { Ok(StoredResponse::new(200, fastrand::u64(..).to_string())) }))
+}
+
+async fn reruns_replay_for_the_operations_own_retention<DB: TestDb>()
+-> (TestStore<DB>, TenantId, IdempotencyKey) {
+    let db = DB::fresh(StoreConfig::default().with_retention(Duration::from_millis(200))).await;
+    let tenant = TenantId::new("acme").unwrap();
+    let key = IdempotencyKey::parse("2026-11").unwrap();
+    let fingerprint = Fingerprint::of_job("closeMonth", b"2026-11");
+    let first = db
+        .store
+        .execute(
+            CloseMonth,
+            WriteRequest::new(&tenant, &key, fingerprint),
+            run::<DB>(),
+        )
+        .await
+        .unwrap();
+    let reminders = Fingerprint::of_job("sendReminders", b"2026-11");
+    let store: &IdempotencyStore<DB> = &db.store;
+    store
+        .execute(
+            SendReminders,
+            WriteRequest::new(&tenant, &key, reminders),
+            run::<DB>(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    let rerun = store
+        .execute(
+            CloseMonth,
+            WriteRequest::new(&tenant, &key, fingerprint),
+            run::<DB>(),
+        )
+        .await
+        .unwrap();
+    let Outcome::New { response, .. } = first else {
+        panic!("the first run writes")
+    };
+    assert_eq!(
+        rerun,
+        Outcome::Replayed { response },
+        "past the store's retention, within the operation's"
+    );
+    let expired = store
+        .execute(
+            SendReminders,
+            WriteRequest::new(&tenant, &key, reminders),
+            run::<DB>(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(expired, Outcome::New { .. }),
+        "the other operation's key expired: {expired:?}"
+    );
+    assert_eq!(
+        store.purge_expired().await.unwrap(),
+        0,
+        "no key is purged before its operation's retention"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM idempotency_keys", &[]).await,
+        2
+    );
+    (db, tenant, key)
+}
+
+/// The keys of `tenant` and `key`, counted with the library's ids bound as they are.
+macro_rules! count_bound {
+    ($store:expr, $tenant:expr, $key:expr) => {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM idempotency_keys WHERE tenant_id = $1 AND idempotency_key = $2",
+        )
+        .bind(&$tenant)
+        .bind(&$key)
+        .fetch_one($store.store.pool())
+        .await
+        .expect("the ids bind as text")
+    };
+}
+
+#[tokio::test]
+async fn sqlite() {
+    let (store, tenant, key) =
+        reruns_replay_for_the_operations_own_retention::<sqlx::Sqlite>().await;
+    assert_eq!(count_bound!(store, tenant, key), 2);
+}
+
+#[cfg(postgres_suite)]
+#[tokio::test]
+async fn postgres() {
+    let (store, tenant, key) =
+        reruns_replay_for_the_operations_own_retention::<sqlx::Postgres>().await;
+    assert_eq!(count_bound!(store, tenant, key), 2);
+}
