@@ -24,6 +24,18 @@ pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key
 pub struct IdempotencyKey(idem_runtime::IdempotencyKey);
 
 impl IdempotencyKey {
+    /// A key chosen by a job or a command rather than sent by a client (`late-fees:2026-11-29`):
+    /// 1 to 255 visible ASCII bytes.
+    ///
+    /// ```
+    /// let key = idem_actix::IdempotencyKey::parse("late-fees:2026-11-29")?;
+    /// assert_eq!(key.as_str(), "late-fees:2026-11-29");
+    /// # Ok::<(), idem_actix::KeyError>(())
+    /// ```
+    pub fn parse(text: &str) -> Result<Self, idem_runtime::KeyError> {
+        idem_runtime::IdempotencyKey::parse(text).map(Self)
+    }
+
     /// Validates the key of a request's headers.
     pub fn from_headers(headers: &HeaderMap) -> Result<Self, Problem> {
         let mut values = headers.get_all(IDEMPOTENCY_KEY);

@@ -90,6 +90,66 @@
 //!
 //! The attribute's errors say what to write instead; `ui-tests/` holds one compile-fail case per
 //! breach of the contract, checked on the toolchain pinned in `rust-toolchain.toml`.
+//!
+//! # Handler errors
+//!
+//! Return an error type of your own that implements [`actix_web::ResponseError`] and
+//! [`std::error::Error`], and keep database errors as its `source()` (`#[from] sqlx::Error` or
+//! `#[error(transparent)]` with `thiserror`): idem retries the whole attempt when that chain
+//! holds a serialization failure, a deadlock or a busy database, and answers your error's own
+//! response otherwise. Give your refusals problem types of your own, so a client tells your
+//! validation `422` from idem's [`#key-reused`](problem) `422`.
+//!
+//! # Background jobs
+//!
+//! A job writes exactly once through the same protocol, from this crate's root alone: an
+//! [`operation!`], a key of its choosing, [`Fingerprint::of_job`] of its input, and
+//! [`IdempotencyStore::execute`]. The body owns what it uses (it may run again on a retry),
+//! and a rerun replays while its key lives (the store's retention, or the operation's own,
+//! `operation! { … retention = … }`).
+//!
+//! ```
+//! use idem_actix::{
+//!     Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, StoreConfig, StoredResponse,
+//!     TenantId, WriteRequest, operation,
+//! };
+//!
+//! operation! {
+//!     /// Charges the late fees of a month, once per company.
+//!     pub financial ChargeLateFees = "chargeLateFees";
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("idem-actix-job-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let url = format!("sqlite://{}", dir.join("jobs.db").display());
+//! let store = IdempotencyStore::<sqlx::Sqlite>::connect(&url, StoreConfig::default()).await?;
+//! store.migrate().await?;
+//! let (company, month) = (TenantId::new("acme")?, "2026-11".to_owned());
+//! let key = IdempotencyKey::parse(&format!("late-fees:{month}"))?;
+//! for rerun in [false, true] {
+//!     let request = WriteRequest::new(&company, &key, Fingerprint::of_job("chargeLateFees", month.as_bytes()));
+//!     let outcome = store
+//!         .execute(ChargeLateFees, request, |write| {
+//!             let tenant = write.tenant().clone();
+//!             Box::pin(async move {
+//!                 let _charged_for: &TenantId = &tenant; // the fee's statements go on write.tx()
+//!                 Ok::<_, sqlx::Error>(StoredResponse::new(200, "charged"))
+//!             })
+//!         })
+//!         .await?;
+//!     assert_eq!(matches!(outcome, Outcome::Replayed { .. }), rerun);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # Your own tenant resolution
+//!
+//! Implement [`TenantResolver`] with an `async fn` over the application's own authentication;
+//! [`TenantRejection::new`] answers `401` with a `WWW-Authenticate` challenge,
+//! [`TenantRejection::unavailable`] answers `503` when the credentials could not be checked, and
+//! [`TenantResolver::user`] names the caller in the audit log. The example at the top of this
+//! page has the smallest resolver; README.md has one over an API-key table.
 
 mod config;
 mod gate;

@@ -40,6 +40,17 @@ impl<DB: Backend> IdempotencyStore<DB> {
     ///   found in the body error's `source()` chain as a [`sqlx::Error`], roll back and retry
     ///   the whole attempt, body included, under the store's [`RetryPolicy`](crate::RetryPolicy).
     ///   The body is therefore `FnMut`: it must be safe to run again on a fresh transaction.
+    /// - The body's future borrows only the [`WriteContext`], so the body owns what it uses:
+    ///   move owned values in and clone them per attempt, rather than borrowing from the caller
+    ///   (a borrow fails with "borrowed data escapes" or a `'static` requirement):
+    ///
+    ///   ```text
+    ///   let month = month.to_owned();
+    ///   store.execute(CloseMonth, request, move |write| {
+    ///       let month = month.clone();
+    ///       Box::pin(async move { /* statements on write.tx() using month */ })
+    ///   })
+    ///   ```
     /// - Nothing runs while the program's registry is invalid (two operations share a name):
     ///   every call fails with [`StoreError::Registry`]. The check runs once per process.
     /// - Every call is observed: a tracing span `idem.write`, the metrics of
