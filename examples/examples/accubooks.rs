@@ -170,25 +170,29 @@ async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>>
     let mut signals = Signals::new()?;
     let server = actix_web::rt::spawn(server);
     tokio::pin!(server);
-    tokio::select! {
+    let signal = tokio::select! {
         served = &mut server => {
-            served??;
-            return Ok(Shutdown::Graceful);
+            // The server ended on its own (it failed): still stop and flush what runs beside it.
+            tracing::error!(outcome = ?served, "the server stopped without a signal");
+            None
         }
-        name = signals.next() => tracing::info!(signal = name, "shutdown started: draining"),
-    }
+        name = signals.next() => Some(name),
+    };
     let deadline = Instant::now() + options.shutdown_timeout;
     accubooks.health().start_draining();
 
     let mut forced = false;
-    tokio::select! {
-        () = tokio::time::sleep(options.drain_delay.min(options.shutdown_timeout)) => {}
-        name = signals.next() => {
-            tracing::warn!(signal = name, "second signal: stopping at once");
-            forced = true;
+    if let Some(name) = signal {
+        tracing::info!(signal = name, "shutdown started: draining");
+        tokio::select! {
+            () = tokio::time::sleep(options.drain_delay.min(options.shutdown_timeout)) => {}
+            name = signals.next() => {
+                tracing::warn!(signal = name, "second signal: stopping at once");
+                forced = true;
+            }
         }
     }
-    if !forced {
+    if signal.is_some() && !forced {
         tracing::info!("no longer accepting; waiting for in-flight requests");
         let stop = handle.stop(true);
         tokio::pin!(stop);
@@ -204,7 +208,9 @@ async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>>
         // Dropped requests roll back: a write lands whole or not at all.
         handle.stop(false).await;
     }
-    let _ = server.await;
+    if signal.is_some() {
+        let _ = server.await;
+    }
 
     let _ = stop_background.send(true);
     let remaining = || deadline.saturating_duration_since(Instant::now());
@@ -222,6 +228,9 @@ async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>>
     };
     let lost = accubooks.store().flush_audit_within(bound).await;
     tracing::info!(lost_audit_rows = lost, forced, "stopped");
+    if signal.is_none() {
+        return Err("the server stopped without a signal".into());
+    }
     Ok(if forced {
         Shutdown::Forced
     } else {

@@ -7,7 +7,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use awc::Client;
@@ -42,6 +42,8 @@ fn accubooks_binary() -> PathBuf {
 struct Process {
     child: Child,
     base: String,
+    /// What the process printed (its log), for the messages of failed assertions.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Process {
@@ -51,6 +53,7 @@ impl Process {
             .args(["--bind", "127.0.0.1:0", "--database-url", database_url])
             .args(extra)
             .env_remove("DATABASE_URL")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -66,9 +69,16 @@ impl Process {
                 break address.trim().to_owned();
             }
         };
-        // Keep draining stdout so the process never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { child, base }
+        // Keep draining stdout (so the process never blocks on a full pipe) into the test's
+        // output, which the harness shows when the test fails.
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let lines_seen = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                lines_seen.lock().unwrap().push(line);
+            }
+        });
+        Self { child, base, log }
     }
 
     fn signal(&self, name: &str) {
@@ -79,8 +89,13 @@ impl Process {
         assert!(sent.success(), "kill -{name}");
     }
 
+    /// What the process has printed so far.
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
     /// Waits for the exit, at most `bound`: the status and how long it took.
-    async fn exit_within(mut self, bound: Duration) -> (ExitStatus, Duration) {
+    async fn exit_within(&mut self, bound: Duration) -> (ExitStatus, Duration) {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for AccuBooks") {
@@ -191,7 +206,7 @@ const NEW_WRITES: usize = 150;
 
 /// SIGTERM while a burst of new writes, replays and refusals is in flight.
 async fn sigterm_mid_burst_loses_nothing(url: String) {
-    let process = Process::start(&url, &["--shutdown-timeout", "20"]);
+    let mut process = Process::start(&url, &["--shutdown-timeout", "20"]);
     let token = create_company(&process.base).await;
     let client = client();
     // Ten writes first, so that replays and refusals of them can run in the burst.
@@ -294,7 +309,7 @@ async fn sigterm_mid_burst_loses_nothing(url: String) {
     let before_restart = assert_no_half_write(&pool).await;
 
     // Restarted, every key is retried: what committed replays, the rest writes once.
-    let process = Process::start(&url, &[]);
+    let mut process = Process::start(&url, &[]);
     for n in 0..NEW_WRITES {
         let retry = send(
             &client,
@@ -341,7 +356,7 @@ async fn sigterm_mid_burst_loses_nothing(url: String) {
 /// process exits. (Its writer once ran on the request's worker, which the shutdown stopped:
 /// the row was lost and the process never exited.)
 async fn a_replay_just_before_sigterm_keeps_its_audit_row(url: String) {
-    let process = Process::start(&url, &["--shutdown-timeout", "20"]);
+    let mut process = Process::start(&url, &["--shutdown-timeout", "20"]);
     let token = create_company(&process.base).await;
     let client = client();
     let body = json!({ "name": "Globex" });
@@ -390,14 +405,16 @@ async fn a_replay_just_before_sigterm_keeps_its_audit_row(url: String) {
     assert!(took < Duration::from_secs(5), "{took:?}");
     assert_eq!(
         count(&pool, "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE request_id = 'replay' AND outcome = 'replayed'", None).await,
-        1
+        1,
+        "the replay's audit row; the process logged:\n{}",
+        process.log()
     );
 }
 
 /// During the drain `/readyz` answers 503 and `/healthz` 200; a second signal ends the process
 /// at once, long before the drain delay.
 async fn a_second_signal_ends_the_drain_at_once(url: String) {
-    let process = Process::start(&url, &["--drain-delay", "60", "--shutdown-timeout", "90"]);
+    let mut process = Process::start(&url, &["--drain-delay", "60", "--shutdown-timeout", "90"]);
     let token = create_company(&process.base).await;
     let client = client();
     let ready = client
