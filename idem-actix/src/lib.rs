@@ -184,6 +184,7 @@ pub use sqlx;
 #[doc(hidden)]
 pub mod __private {
     pub use actix_web;
+    pub use idem_runtime::__private::Registered;
     pub use idem_runtime::{
         FINANCIAL_MUTATIONS, HIGH_RISK_MUTATIONS, Operation, OperationClass, RegisteredOperation,
         Route,

@@ -13,7 +13,8 @@
 //! | <a id="payload-too-large"></a>`#payload-too-large` | 413 | the body exceeds [`Idempotency::with_body_limit`](crate::Idempotency::with_body_limit) |
 //! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used before with a different request |
 //! | <a id="request-in-flight"></a>`#request-in-flight` | 409 | a request with the same key is still running; retry after `Retry-After` seconds |
-//! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked; nothing was written |
+//! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked, or answered with a body that cannot be stored (a stream); nothing was written |
+//! | <a id="write-timed-out"></a>`#write-timed-out` | 503 | the handler held its transaction past the write timeout; it was rolled back; retry with the same key |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the idempotency store failed; nothing was written; retry after `Retry-After` seconds |
 //! | <a id="not-configured"></a>`#not-configured` | 500 | the application did not register an [`Idempotency`](crate::Idempotency) as app data |
 //! | <a id="not-ready"></a>`#not-ready` | 503 | `GET /readyz`: the process is draining, its migrations are pending or its database is unreachable ([`Health`](crate::health::Health)) |
@@ -57,8 +58,10 @@ pub enum ProblemKind {
     KeyReused,
     /// A request with the same key is still running.
     RequestInFlight,
-    /// The handler panicked.
+    /// The handler panicked, or its answer cannot be stored.
     WriteFailed,
+    /// The handler ran past the write timeout.
+    WriteTimedOut,
     /// The idempotency store failed.
     StoreUnavailable,
     /// No [`Idempotency`](crate::Idempotency) app data.
@@ -77,9 +80,10 @@ impl ProblemKind {
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestInFlight => StatusCode::CONFLICT,
             Self::WriteFailed | Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::StoreUnavailable | Self::NotReady | Self::TenantUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::StoreUnavailable
+            | Self::NotReady
+            | Self::TenantUnavailable
+            | Self::WriteTimedOut => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -94,6 +98,7 @@ impl ProblemKind {
             Self::KeyReused => "key-reused",
             Self::RequestInFlight => "request-in-flight",
             Self::WriteFailed => "write-failed",
+            Self::WriteTimedOut => "write-timed-out",
             Self::StoreUnavailable => "store-unavailable",
             Self::NotConfigured => "not-configured",
             Self::NotReady => "not-ready",
@@ -111,6 +116,7 @@ impl ProblemKind {
             Self::KeyReused => "Idempotency-Key reused with a different request",
             Self::RequestInFlight => "a request with this Idempotency-Key is in flight",
             Self::WriteFailed => "the write failed",
+            Self::WriteTimedOut => "the write timed out",
             Self::StoreUnavailable => "idempotency store unavailable",
             Self::NotConfigured => "idempotency not configured",
             Self::NotReady => "not ready",

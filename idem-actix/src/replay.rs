@@ -1,12 +1,13 @@
 //! Capturing a handler's answer for storage, and replaying a stored one.
 
 use actix_web::HttpResponse;
-use actix_web::body::{MessageBody, to_bytes};
+use actix_web::body::{BodySize, MessageBody, to_bytes};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use idem_runtime::StoredResponse;
 
 use crate::config::ReplayStatus;
+use crate::problem::{Problem, ProblemKind};
 
 /// The header that marks a replayed answer.
 pub const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
@@ -42,6 +43,18 @@ pub(crate) async fn capture(
         .filter_map(|(name, value)| Some((name.to_string(), value.to_str().ok()?.to_owned())))
         .collect();
     let (response, body) = response.into_parts();
+    if matches!(body.size(), BodySize::Stream) {
+        // A stream may never end, and would hold the key and the transaction while it runs.
+        tracing::error!(
+            status = response.status().as_u16(),
+            "a protected handler answered with a streaming body, which cannot be stored; rolled back"
+        );
+        return Err(Problem::new(
+            ProblemKind::WriteFailed,
+            "the handler answered with a streaming body, which cannot be stored for replays: nothing was written (answer with a sized body, such as bytes or JSON)",
+        )
+        .into());
+    }
     let body = to_bytes(body).await.map_err(|error| {
         actix_web::error::ErrorInternalServerError(format!(
             "the handler's response body could not be read: {error}"

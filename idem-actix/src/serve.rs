@@ -194,6 +194,16 @@ where
             ProblemKind::WriteFailed,
             "the write failed and nothing was written: retry with the same key",
         ))),
+        Err(WriteError::TimedOut { after }) => Err(problem(
+            Problem::new(
+                ProblemKind::WriteTimedOut,
+                format!(
+                    "the write ran longer than {} ms and was rolled back: nothing was written; retry with the same key",
+                    after.as_millis()
+                ),
+            )
+            .retry_after(retry_after),
+        )),
         Err(WriteError::Store(error)) => {
             tracing::error!(error = %idem_runtime::ErrorChain(&error), operation = definition.name(), "idempotency store failed");
             Err(problem(

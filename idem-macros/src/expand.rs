@@ -99,6 +99,8 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
                 #line,
             );
 
+            impl #private::Registered for #name {}
+
             impl #private::RegisteredOperation for #name {
                 const OPERATION: &'static #private::Operation = &__IDEM_OPERATION;
             }

@@ -155,8 +155,24 @@ impl<DB: Backend> IdempotencyStore<DB> {
             call.entity_id,
             attempt,
         );
-        let result = AssertUnwindSafe(body(&mut context)).catch_unwind().await;
+        let write_timeout = self.config.write_timeout();
+        let result = tokio::time::timeout(
+            write_timeout,
+            AssertUnwindSafe(body(&mut context)).catch_unwind(),
+        )
+        .await;
         let (mut tx, events) = context.finish();
+        let Ok(result) = result else {
+            // The body was dropped mid-way: its statements roll back with the transaction.
+            rollback(tx).await;
+            tracing::error!(
+                timeout_ms = write_timeout.as_millis(),
+                "a write ran past the write timeout; rolled back"
+            );
+            return Err(AttemptFailure::Final(WriteError::TimedOut {
+                after: write_timeout,
+            }));
+        };
         let response = match result {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {

@@ -22,6 +22,7 @@ pub struct StoreConfig {
     retry: RetryPolicy,
     audit_queue_limit: usize,
     sqlite_synchronous: SqliteSynchronous,
+    write_timeout: Duration,
 }
 
 /// How SQLite makes a commit durable (its `synchronous` pragma), for the pools that
@@ -48,6 +49,7 @@ impl Default for StoreConfig {
             retry: RetryPolicy::default(),
             audit_queue_limit: 10_000,
             sqlite_synchronous: SqliteSynchronous::Full,
+            write_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -94,6 +96,18 @@ impl StoreConfig {
     pub fn with_sqlite_synchronous(mut self, synchronous: SqliteSynchronous) -> Self {
         self.sqlite_synchronous = synchronous;
         self
+    }
+
+    /// How long a write's body may hold its transaction, and the key, before it is cancelled
+    /// and rolled back (default 30 s): the client is told to retry with the same key.
+    pub fn with_write_timeout(mut self, write_timeout: Duration) -> Self {
+        self.write_timeout = write_timeout;
+        self
+    }
+
+    /// The configured write timeout.
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
     }
 
     /// The configured audit queue limit.

@@ -18,6 +18,15 @@ pub enum StoreError {
     /// write runs: see [`verify_registry`](crate::verify_registry).
     #[error("no write runs while the registry of operations is invalid")]
     Registry(#[source] RegistryError),
+    /// The operation is not an entry of the linked registries (its `RegisteredOperation` was
+    /// written by hand, or it borrowed another operation's entry): nothing runs.
+    #[error(
+        "operation `{operation}` is not in the registries: declare it with operation! or annotate its handler"
+    )]
+    Unregistered {
+        /// The name the operation gave.
+        operation: &'static str,
+    },
     /// Every attempt met a transient failure (serialization failure, deadlock, busy database).
     #[error("the write met a transient database failure on each of its {attempts} attempts")]
     RetriesExhausted {
@@ -42,6 +51,14 @@ pub enum WriteError<E> {
     Panicked {
         /// The panic's message, when it had one.
         message: String,
+    },
+    /// The write's body ran past the store's write timeout
+    /// ([`StoreConfig::with_write_timeout`](crate::StoreConfig::with_write_timeout)); it was
+    /// cancelled and its transaction rolled back.
+    #[error("the write ran longer than {after:?} and was rolled back")]
+    TimedOut {
+        /// The write timeout.
+        after: std::time::Duration,
     },
     /// The store failed.
     #[error(transparent)]

@@ -168,6 +168,8 @@ macro_rules! operation {
 pub mod __private {
     pub use linkme;
 
+    pub use crate::operation::Registered;
+
     /// Declares the unit type `$ty`, adds its [`Operation`](crate::Operation) to the registry
     /// `$slice` and implements [`RegisteredOperation`](crate::RegisteredOperation) for it.
     #[macro_export]
@@ -187,6 +189,7 @@ pub mod __private {
                     ::core::file!(),
                     ::core::line!(),
                 )$(.__retained_for($retention))?;
+                impl $crate::__private::Registered for $ty {}
                 impl $crate::RegisteredOperation for $ty {
                     const OPERATION: &'static $crate::Operation = &OPERATION;
                 }

@@ -151,7 +151,12 @@ pub fn register_metrics() {
             // Registering the series is enough: it has no sample until the first write.
             let _ = metrics::histogram!(WRITE_DURATION_MS, "operation" => name, "class" => class, "outcome" => outcome.as_str());
         }
-        for reason in [Failure::Handler, Failure::Panic, Failure::Store] {
+        for reason in [
+            Failure::Handler,
+            Failure::Panic,
+            Failure::Store,
+            Failure::Timeout,
+        ] {
             let reason = WriteOutcome::Failed(reason).failure().unwrap_or("unknown");
             metrics::counter!(WRITES_FAILED_TOTAL, "operation" => name, "class" => class, "reason" => reason).increment(0);
         }

@@ -140,17 +140,35 @@ pub const fn is_operation_name(name: &str) -> bool {
 
 /// A type that stands for one registered operation.
 ///
-/// `#[financial_mutation]` and `#[high_risk_mutation]` implement it for the type they generate,
-/// together with the registry entry, so the write protocol can only be called for an operation
-/// the registries know.
+/// `#[financial_mutation]`, `#[high_risk_mutation]` and [`operation!`](crate::operation)
+/// implement it for the type they generate, together with the registry entry, so the write
+/// protocol can only be called for an operation the registries know. A hand-written
+/// implementation does not compile (it lacks the hidden [`Registered`] mark the macros add),
+/// and the protocol refuses any operation whose entry is not in the linked registries
+/// ([`StoreError::Unregistered`](crate::StoreError::Unregistered)), whatever the compiler missed.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a registered operation",
     label = "not declared with #[financial_mutation] or #[high_risk_mutation]",
     note = "annotate the function that performs this write with #[financial_mutation(\"operationName\", ...)] or #[high_risk_mutation(\"operationName\", ...)]: the attribute registers the operation and implements this trait"
 )]
-pub trait RegisteredOperation {
+pub trait RegisteredOperation: Registered {
     /// The registry entry of this operation.
     const OPERATION: &'static Operation;
+}
+
+/// The mark that only idem's macros put on an operation's type. Not public API.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not declared as an operation: only #[financial_mutation], #[high_risk_mutation] and operation! create one",
+    label = "implemented by hand",
+    note = "remove this implementation, and declare the operation with operation! {{ financial {Self} = \"operationName\"; }} (a job) or annotate its handler: the macro registers it and implements RegisteredOperation"
+)]
+pub trait Registered {}
+
+/// Whether `operation` is an entry of the linked registries (the very entry, not one of the
+/// same name).
+pub(crate) fn is_registered(operation: &'static Operation) -> bool {
+    registered_operations().any(|entry| std::ptr::eq(entry, operation))
 }
 
 /// Every operation declared with `#[financial_mutation]`, collected at link time.

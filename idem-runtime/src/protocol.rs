@@ -18,7 +18,7 @@ use crate::audit::{Failure, WriteOutcome};
 use crate::backend::KeyScope;
 use crate::in_flight::{Turn, leader_finished};
 use crate::observe::{record_metrics, sha256_hex};
-use crate::operation::registry_verdict;
+use crate::operation::{is_registered, registry_verdict};
 use crate::{
     Backend, IdempotencyStore, Outcome, RegisteredOperation, StoreError, StoredResponse,
     WriteContext, WriteError, WriteRequest, entity_id,
@@ -106,6 +106,18 @@ impl<DB: Backend> IdempotencyStore<DB> {
         E: StdError + 'static,
     {
         let operation = Op::OPERATION;
+        if !is_registered(operation) {
+            // Not an operation of this program: nothing runs, and nothing is recorded under a
+            // name the registries do not vouch for.
+            tracing::error!(
+                operation = operation.name(),
+                "refused: the operation is not in the linked registries"
+            );
+            return Err(StoreError::Unregistered {
+                operation: operation.name(),
+            }
+            .into());
+        }
         let (tenant, key) = (request.tenant(), request.key());
         let call = Call {
             operation,
@@ -148,6 +160,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
             Ok(Outcome::InFlight { .. }) => (WriteOutcome::Conflict, None, 0),
             Err(WriteError::Handler(_)) => (WriteOutcome::Failed(Failure::Handler), None, 0),
             Err(WriteError::Panicked { .. }) => (WriteOutcome::Failed(Failure::Panic), None, 0),
+            Err(WriteError::TimedOut { .. }) => (WriteOutcome::Failed(Failure::Timeout), None, 0),
             Err(WriteError::Store(_)) => (WriteOutcome::Failed(Failure::Store), None, 0),
         };
         let duration_ms = elapsed.as_secs_f64() * 1000.0;

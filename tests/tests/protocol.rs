@@ -609,6 +609,51 @@ async fn a_running_dispatcher_delivers_after_the_commit<DB: TestDb>() {
     assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
 }
 
+/// An operation whose `RegisteredOperation` was written by hand, past the compiler's refusal
+/// (it implements the hidden mark too), under a name a registered operation owns: its entry is
+/// not in the registries, so the protocol runs nothing and writes nothing.
+struct Forged;
+
+static FORGED: idem_runtime::Operation = idem_runtime::Operation::__new(
+    "createPayment",
+    idem_runtime::OperationClass::Financial,
+    None,
+    file!(),
+    line!(),
+);
+
+impl idem_runtime::__private::Registered for Forged {}
+
+impl idem_runtime::RegisteredOperation for Forged {
+    const OPERATION: &'static idem_runtime::Operation = &FORGED;
+}
+
+async fn an_operation_outside_the_registries_is_refused_and_writes_nothing<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let (t, k) = (tenant("acme"), key("k-forged"));
+    let request = WriteRequest::new(&t, &k, fingerprint("{}"));
+    let refused = db.store.execute(Forged, request, pay::<DB>(100)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(WriteError::Store(idem_runtime::StoreError::Unregistered {
+                operation: "createPayment"
+            }))
+        ),
+        "{refused:?}"
+    );
+    db.store.flush_audit().await;
+    assert_eq!(db.count(PAYMENTS, &[]).await, 0);
+    assert_eq!(db.count(KEYS, &[]).await, 0);
+    assert_eq!(db.count(AUDIT, &[]).await, 0);
+    // The registered operation of that name still writes.
+    let registered = execute(&db.store, &t, &k, "{}", pay::<DB>(100)).await;
+    assert!(
+        matches!(registered, Ok(Outcome::New { .. })),
+        "{registered:?}"
+    );
+}
+
 const PARKED_EVENTS: &str = "SELECT COUNT(*) FROM idem_outbox WHERE parked_at_ms IS NOT NULL";
 
 /// Three payments with receipts, in this order; their event ids.
@@ -1031,6 +1076,7 @@ macro_rules! with_scenarios {
             2 a_running_dispatcher_survives_database_errors_and_stops_when_told,
             2 maintenance_purges_what_retention_allows_and_nothing_else,
             4 a_full_audit_queue_makes_requests_write_their_own_rows,
+            2 an_operation_outside_the_registries_is_refused_and_writes_nothing,
             2 the_audit_log_is_append_only,
             2 migrations_are_idempotent_and_kept_apart,
         ]);

@@ -17,6 +17,7 @@ const _: () = {
         ::core::file!(),
         ::core::line!(),
     );
+    impl ::idem_actix::__private::Registered for create_payment {}
     impl ::idem_actix::__private::RegisteredOperation for create_payment {
         const OPERATION: &'static ::idem_actix::__private::Operation = &__IDEM_OPERATION;
     }

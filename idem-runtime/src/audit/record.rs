@@ -46,6 +46,8 @@ pub enum Failure {
     Panic,
     /// The store failed.
     Store,
+    /// The body ran past the write timeout.
+    Timeout,
 }
 
 impl WriteOutcome {
@@ -65,6 +67,7 @@ impl WriteOutcome {
         match self {
             Self::Failed(Failure::Handler) => Some("handler"),
             Self::Failed(Failure::Panic) => Some("panic"),
+            Self::Failed(Failure::Timeout) => Some("timeout"),
             Self::Failed(Failure::Store) => Some("store"),
             _ => None,
         }

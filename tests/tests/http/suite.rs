@@ -96,6 +96,21 @@ async fn create_customer(
     web::Json(json!({ "id": write.entity_id(), "name": customer.name, "key": key.as_str() }))
 }
 
+/// Answers with a stream after writing a payment: an answer that cannot be stored, so the
+/// write must roll back.
+#[high_risk_mutation("streamReport", post = "/reports")]
+async fn stream_report(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Db>,
+) -> Result<HttpResponse, PaymentError> {
+    let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+    Db::insert_payment(write.tx(), id, &tenant, 1).await?;
+    let chunks = futures_util::stream::once(async {
+        Ok::<_, actix_web::Error>(web::Bytes::from_static(b"report"))
+    });
+    Ok(HttpResponse::Ok().streaming(chunks))
+}
+
 /// Bearer tokens as the application's authentication: the tenant never comes from a header
 /// the client chooses.
 struct BearerTokens;
@@ -119,6 +134,7 @@ fn routes(idem: Idempotency<Db>) -> ProtectedRoutes<Db> {
     ProtectedRoutes::new(idem)
         .financial(create_payment)
         .high_risk(create_customer)
+        .high_risk(stream_report)
 }
 
 /// A server on a free loopback port, in front of a fresh database.
@@ -448,6 +464,67 @@ async fn numbers_are_compared_exactly_and_the_422_names_what_differed() {
 }
 
 #[actix_web::test]
+async fn a_streaming_answer_cannot_be_stored_and_rolls_back() {
+    let server = Server::default().await;
+    let answer = send(
+        server.post("/reports", "token-a", Some("k-stream")),
+        json!({}),
+    )
+    .await;
+    answer.assert_problem(500, "write-failed");
+    assert!(
+        answer.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("streaming body")
+    );
+    assert_eq!(
+        server.count(PAYMENTS, &[]).await,
+        0,
+        "the write rolled back"
+    );
+    assert_eq!(server.count(KEYS, &[]).await, 0, "the key is free");
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn a_write_past_the_write_timeout_rolls_back_and_says_retry() {
+    let config = StoreConfig::default().with_write_timeout(Duration::from_millis(200));
+    let server = Server::start(config, ReplayStatus::default()).await;
+    let slow = json!({"amount_cents": 50, "hold_ms": 2_000});
+    let started = std::time::Instant::now();
+    let answer = send(server.post("/payments", "token-a", Some("k-slow")), slow).await;
+    answer.assert_problem(503, "write-timed-out");
+    assert!(
+        started.elapsed() < Duration::from_millis(1_500),
+        "cancelled at the timeout"
+    );
+    assert!(answer.header("retry-after").is_some());
+    assert_eq!(
+        server.count(PAYMENTS, &[]).await,
+        0,
+        "the payment rolled back"
+    );
+    assert_eq!(
+        server.count(KEYS, &[]).await,
+        0,
+        "the key is free for the retry"
+    );
+    let retry = send(
+        server.post("/payments", "token-a", Some("k-slow")),
+        json!({"amount_cents": 50}),
+    )
+    .await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{:?}", retry.body);
+    server.db.store.flush_audit().await;
+    assert_eq!(
+        server.count("SELECT COUNT(*) FROM idempotent_write_audit_log WHERE outcome = 'failed' AND failure = 'timeout'", &[]).await,
+        1
+    );
+    server.stop().await;
+}
+
+#[actix_web::test]
 async fn a_field_left_out_of_the_fingerprint_does_not_make_a_retry_another_request() {
     let server = Server::default().await;
     let first = json!({"amount_cents": 300, "client_sent_at": "10:00:00"});
@@ -667,7 +744,7 @@ async fn a_burst_of_retries_over_http_writes_once() {
 
 #[actix_web::test]
 async fn the_registry_lists_every_operation_with_class_route_and_location() {
-    let listing: Vec<String> = registered_operations()
+    let mut listing: Vec<String> = registered_operations()
         .map(|op| {
             let route = op.route().expect("an HTTP operation");
             assert!(op.file().ends_with("suite.rs"), "{}", op.file());
@@ -681,17 +758,24 @@ async fn the_registry_lists_every_operation_with_class_route_and_location() {
             )
         })
         .collect();
+    // Within a class, the linker decides the order.
+    listing.sort();
     assert_eq!(
         listing,
         [
-            "createPayment financial POST /payments",
             "createCustomer high_risk POST /customers",
+            "createPayment financial POST /payments",
+            "streamReport high_risk POST /reports",
         ]
     );
     let classes: Vec<OperationClass> = registered_operations().map(|op| op.class()).collect();
     assert_eq!(
         classes,
-        [OperationClass::Financial, OperationClass::HighRisk]
+        [
+            OperationClass::Financial,
+            OperationClass::HighRisk,
+            OperationClass::HighRisk
+        ]
     );
 }
 
@@ -700,6 +784,7 @@ async fn startup_refuses_an_unmounted_operation() {
     let db = Db::fresh(StoreConfig::default()).await;
     let error = ProtectedRoutes::new(Idempotency::new(db.store.clone(), BearerTokens))
         .financial(create_payment)
+        .high_risk(stream_report)
         .verify()
         .await
         .err()
