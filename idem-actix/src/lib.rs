@@ -151,6 +151,7 @@
 //! [`TenantResolver::user`] names the caller in the audit log. The example at the top of this
 //! page has the smallest resolver; README.md has one over an API-key table.
 
+mod answer;
 mod config;
 mod gate;
 pub mod health;
@@ -191,9 +192,10 @@ pub mod __private {
     };
     pub use linkme;
 
-    pub use crate::gate::Mount;
-    pub use crate::serve::{
+    pub use crate::answer::{
         AnswerKind, AnswerTag, AnsweredKind, AnsweredTag, CauseKind, CauseTag, NoRefusal,
-        ResultKind, ResultTag, respond, serve,
+        ResultKind, ResultTag, respond,
     };
+    pub use crate::gate::Mount;
+    pub use crate::serve::serve;
 }

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use actix_web::dev::Payload;
 use actix_web::web::{Bytes, BytesMut};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder, ResponseError};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use idem_runtime::{
@@ -33,8 +33,16 @@ pub struct HandlerFailure {
 }
 
 impl HandlerFailure {
+    /// A refusal that answers itself and is kept as the failure's cause.
+    pub(crate) fn with_cause<E: ResponseError + StdError + 'static>(error: E) -> Self {
+        Self {
+            response: error.error_response(),
+            cause: Some(Box::new(error)),
+        }
+    }
+
     /// A refusal answered by actix-web's error, whose cause the protocol cannot inspect.
-    fn answered(error: actix_web::Error) -> Self {
+    pub(crate) fn answered(error: actix_web::Error) -> Self {
         Self {
             response: error.error_response(),
             cause: None,
@@ -323,114 +331,6 @@ async fn extract<Args: FromRequest>(
     Args::from_request(request, &mut payload)
         .await
         .map_err(Into::into)
-}
-
-// What the user's function returned, in the protocol's terms, chosen by the type's shape at
-// the call site with zero-sized tags (autoref specialization, as in anyhow's `kind.rs`):
-// `(&value).idem_answer_kind()` picks a tag by reference, and the tag's method takes the value
-// by move. A `Result` splits into the answer and the refusal; any other [`Responder`] is an
-// answer. A refusal that is a [`std::error::Error`] is kept as the failure's cause.
-
-/// The tag of a handler's `Result`: `Err` refuses the write.
-pub struct ResultTag;
-
-/// Picks [`ResultTag`] for a `Result`.
-pub trait ResultKind {
-    /// The tag.
-    fn idem_answer_kind(&self) -> ResultTag {
-        ResultTag
-    }
-}
-
-impl<T, E> ResultKind for Result<T, E> {}
-
-impl ResultTag {
-    /// The answer or the refusal.
-    pub fn split<T, E>(self, output: Result<T, E>) -> Result<T, E> {
-        output
-    }
-}
-
-/// The tag of any other return type: always an answer.
-pub struct AnswerTag;
-
-/// Picks [`AnswerTag`] for anything that is not a `Result` (one autoref further away).
-pub trait AnswerKind {
-    /// The tag.
-    fn idem_answer_kind(&self) -> AnswerTag {
-        AnswerTag
-    }
-}
-
-impl<T> AnswerKind for &T {}
-
-impl AnswerTag {
-    /// The answer, never refused.
-    pub fn split<T>(self, output: T) -> Result<T, NoRefusal> {
-        Ok(output)
-    }
-}
-
-/// The refusal of a handler that cannot refuse.
-#[derive(Debug)]
-pub enum NoRefusal {}
-
-impl fmt::Display for NoRefusal {
-    fn fmt(&self, _: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match *self {}
-    }
-}
-
-impl StdError for NoRefusal {}
-
-impl ResponseError for NoRefusal {}
-
-/// The tag of a refusal that is a [`std::error::Error`]: kept as the failure's cause.
-pub struct CauseTag;
-
-/// Picks [`CauseTag`] for an error type that answers itself.
-pub trait CauseKind {
-    /// The tag.
-    fn idem_refusal_kind(&self) -> CauseTag {
-        CauseTag
-    }
-}
-
-impl<E: ResponseError + StdError + 'static> CauseKind for E {}
-
-impl CauseTag {
-    /// The failure to report, with its cause.
-    pub fn failure<E: ResponseError + StdError + 'static>(self, error: E) -> HandlerFailure {
-        HandlerFailure {
-            response: error.error_response(),
-            cause: Some(Box::new(error)),
-        }
-    }
-}
-
-/// The tag of any other refusal that actix-web can answer, such as `actix_web::Error`.
-pub struct AnsweredTag;
-
-/// Picks [`AnsweredTag`] for what converts into an `actix_web::Error`.
-pub trait AnsweredKind {
-    /// The tag.
-    fn idem_refusal_kind(&self) -> AnsweredTag {
-        AnsweredTag
-    }
-}
-
-impl<E: Into<actix_web::Error>> AnsweredKind for &E {}
-
-impl AnsweredTag {
-    /// The failure to report.
-    pub fn failure<E: Into<actix_web::Error>>(self, error: E) -> HandlerFailure {
-        HandlerFailure::answered(error.into())
-    }
-}
-
-/// The answer of a handler, as a response.
-pub fn respond<T: Responder>(answer: T, request: &HttpRequest) -> HttpResponse {
-    answer.respond_to(request).map_into_boxed_body()
 }
 
 #[cfg(test)]
