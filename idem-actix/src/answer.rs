@@ -7,6 +7,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::marker::PhantomData;
 
 use actix_web::{HttpRequest, HttpResponse, Responder, ResponseError};
 
@@ -110,3 +111,72 @@ impl AnsweredTag {
 pub fn respond<T: Responder>(answer: T, request: &HttpRequest) -> HttpResponse {
     answer.respond_to(request).map_into_boxed_body()
 }
+
+/// A parameter type of a protected handler, checked for being a database pool by the same
+/// specialization: `(&ParamCheck::<T>::new()).idem_param_kind().admit::<T>()` compiles for an
+/// extractor and fails, at the parameter, for a pool.
+pub struct ParamCheck<T>(PhantomData<T>);
+
+impl<T> ParamCheck<T> {
+    /// The check of `T`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T> Default for ParamCheck<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A database pool, directly or in app data: what a protected handler must not take.
+pub trait IsPool {}
+
+impl<DB: sqlx::Database> IsPool for sqlx::Pool<DB> {}
+impl<T: IsPool> IsPool for actix_web::web::Data<T> {}
+impl<T: IsPool> IsPool for std::sync::Arc<T> {}
+
+/// The tag of a pool parameter.
+pub struct PoolParam;
+
+/// Picks [`PoolParam`] for a pool.
+pub trait PoolParamKind {
+    /// The tag.
+    fn idem_param_kind(&self) -> PoolParam {
+        PoolParam
+    }
+}
+
+impl<T: IsPool> PoolParamKind for ParamCheck<T> {}
+
+impl PoolParam {
+    /// Refuses the parameter: no type satisfies the bound, whose message says what to do.
+    pub fn admit<T: WriteThroughTheTransaction>(self) {}
+}
+
+/// The tag of any other parameter.
+pub struct OtherParam;
+
+/// Picks [`OtherParam`] for anything that is not a pool (one autoref further away).
+pub trait OtherParamKind {
+    /// The tag.
+    fn idem_param_kind(&self) -> OtherParam {
+        OtherParam
+    }
+}
+
+impl<T> OtherParamKind for &ParamCheck<T> {}
+
+impl OtherParam {
+    /// Admits the parameter.
+    pub fn admit<T>(self) {}
+}
+
+/// Implemented by no type: the bound a pool parameter fails, with the sentence it shows.
+#[diagnostic::on_unimplemented(
+    message = "a protected handler cannot take a database pool: `{T}` writes outside the claimed transaction",
+    label = "a write through this pool commits even when the protected write rolls back, and again on every retry",
+    note = "write through the write context's transaction instead: `write.tx()`; a read that must not be part of the write belongs in an unprotected handler"
+)]
+pub trait WriteThroughTheTransaction<T = Self> {}

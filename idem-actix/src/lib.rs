@@ -194,7 +194,7 @@ pub mod __private {
 
     pub use crate::answer::{
         AnswerKind, AnswerTag, AnsweredKind, AnsweredTag, CauseKind, CauseTag, NoRefusal,
-        ResultKind, ResultTag, respond,
+        OtherParamKind, ParamCheck, PoolParamKind, ResultKind, ResultTag, respond,
     };
     pub use crate::gate::Mount;
     pub use crate::serve::serve;

@@ -4,6 +4,7 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::ItemFn;
+use syn::spanned::Spanned;
 
 use crate::attr::{Args, Class, RawArgs};
 use crate::handler::{self, Handler, Role};
@@ -82,6 +83,13 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
         })
         .collect();
 
+    // One check per extractor, spanned at its type: a database pool is refused there.
+    let parameter_checks = extractor_types.iter().map(|ty| {
+        quote_spanned! {ty.span()=>
+            (&#private::ParamCheck::<#ty>::new()).idem_param_kind().admit::<#ty>();
+        }
+    });
+
     quote! {
         #(#docs)*
         #[allow(non_camel_case_types)]
@@ -106,6 +114,13 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
             }
 
             impl #krate::#gate for #name {}
+
+            #[allow(dead_code)]
+            fn __idem_parameters() {
+                #[allow(unused_imports)]
+                use #private::{OtherParamKind as _, PoolParamKind as _};
+                #(#parameter_checks)*
+            }
 
             impl #private::Mount for #name {
                 type Database = #database;

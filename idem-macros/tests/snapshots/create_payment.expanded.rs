@@ -22,6 +22,14 @@ const _: () = {
         const OPERATION: &'static ::idem_actix::__private::Operation = &__IDEM_OPERATION;
     }
     impl ::idem_actix::FinancialMutation for create_payment {}
+    #[allow(dead_code)]
+    fn __idem_parameters() {
+        #[allow(unused_imports)]
+        use ::idem_actix::__private::{OtherParamKind as _, PoolParamKind as _};
+        (&::idem_actix::__private::ParamCheck::<web::Json<NewPayment>>::new())
+            .idem_param_kind()
+            .admit::<web::Json<NewPayment>>();
+    }
     impl ::idem_actix::__private::Mount for create_payment {
         type Database = Postgres;
         fn mount(config: &mut ::idem_actix::__private::actix_web::web::ServiceConfig) {
