@@ -240,39 +240,21 @@ impl<DB: Backend> OutboxDispatcher<DB> {
                 );
                 continue;
             };
-            match AssertUnwindSafe(handler(event)).catch_unwind().await {
+            let failure = match AssertUnwindSafe(handler(event)).catch_unwind().await {
                 Ok(Ok(())) => {
                     DB::mark_delivered(&self.store.pool, &event_id, now_ms()).await?;
                     report.delivered += 1;
+                    continue;
                 }
-                Ok(Err(error)) => {
-                    tracing::warn!(%event_id, %topic, %error, "outbox handler failed; delivered again later");
-                    report.failed += 1;
-                    report.parked += usize::from(
-                        self.record_failure(
-                            &event_id,
-                            attempts,
-                            &error.to_string(),
-                            self.max_attempts,
-                        )
-                        .await?,
-                    );
-                }
-                Err(panic) => {
-                    let error = format!("the handler panicked: {}", panic_message(panic.as_ref()));
-                    tracing::error!(%event_id, %topic, "{error}; delivered again later");
-                    report.failed += 1;
-                    report.parked += usize::from(
-                        self.record_failure(
-                            &event_id,
-                            attempts,
-                            &error.to_string(),
-                            self.max_attempts,
-                        )
-                        .await?,
-                    );
-                }
-            }
+                Ok(Err(error)) => error.to_string(),
+                Err(panic) => format!("the handler panicked: {}", panic_message(panic.as_ref())),
+            };
+            tracing::warn!(%event_id, %topic, error = %failure, "an outbox delivery failed; delivered again later");
+            report.failed += 1;
+            report.parked += usize::from(
+                self.record_failure(&event_id, attempts, &failure, self.max_attempts)
+                    .await?,
+            );
         }
         Ok(report)
     }
