@@ -40,8 +40,16 @@ impl<DB: Backend> IdempotencyStore<DB> {
 
     /// Inserts audit rows in one statement, retrying a busy database (on SQLite, the writer a
     /// conflict was about) under the retry policy; rows it cannot write are logged and counted.
+    ///
+    /// A connection that fails on its own I/O is tried again on another: a pooled connection
+    /// opened by a request's worker dies with that worker's runtime (at shutdown, "a Tokio
+    /// context … is being shutdown"), and the pool discards it; at worst every pooled
+    /// connection is such a one, so as many tries as the pool holds, plus one, reach a new
+    /// connection on the writer's own runtime.
     async fn append_audit_rows(&self, rows: &[AuditRecord]) {
         let mut attempt = 1;
+        let broken_connections = self.pool.options().get_max_connections() + 1;
+        let mut broken = 0;
         loop {
             match DB::append_audit_batch(&self.pool, rows).await {
                 Err(sqlx::Error::Database(error))
@@ -50,6 +58,10 @@ impl<DB: Backend> IdempotencyStore<DB> {
                 {
                     sleep(self.config.retry().backoff(attempt)).await;
                     attempt += 1;
+                }
+                Err(sqlx::Error::Io(error)) if broken < broken_connections => {
+                    broken += 1;
+                    tracing::debug!(%error, "an audit batch met a broken connection; trying another");
                 }
                 Err(error) => {
                     tracing::error!(rows = rows.len(), %error, "audit rows could not be written");
