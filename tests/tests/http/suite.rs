@@ -219,7 +219,14 @@ impl Answer {
 }
 
 async fn send(request: awc::ClientRequest, body: Value) -> Answer {
-    let mut response = request.send_json(&body).await.expect("the server answers");
+    read_answer(request.send_json(&body).await.expect("the server answers")).await
+}
+
+/// The status, headers and body of a response.
+async fn read_answer<S>(mut response: awc::ClientResponse<S>) -> Answer
+where
+    S: futures_util::Stream<Item = Result<web::Bytes, awc::error::PayloadError>> + Unpin,
+{
     let body = response
         .body()
         .limit(1 << 20)
@@ -380,21 +387,12 @@ async fn same_key_with_another_payload_is_422_and_keeps_the_first_write() {
 }
 
 async fn send_raw(request: awc::ClientRequest, body: &'static str) -> Answer {
-    let mut response = request
+    let response = request
         .insert_header(("content-type", "application/json"))
         .send_body(body)
         .await
         .expect("the server answers");
-    let body = response
-        .body()
-        .limit(1 << 20)
-        .await
-        .expect("a readable body");
-    Answer {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body,
-    }
+    read_answer(response).await
 }
 
 #[actix_web::test]
