@@ -155,7 +155,9 @@ async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>>
     let app = accubooks.clone();
     let server = HttpServer::new(move || {
         let app = app.clone();
-        App::new().configure(move |config| app.configure(config))
+        App::new()
+            .wrap(app.mutation_gate())
+            .configure(move |config| app.configure(config))
     })
     .disable_signals()
     .shutdown_timeout(options.shutdown_timeout.as_secs())

@@ -39,6 +39,15 @@ const ROUNDS: usize = 5;
 const CONCURRENCY: usize = 32;
 const BURST: usize = 500;
 
+idem_actix::unprotected_mutation!(
+    POST "/bare/customers",
+    reason = "the benchmark's bare twin: the same write without idem, to compare against"
+);
+idem_actix::unprotected_mutation!(
+    POST "/middleware/customers",
+    reason = "the benchmark's rival: the same write behind another crate's idempotency middleware"
+);
+
 /// The bare twin of `createCustomer`: the same row, the same transaction, no idempotency.
 async fn create_customer_bare(
     pool: web::Data<Pool<Any>>,
@@ -124,6 +133,7 @@ impl Target {
                 .wrap(SessionMiddleware::new(sessions.clone(), cookie_key.clone()))
                 .route("/customers", web::post().to(create_customer_bare));
             App::new()
+                .wrap(app.mutation_gate())
                 .configure(move |config| app.configure(config))
                 .route("/bare/customers", web::post().to(create_customer_bare))
                 .service(middleware)

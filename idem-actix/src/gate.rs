@@ -10,32 +10,46 @@ use idem_runtime::{
 };
 
 use crate::config::Idempotency;
+use crate::mutation_gate::{AllowedMutations, Exemption, MutationGate, exemptions};
 
-/// Not public API: how an annotated handler adds its route to an application.
+/// Not public API: how an annotated handler, whose write context runs on `DB`, adds its route
+/// to an application.
 #[doc(hidden)]
-pub trait Mount {
-    /// The database the handler's write context runs on.
-    type Database: Backend;
-
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not write to the database of these routes",
+    label = "its write context is not `WriteContext<'_, {DB}>`",
+    note = "mount a handler in the ProtectedRoutes of the database its `&mut WriteContext<'_, DB>` names"
+)]
+pub trait Mount<DB: Backend> {
     /// Adds the handler's resource to `config`.
     fn mount(config: &mut ServiceConfig);
 }
 
+/// Implemented by no type: the bound a protected handler passed to `App::service` fails, with
+/// the sentence it shows.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "a protected handler is mounted through ProtectedRoutes, not `App::service`",
+    label = "this route would skip the startup check",
+    note = "add it with `ProtectedRoutes::financial(handler)` or `.high_risk(handler)`, then mount the verified routes: `App::new().wrap(routes.mutation_gate()).configure(|config| routes.configure(config))`"
+)]
+pub trait MountedThroughTheGate {}
+
 /// A handler annotated with `#[financial_mutation]`.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a financial mutation",
-    label = "expected a handler annotated with #[financial_mutation]",
+    message = "`{Self}` is not a financial mutation on {DB}",
+    label = "expected a handler annotated with #[financial_mutation] whose write context is `WriteContext<'_, {DB}>`",
     note = "annotate the handler with #[financial_mutation(\"operationName\", post = \"/path\")]; a #[high_risk_mutation] handler is mounted with `.high_risk(...)`"
 )]
-pub trait FinancialMutation: RegisteredOperation + Mount + 'static {}
+pub trait FinancialMutation<DB: Backend>: RegisteredOperation + Mount<DB> + 'static {}
 
 /// A handler annotated with `#[high_risk_mutation]`.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a high-risk mutation",
-    label = "expected a handler annotated with #[high_risk_mutation]",
+    message = "`{Self}` is not a high-risk mutation on {DB}",
+    label = "expected a handler annotated with #[high_risk_mutation] whose write context is `WriteContext<'_, {DB}>`",
     note = "annotate the handler with #[high_risk_mutation(\"operationName\", post = \"/path\")]; a #[financial_mutation] handler is mounted with `.financial(...)`"
 )]
-pub trait HighRiskMutation: RegisteredOperation + Mount + 'static {}
+pub trait HighRiskMutation<DB: Backend>: RegisteredOperation + Mount<DB> + 'static {}
 
 struct Mounted {
     operation: &'static Operation,
@@ -54,7 +68,9 @@ struct Mounted {
 ///     .await?;
 /// actix_web::HttpServer::new(move || {
 ///     let routes = routes.clone();
-///     actix_web::App::new().configure(move |config| routes.configure(config))
+///     actix_web::App::new()
+///         .wrap(routes.mutation_gate())
+///         .configure(move |config| routes.configure(config))
 /// });
 /// # Ok(()) }
 /// ```
@@ -73,17 +89,17 @@ impl<DB: Backend> ProtectedRoutes<DB> {
     }
 
     /// Mounts a `#[financial_mutation]` handler.
-    pub fn financial<M: FinancialMutation<Database = DB>>(self, _handler: M) -> Self {
+    pub fn financial<M: FinancialMutation<DB>>(self, _handler: M) -> Self {
         self.with::<M>()
     }
 
     /// Mounts a `#[high_risk_mutation]` handler.
-    pub fn high_risk<M: HighRiskMutation<Database = DB>>(self, _handler: M) -> Self {
+    pub fn high_risk<M: HighRiskMutation<DB>>(self, _handler: M) -> Self {
         self.with::<M>()
     }
 
     /// Adds a handler whose class the public methods checked.
-    fn with<M: RegisteredOperation + Mount<Database = DB>>(mut self) -> Self {
+    fn with<M: RegisteredOperation + Mount<DB>>(mut self) -> Self {
         self.mounts.push(Mounted {
             operation: M::OPERATION,
             mount: M::mount,
@@ -92,10 +108,13 @@ impl<DB: Backend> ProtectedRoutes<DB> {
     }
 
     /// The startup check: every registered HTTP operation is mounted exactly once, no two
-    /// handlers claim one operation name, the registry is not empty, and the store's schema is
-    /// migrated. Lists every problem it finds.
+    /// handlers claim one operation name, the registry is not empty, no exemption
+    /// ([`unprotected_mutation!`](crate::unprotected_mutation)) names a protected route or
+    /// another exemption's, and the store's schema is migrated. Lists every problem it finds,
+    /// and logs every exemption, so that the routes served without idem are in the startup log.
     pub async fn verify(self) -> Result<VerifiedRoutes<DB>, StartupError> {
         let mut problems = check_registry(registered_operations(), &self.mounts);
+        problems.extend(check_exemptions(exemptions(), &self.mounts));
         match self.idem.store.pending_migrations().await {
             Ok(pending) if pending.is_empty() => {}
             Ok(pending) => problems.push(StartupProblem::NotMigrated { pending }),
@@ -105,11 +124,52 @@ impl<DB: Backend> ProtectedRoutes<DB> {
             return Err(StartupError { problems });
         }
         idem_runtime::register_metrics();
+        let mut allowed = AllowedMutations::default();
+        for route in self.mounts.iter().filter_map(|m| m.operation.route()) {
+            allowed.protect(route.method, route.path);
+        }
+        for exemption in exemptions() {
+            tracing::info!(%exemption, "mutation served without idem");
+            allowed.exempt(exemption.method(), exemption.path());
+        }
         Ok(VerifiedRoutes {
             idem: self.idem,
             mounts: self.mounts.into(),
+            allowed: Arc::new(allowed),
         })
     }
+}
+
+fn check_exemptions(
+    exemptions: impl Iterator<Item = &'static Exemption>,
+    mounts: &[Mounted],
+) -> Vec<StartupProblem> {
+    let mut problems = Vec::new();
+    let mut seen: Vec<&Exemption> = Vec::new();
+    for exemption in exemptions {
+        let same_route =
+            |method: &str, path: &str| method == exemption.method() && path == exemption.path();
+        if let Some(operation) = mounts.iter().map(|m| m.operation).find(|operation| {
+            operation
+                .route()
+                .is_some_and(|route| same_route(route.method, route.path))
+        }) {
+            problems.push(StartupProblem::ExemptionOfProtectedRoute {
+                exemption: exemption.to_string(),
+                operation: operation.name().to_owned(),
+            });
+        }
+        if seen
+            .iter()
+            .any(|other| same_route(other.method(), other.path()))
+        {
+            problems.push(StartupProblem::ExemptionDeclaredTwice {
+                exemption: exemption.to_string(),
+            });
+        }
+        seen.push(exemption);
+    }
+    problems
 }
 
 fn check_registry(
@@ -141,6 +201,7 @@ fn check_registry(
 pub struct VerifiedRoutes<DB: Backend> {
     idem: Idempotency<DB>,
     mounts: Arc<[Mounted]>,
+    allowed: Arc<AllowedMutations>,
 }
 
 impl<DB: Backend> Clone for VerifiedRoutes<DB> {
@@ -148,19 +209,34 @@ impl<DB: Backend> Clone for VerifiedRoutes<DB> {
         Self {
             idem: self.idem.clone(),
             mounts: self.mounts.clone(),
+            allowed: self.allowed.clone(),
         }
     }
 }
 
 impl<DB: Backend> VerifiedRoutes<DB> {
     /// Adds the settings and every protected route to an application:
-    /// `App::new().configure(|config| routes.configure(config))`.
+    /// `App::new().wrap(routes.mutation_gate()).configure(|config| routes.configure(config))`.
     pub fn configure(&self, config: &mut ServiceConfig) {
         config.app_data(self.idem.clone());
         config.app_data(self.idem.tenants.clone());
         for mounted in self.mounts.iter() {
             (mounted.mount)(config);
         }
+    }
+
+    /// The default-deny middleware of the application: a mutation reaches a handler only
+    /// through these protected routes or a declared
+    /// [exemption](crate::unprotected_mutation). Wrap the whole `App` with it; a protected
+    /// route refuses to run without it (`500`, `#not-configured`).
+    pub fn mutation_gate(&self) -> MutationGate {
+        MutationGate::new(self.allowed.clone())
+    }
+
+    /// The routes served without idem, as declared with
+    /// [`unprotected_mutation!`](crate::unprotected_mutation).
+    pub fn exemptions(&self) -> impl Iterator<Item = &'static Exemption> + Clone {
+        exemptions()
     }
 
     /// The store the routes write through.
@@ -198,6 +274,22 @@ pub enum StartupProblem {
         operation: String,
         /// How many times it is mounted.
         times: usize,
+    },
+    /// An exemption names the route of a mounted protected operation.
+    #[error(
+        "the exemption {exemption} names the route of the protected operation `{operation}`: remove the unprotected_mutation! declaration"
+    )]
+    ExemptionOfProtectedRoute {
+        /// The exemption, with its reason and location.
+        exemption: String,
+        /// The protected operation on that route.
+        operation: String,
+    },
+    /// Two exemptions name one route.
+    #[error("the route of the exemption {exemption} is declared exempt twice: keep one")]
+    ExemptionDeclaredTwice {
+        /// The second declaration.
+        exemption: String,
     },
     /// Some of idem's migrations have not been applied.
     #[error(
@@ -308,5 +400,42 @@ mod tests {
             text.contains("`createPayment` (declared at a.rs:1) is registered but not mounted"),
             "{text}"
         );
+    }
+
+    static SIGN_UP: Exemption =
+        Exemption::__new("POST", "/sign-up", "creates the tenant", "d.rs", 4);
+    static SIGN_UP_AGAIN: Exemption =
+        Exemption::__new("POST", "/sign-up", "creates the tenant", "e.rs", 5);
+    static PAYMENT_EXEMPT: Exemption =
+        Exemption::__new("POST", "/payments", "no reason is good enough", "f.rs", 6);
+
+    #[test]
+    fn an_exemption_of_a_protected_route_is_refused() {
+        let problems = check_exemptions([&PAYMENT_EXEMPT].into_iter(), &[mounted(&PAYMENT)]);
+        let [
+            StartupProblem::ExemptionOfProtectedRoute {
+                operation,
+                exemption,
+            },
+        ] = problems.as_slice()
+        else {
+            panic!("{problems:?}");
+        };
+        assert_eq!(operation, "createPayment");
+        assert!(
+            exemption.contains("POST /payments (declared at f.rs:6)"),
+            "{exemption}"
+        );
+    }
+
+    #[test]
+    fn an_exemption_declared_twice_is_refused_and_distinct_ones_pass() {
+        let problems =
+            check_exemptions([&SIGN_UP, &SIGN_UP_AGAIN].into_iter(), &[mounted(&PAYMENT)]);
+        assert!(
+            matches!(problems.as_slice(), [StartupProblem::ExemptionDeclaredTwice { exemption }] if exemption.contains("e.rs:5")),
+            "{problems:?}"
+        );
+        assert!(check_exemptions([&SIGN_UP].into_iter(), &[mounted(&PAYMENT)]).is_empty());
     }
 }

@@ -55,7 +55,9 @@
 //!         .await?;
 //!     HttpServer::new(move || {
 //!         let routes = routes.clone();
-//!         App::new().configure(move |config| routes.configure(config))
+//!         App::new()
+//!             .wrap(routes.mutation_gate())
+//!             .configure(move |config| routes.configure(config))
 //!     })
 //!     .bind("127.0.0.1:8080")?
 //!     .run()
@@ -80,7 +82,9 @@
 //!
 //! The handler is an `async fn` that takes an [`IdempotencyKey`], a
 //! `&mut WriteContext<'_, DB>` (its transaction and the write's entity id) and any other
-//! actix-web extractors, in any order, and returns anything actix-web can answer with; an `Err`
+//! actix-web extractors, in any order (at most twelve besides the write context), under any
+//! name: the key and the write context are recognised by type, so renamed imports and aliases
+//! compile, and a different type of the same name does not. It returns anything actix-web can answer with; an `Err`
 //! of a `Result` refuses the write (it rolls back and the key stays free), while an answer, even
 //! with an error status such as a declined card's `402`, is the write's result: it commits and
 //! is replayed to every retry. The expansion of one
@@ -156,6 +160,7 @@ mod config;
 mod gate;
 pub mod health;
 mod key;
+mod mutation_gate;
 pub mod problem;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
@@ -169,11 +174,12 @@ pub use gate::{
     VerifiedRoutes,
 };
 pub use idem_macros::{financial_mutation, high_risk_mutation};
-/// The engine's API, from this one root: jobs (`operation!`, [`WriteRequest`],
-/// [`verify_registry`]), the outbox, maintenance, fingerprints, metrics. Its key type is this
-/// crate's [`IdempotencyKey`], which dereferences to the one the engine takes.
+/// The engine's API, from this one root: the [`IdempotencyKey`] a protected handler takes and a
+/// job chooses, jobs (`operation!`, [`WriteRequest`], [`verify_registry`]), the outbox,
+/// maintenance, fingerprints, metrics.
 pub use idem_runtime::*;
-pub use key::{IDEMPOTENCY_KEY, IdempotencyKey};
+pub use key::IDEMPOTENCY_KEY;
+pub use mutation_gate::{Exemption, MutationGate, MutationGateService, exemptions};
 pub use replay::{IDEMPOTENT_REPLAYED, REPLAYED_HEADERS};
 pub use serve::HandlerFailure;
 pub use tenant::{Tenant, TenantRejection, TenantResolver};
@@ -193,9 +199,17 @@ pub mod __private {
     pub use linkme;
 
     pub use crate::answer::{
-        AnswerKind, AnswerTag, AnsweredKind, AnsweredTag, CauseKind, CauseTag, NoRefusal,
-        OtherParamKind, ParamCheck, PoolParamKind, ResultKind, ResultTag, respond,
+        AnswerKind, AnswerTag, AnsweredKind, AnsweredTag, CauseKind, CauseTag, ExtractorParamKind,
+        KeyParamKind, NoRefusal, ParamCheck, PoolParamKind, ResultKind, ResultTag, WriteTarget,
+        respond, takes_the_key,
     };
+    pub use idem_runtime::{Backend, IdempotencyKey};
+
+    pub use crate::gate::MountedThroughTheGate;
+
+    /// The database of a handler's write context, `&mut WriteContext<'_, DB>` under any name.
+    pub type Database<W> = <W as WriteTarget>::Database;
     pub use crate::gate::Mount;
+    pub use crate::mutation_gate::UNPROTECTED_MUTATIONS;
     pub use crate::serve::serve;
 }

@@ -17,6 +17,7 @@
 //! | <a id="write-timed-out"></a>`#write-timed-out` | 503 | the handler held its transaction past the write timeout; it was rolled back; retry with the same key |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the idempotency store failed; nothing was written; retry after `Retry-After` seconds |
 //! | <a id="not-configured"></a>`#not-configured` | 500 | the application did not register an [`Idempotency`](crate::Idempotency) as app data |
+//! | <a id="unprotected-mutation"></a>`#unprotected-mutation` | 405 | a mutating request (not `GET`, `HEAD`, `OPTIONS`, `TRACE`) reached a route pattern where that method is neither a protected operation nor declared with [`unprotected_mutation!`](crate::unprotected_mutation); no handler ran ([`MutationGate`](crate::MutationGate)) |
 //! | <a id="not-ready"></a>`#not-ready` | 503 | `GET /readyz`: the process is draining, its migrations are pending or its database is unreachable ([`Health`](crate::health::Health)) |
 
 use std::time::Duration;
@@ -68,6 +69,8 @@ pub enum ProblemKind {
     NotConfigured,
     /// The readiness probe failed.
     NotReady,
+    /// A mutation reached a route that is neither protected nor exempt.
+    UnprotectedMutation,
 }
 
 impl ProblemKind {
@@ -80,6 +83,7 @@ impl ProblemKind {
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestInFlight => StatusCode::CONFLICT,
             Self::WriteFailed | Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UnprotectedMutation => StatusCode::METHOD_NOT_ALLOWED,
             Self::StoreUnavailable
             | Self::NotReady
             | Self::TenantUnavailable
@@ -102,6 +106,7 @@ impl ProblemKind {
             Self::StoreUnavailable => "store-unavailable",
             Self::NotConfigured => "not-configured",
             Self::NotReady => "not-ready",
+            Self::UnprotectedMutation => "unprotected-mutation",
         }
     }
 
@@ -120,6 +125,7 @@ impl ProblemKind {
             Self::StoreUnavailable => "idempotency store unavailable",
             Self::NotConfigured => "idempotency not configured",
             Self::NotReady => "not ready",
+            Self::UnprotectedMutation => "unprotected mutation refused",
         }
     }
 

@@ -10,16 +10,18 @@ use std::rc::Rc;
 
 use actix_web::dev::Payload;
 use actix_web::web::{Bytes, BytesMut};
-use actix_web::{FromRequest, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use idem_runtime::{
-    Backend, Fingerprint, Outcome, RegisteredOperation, RequestPart, StoreError, WriteContext,
-    WriteError, WriteRequest,
+    Backend, Fingerprint, IdempotencyKey, Outcome, RegisteredOperation, RequestPart, StoreError,
+    WriteContext, WriteError, WriteRequest,
 };
 
+use crate::answer::Extraction;
 use crate::config::Idempotency;
-use crate::key::IdempotencyKey;
+use crate::key::key_from_headers;
+use crate::mutation_gate::{GatePassed, ServedByIdem, gate_not_installed};
 use crate::problem::{Problem, ProblemKind};
 use crate::replay::{capture, replay};
 use crate::tenant::not_configured;
@@ -78,49 +80,60 @@ impl StdError for HandlerFailure {
     }
 }
 
-/// Runs one request of the registered operation `Op`: `handler` is the user's function, called
-/// once per attempt (a closure that captures nothing, so copying it is free). `ignored_fields`
-/// are the top-level JSON fields of the body that the fingerprint leaves out
-/// (`ignore_in_fingerprint`).
-pub async fn serve<Op, DB, Args, H>(
+/// Runs one request of the registered operation `Op`: `extract` takes the handler's parameters
+/// but its write context from the request (the client's key among them), `handler` is the
+/// user's function, called once per attempt (closures that capture nothing, so copying them is
+/// free). `ignored_fields` are the top-level JSON fields of the body that the fingerprint
+/// leaves out (`ignore_in_fingerprint`).
+pub async fn serve<Op, DB, Args, X, H>(
     operation: Op,
     request: HttpRequest,
     mut payload: Payload,
+    extract: X,
     handler: H,
     ignored_fields: &'static [&'static str],
 ) -> HttpResponse
 where
     Op: RegisteredOperation,
     DB: Backend,
-    Args: FromRequest + 'static,
+    Args: 'static,
+    X: Fn(&HttpRequest, &mut Payload, &IdempotencyKey) -> Extraction<Args> + Copy + 'static,
     H: for<'c, 'r> Fn(
             &'c mut WriteContext<'r, DB>,
-            IdempotencyKey,
             Args,
             HttpRequest,
         ) -> LocalBoxFuture<'c, Result<HttpResponse, HandlerFailure>>
         + Copy
         + 'static,
 {
-    match serve_checked(operation, &request, &mut payload, handler, ignored_fields).await {
-        Ok(response) | Err(response) => response,
-    }
+    let (Ok(mut response) | Err(mut response)) = serve_checked(
+        operation,
+        &request,
+        &mut payload,
+        extract,
+        handler,
+        ignored_fields,
+    )
+    .await;
+    response.extensions_mut().insert(ServedByIdem);
+    response
 }
 
-async fn serve_checked<Op, DB, Args, H>(
+async fn serve_checked<Op, DB, Args, X, H>(
     operation: Op,
     request: &HttpRequest,
     payload: &mut Payload,
+    extract: X,
     handler: H,
     ignored_fields: &'static [&'static str],
 ) -> Result<HttpResponse, HttpResponse>
 where
     Op: RegisteredOperation,
     DB: Backend,
-    Args: FromRequest + 'static,
+    Args: 'static,
+    X: Fn(&HttpRequest, &mut Payload, &IdempotencyKey) -> Extraction<Args> + Copy + 'static,
     H: for<'c, 'r> Fn(
             &'c mut WriteContext<'r, DB>,
-            IdempotencyKey,
             Args,
             HttpRequest,
         ) -> LocalBoxFuture<'c, Result<HttpResponse, HandlerFailure>>
@@ -131,11 +144,18 @@ where
     let idem = request
         .app_data::<Idempotency<DB>>()
         .ok_or_else(|| not_configured().to_response())?;
-    let key = IdempotencyKey::from_headers(request.headers()).map_err(problem)?;
+    if request.extensions().get::<GatePassed>().is_none() {
+        tracing::error!(
+            operation = Op::OPERATION.name(),
+            "a protected route ran without the mutation gate: wrap the App with VerifiedRoutes::mutation_gate()"
+        );
+        return Err(gate_not_installed().to_response());
+    }
+    let key = key_from_headers(request.headers()).map_err(problem)?;
     let tenant = idem.tenants.resolve(request).await.map_err(problem)?;
     let body = read_body(payload, idem.body_limit).await.map_err(problem)?;
     // The user's extractors run before the key is claimed: a malformed body costs nothing.
-    let args = extract::<Args>(request, &body)
+    let args = extract(request, &mut Payload::from(body.clone()), &key)
         .await
         .map_err(|error| error.error_response())?;
 
@@ -166,11 +186,11 @@ where
                 // A retried attempt extracts again from the same bytes.
                 let args = match args {
                     Some(args) => args,
-                    None => extract::<Args>(&request, &body)
+                    None => extract(&request, &mut Payload::from(body), &key)
                         .await
                         .map_err(HandlerFailure::answered)?,
                 };
-                let response = handler(write, key, args, request).await?;
+                let response = handler(write, args, request).await?;
                 let (response, stored) = capture(response, created_status)
                     .await
                     .map_err(HandlerFailure::answered)?;
@@ -321,16 +341,6 @@ async fn read_body(payload: &mut Payload, limit: usize) -> Result<Bytes, Problem
         body.extend_from_slice(&chunk);
     }
     Ok(body.freeze())
-}
-
-async fn extract<Args: FromRequest>(
-    request: &HttpRequest,
-    body: &Bytes,
-) -> Result<Args, actix_web::Error> {
-    let mut payload = Payload::from(body.clone());
-    Args::from_request(request, &mut payload)
-        .await
-        .map_err(Into::into)
 }
 
 #[cfg(test)]

@@ -21,6 +21,30 @@ impl Class {
             Self::HighRisk => "high_risk_mutation",
         }
     }
+
+    /// The registry the operation joins.
+    pub(crate) fn slice(self) -> proc_macro2::TokenStream {
+        match self {
+            Self::Financial => quote::quote!(FINANCIAL_MUTATIONS),
+            Self::HighRisk => quote::quote!(HIGH_RISK_MUTATIONS),
+        }
+    }
+
+    /// The `OperationClass` variant.
+    pub(crate) fn variant(self) -> proc_macro2::TokenStream {
+        match self {
+            Self::Financial => quote::quote!(Financial),
+            Self::HighRisk => quote::quote!(HighRisk),
+        }
+    }
+
+    /// The gate's trait, which only handlers of this class implement.
+    pub(crate) fn gate(self) -> proc_macro2::TokenStream {
+        match self {
+            Self::Financial => quote::quote!(FinancialMutation),
+            Self::HighRisk => quote::quote!(HighRiskMutation),
+        }
+    }
 }
 
 /// The validated arguments.

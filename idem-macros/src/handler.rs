@@ -1,26 +1,34 @@
 //! The annotated function: what each parameter is, and what a protected handler must have.
+//!
+//! Only the write context is found by its shape: it is the one parameter taken by `&mut`
+//! (an extractor is owned). Everything else is told apart by type in the expansion, so a
+//! renamed import, a full path or an alias of `IdempotencyKey` or `WriteContext` is
+//! recognised, and a different type of the same name is not.
 
+use proc_macro2::Span;
 use syn::spanned::Spanned;
-use syn::{FnArg, GenericArgument, ItemFn, PathArguments, Type, TypePath};
+use syn::visit_mut::VisitMut;
+use syn::{FnArg, ItemFn, Lifetime, Type};
 
 use crate::errors::Errors;
 
 /// What one parameter of the handler is.
 pub(crate) enum Role {
-    /// The client's `IdempotencyKey`.
-    Key,
-    /// `&mut WriteContext<'_, DB>`: the write's transaction.
+    /// `&mut WriteContext<'_, DB>` under any name: the write's transaction.
     Write,
-    /// Any other actix-web extractor, passed through.
-    Extractor(Box<Type>),
+    /// The client's key or an actix-web extractor, told apart by type in the expansion.
+    Extracted(Box<Type>),
 }
 
-/// A handler that satisfies the contract.
+/// A handler that satisfies the rules a macro can check.
 pub(crate) struct Handler {
     pub(crate) item: ItemFn,
     pub(crate) roles: Vec<Role>,
-    /// The `DB` of `WriteContext<'_, DB>`.
-    pub(crate) database: Type,
+    /// The referent of the write context's `&mut`, its lifetimes made `'static`: the type whose
+    /// `WriteTarget::Database` is the handler's database.
+    pub(crate) write_target: Type,
+    /// The parentheses around the parameters, where a missing parameter is reported.
+    pub(crate) params_span: Span,
 }
 
 /// Checks the function; every breach is reported, each at its own tokens.
@@ -42,52 +50,67 @@ pub(crate) fn analyze(item: ItemFn, attribute: &str) -> syn::Result<Handler> {
             format!("#[{attribute}] handlers are not generic: name the concrete extractor types"),
         ));
     }
+    for attr in item.attrs.iter().filter(|attr| is_class_attribute(attr)) {
+        errors.push(syn::Error::new_spanned(
+            attr,
+            format!(
+                "an operation has one class: keep #[{attribute}] or #[{}], not both",
+                attr.path()
+                    .segments
+                    .last()
+                    .expect("a class attribute has a name")
+                    .ident
+            ),
+        ));
+    }
 
     let mut roles = Vec::new();
-    let mut key_seen = false;
-    let mut database = None;
+    let mut write_target = None;
+    let mut shared_reference = false;
     for input in &sig.inputs {
         let FnArg::Typed(param) = input else {
             errors.push(syn::Error::new_spanned(
                 input,
-                format!("#[{attribute}] goes on a free async fn, not a method"),
+                format!(
+                    "#[{attribute}] goes on a free async fn, not a method: move the handler out of the `impl` block"
+                ),
             ));
             continue;
         };
         let ty = &*param.ty;
-        if is_key(ty) {
-            if key_seen {
+        match ty {
+            Type::Reference(reference) if reference.mutability.is_some() => {
+                if write_target.is_some() {
+                    errors.push(syn::Error::new_spanned(
+                        param,
+                        "this handler already takes its `WriteContext`: remove this second one",
+                    ));
+                }
+                let mut target = (*reference.elem).clone();
+                StaticLifetimes.visit_type_mut(&mut target);
+                write_target = Some(target);
+                roles.push(Role::Write);
+            }
+            Type::Reference(_) => {
+                shared_reference = true;
                 errors.push(syn::Error::new_spanned(
-                    param,
-                    "this handler already takes an `IdempotencyKey`: remove this second one",
-                ));
+                ty,
+                "a protected handler's parameters are owned extractors, and its write context is borrowed mutably: take it as `&mut WriteContext<'_, Postgres>` (or `Sqlite`)",
+            ));
             }
-            key_seen = true;
-            roles.push(Role::Key);
-        } else if let Some(write) = write_context(ty) {
-            match write {
-                Ok(db) if database.is_none() => database = Some(db.clone()),
-                Ok(_) => errors.push(syn::Error::new_spanned(
-                    param,
-                    "this handler already takes its `WriteContext`: remove this second one",
-                )),
-                Err(error) => errors.push(error),
-            }
-            roles.push(Role::Write);
-        } else {
-            roles.push(Role::Extractor(Box::new(ty.clone())));
+            Type::ImplTrait(_) => errors.push(syn::Error::new_spanned(
+                ty,
+                "a protected handler names its parameters' types: write the extractor's type, such as `web::Json<NewPayment>`, instead of `impl Trait`",
+            )),
+            Type::Infer(_) => errors.push(syn::Error::new_spanned(
+                ty,
+                "a protected handler names its parameters' types: write the extractor's type instead of `_`",
+            )),
+            _ => roles.push(Role::Extracted(Box::new(ty.clone()))),
         }
     }
     let params_span = sig.paren_token.span.join();
-    if !key_seen {
-        errors.push(syn::Error::new(
-            params_span,
-            format!(
-                "#[{attribute}] handlers take the client's idempotency key: add a parameter `key: IdempotencyKey`"
-            ),
-        ));
-    }
-    if database.is_none() && !roles.iter().any(|role| matches!(role, Role::Write)) {
+    if write_target.is_none() && !shared_reference {
         errors.push(syn::Error::new(
             params_span,
             format!(
@@ -95,54 +118,52 @@ pub(crate) fn analyze(item: ItemFn, attribute: &str) -> syn::Result<Handler> {
             ),
         ));
     }
+    let keys_by_name = sig
+        .inputs
+        .iter()
+        .filter(|input| matches!(input, FnArg::Typed(param) if is_named_key(&param.ty)))
+        .skip(1);
+    for second in keys_by_name {
+        errors.push(syn::Error::new_spanned(
+            second,
+            "this handler already takes an `IdempotencyKey`: remove this second one",
+        ));
+    }
     errors.finish(|| Handler {
         item,
         roles,
-        database: database.expect("a missing write context is reported as an error"),
+        write_target: write_target
+            .expect("a missing or shared write context is reported as an error"),
+        params_span,
     })
 }
 
-fn last_segment_is(path: &TypePath, name: &str) -> bool {
-    path.qself.is_none()
-        && path
-            .path
-            .segments
-            .last()
-            .is_some_and(|segment| segment.ident == name)
+/// `#[financial_mutation]` or `#[high_risk_mutation]`, by any path.
+pub(crate) fn is_class_attribute(attr: &syn::Attribute) -> bool {
+    attr.path().segments.last().is_some_and(|last| {
+        last.ident == "financial_mutation" || last.ident == "high_risk_mutation"
+    })
 }
 
-fn is_key(ty: &Type) -> bool {
-    matches!(ty, Type::Path(path) if last_segment_is(path, "IdempotencyKey"))
+/// A type spelled `…::IdempotencyKey`: only to report a second key by name, once, at its
+/// tokens; the key itself is recognised by type.
+fn is_named_key(ty: &Type) -> bool {
+    matches!(ty, Type::Path(path) if path.qself.is_none()
+        && path.path.segments.last().is_some_and(|segment| segment.ident == "IdempotencyKey"))
 }
 
-/// `Some(Ok(DB))` for `&mut WriteContext<'_, DB>`, `Some(Err(..))` for a misuse of it.
-fn write_context(ty: &Type) -> Option<syn::Result<&Type>> {
-    let (reference, path) = match ty {
-        Type::Reference(reference) => match &*reference.elem {
-            Type::Path(path) if last_segment_is(path, "WriteContext") => (Some(reference), path),
-            _ => return None,
-        },
-        Type::Path(path) if last_segment_is(path, "WriteContext") => (None, path),
-        _ => return None,
-    };
-    let shape = "take it as `&mut WriteContext<'_, Postgres>` (or `Sqlite`)";
-    let Some(reference) = reference.filter(|reference| reference.mutability.is_some()) else {
-        return Some(Err(syn::Error::new_spanned(
-            ty,
-            format!("the write context is borrowed mutably: {shape}"),
-        )));
-    };
-    let database = match &path.path.segments.last()?.arguments {
-        PathArguments::AngleBracketed(args) => args.args.iter().rev().find_map(|arg| match arg {
-            GenericArgument::Type(ty) => Some(ty),
-            _ => None,
-        }),
-        _ => None,
-    };
-    Some(database.ok_or_else(|| {
-        syn::Error::new(
-            reference.elem.span(),
-            format!("name the database of the write context: {shape}"),
-        )
-    }))
+/// Makes every lifetime of a type `'static`, so that it can be named outside the handler.
+struct StaticLifetimes;
+
+impl VisitMut for StaticLifetimes {
+    fn visit_lifetime_mut(&mut self, lifetime: &mut Lifetime) {
+        *lifetime = Lifetime::new("'static", lifetime.span());
+    }
+
+    fn visit_type_reference_mut(&mut self, reference: &mut syn::TypeReference) {
+        if reference.lifetime.is_none() {
+            reference.lifetime = Some(Lifetime::new("'static", reference.and_token.span()));
+        }
+        syn::visit_mut::visit_type_reference_mut(self, reference);
+    }
 }

@@ -148,8 +148,8 @@ pub const fn is_operation_name(name: &str) -> bool {
 /// ([`StoreError::Unregistered`](crate::StoreError::Unregistered)), whatever the compiler missed.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a registered operation",
-    label = "not declared with #[financial_mutation] or #[high_risk_mutation]",
-    note = "annotate the function that performs this write with #[financial_mutation(\"operationName\", ...)] or #[high_risk_mutation(\"operationName\", ...)]: the attribute registers the operation and implements this trait"
+    label = "not declared with operation!, #[financial_mutation] or #[high_risk_mutation]",
+    note = "a job declares its operation with `operation! {{ financial CloseMonth = \"closeMonth\"; }}` and passes `CloseMonth`; an HTTP handler's operation is declared by #[financial_mutation(\"operationName\", ...)] or #[high_risk_mutation(...)]: both register the operation and implement this trait"
 )]
 pub trait RegisteredOperation: Registered {
     /// The registry entry of this operation.

@@ -20,7 +20,7 @@ use crate::in_flight::{Turn, leader_finished};
 use crate::observe::{record_metrics, sha256_hex};
 use crate::operation::{is_registered, registry_verdict};
 use crate::{
-    Backend, IdempotencyStore, Outcome, RegisteredOperation, StoreError, StoredResponse,
+    Backend, IdempotencyStore, Operation, Outcome, RegisteredOperation, StoreError, StoredResponse,
     WriteContext, WriteError, WriteRequest, entity_id,
 };
 
@@ -56,56 +56,58 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// - Every call is observed: a tracing span `idem.write`, the metrics of
     ///   [`METRIC_NAMES`](crate::METRIC_NAMES), and a row of `idempotent_write_audit_log`
     ///   (in the write's transaction for a new write, after it for any other outcome).
-    pub async fn execute<Op, F, E>(
-        &self,
-        operation: Op,
-        request: WriteRequest<'_>,
+    ///
+    /// The returned future does not name `Op`, so an operation that is not registered is one
+    /// compile error, at the argument.
+    pub fn execute<'a, Op, F, E>(
+        &'a self,
+        _operation: Op,
+        request: WriteRequest<'a>,
         body: F,
-    ) -> Result<Outcome, WriteError<E>>
+    ) -> BoxFuture<'a, Result<Outcome, WriteError<E>>>
     where
         Op: RegisteredOperation,
         F: for<'c, 'r> FnMut(
                 &'c mut WriteContext<'r, DB>,
             ) -> BoxFuture<'c, Result<StoredResponse, E>>
-            + Send,
+            + Send
+            + 'a,
         E: StdError + Send + 'static,
     {
-        self.run::<Sendable, _, _, _>(operation, request, body)
-            .await
+        Box::pin(self.run::<Sendable, _, _>(Op::OPERATION, request, body))
     }
 
     /// [`Self::execute`] for a body whose future is not `Send`, such as an actix-web handler
     /// that holds an `HttpRequest`. Everything else is the same.
-    pub async fn execute_local<Op, F, E>(
-        &self,
-        operation: Op,
-        request: WriteRequest<'_>,
+    pub fn execute_local<'a, Op, F, E>(
+        &'a self,
+        _operation: Op,
+        request: WriteRequest<'a>,
         body: F,
-    ) -> Result<Outcome, WriteError<E>>
+    ) -> LocalBoxFuture<'a, Result<Outcome, WriteError<E>>>
     where
         Op: RegisteredOperation,
         F: for<'c, 'r> FnMut(
-            &'c mut WriteContext<'r, DB>,
-        ) -> LocalBoxFuture<'c, Result<StoredResponse, E>>,
+                &'c mut WriteContext<'r, DB>,
+            ) -> LocalBoxFuture<'c, Result<StoredResponse, E>>
+            + 'a,
         E: StdError + 'static,
     {
-        self.run::<Local, _, _, _>(operation, request, body).await
+        Box::pin(self.run::<Local, _, _>(Op::OPERATION, request, body))
     }
 
     /// The protocol behind [`Self::execute`] and [`Self::execute_local`], observed.
-    async fn run<K, Op, F, E>(
+    async fn run<K, F, E>(
         &self,
-        _operation: Op,
+        operation: &'static Operation,
         request: WriteRequest<'_>,
         body: F,
     ) -> Result<Outcome, WriteError<E>>
     where
         K: BodyFuture,
-        Op: RegisteredOperation,
         F: for<'c, 'r> FnMut(&'c mut WriteContext<'r, DB>) -> K::Future<'c, E>,
         E: StdError + 'static,
     {
-        let operation = Op::OPERATION;
         if !is_registered(operation) {
             // Not an operation of this program: nothing runs, and nothing is recorded under a
             // name the registries do not vouch for.

@@ -10,21 +10,23 @@ use actix_web::dev::ServerHandle;
 use actix_web::web::ServiceConfig;
 use actix_web::{App, HttpRequest, HttpServer};
 use futures_util::future::BoxFuture;
-use idem_actix::{TenantId, TenantRejection, TenantResolver};
+use idem_actix::{MutationGate, TenantId, TenantRejection, TenantResolver};
 use idem_runtime::{Backend, IdempotencyStore, StoreConfig};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
-/// Serves `configure` on a free loopback port with two workers, in the background of the
-/// current actix system: the server's base URL and its handle.
+/// Serves `configure` behind the mutation `gate` on a free loopback port with two workers, in
+/// the background of the current actix system: the server's base URL and its handle.
 pub fn serve(
+    gate: MutationGate,
     configure: impl Fn(&mut ServiceConfig) + Clone + Send + 'static,
 ) -> (String, ServerHandle) {
-    let server = HttpServer::new(move || App::new().configure(configure.clone()))
-        .workers(2)
-        .bind(("127.0.0.1", 0))
-        .expect("bind a loopback port");
+    let server =
+        HttpServer::new(move || App::new().wrap(gate.clone()).configure(configure.clone()))
+            .workers(2)
+            .bind(("127.0.0.1", 0))
+            .expect("bind a loopback port");
     let base = format!("http://{}", server.addrs()[0]);
     let server = server.run();
     let handle = server.handle();

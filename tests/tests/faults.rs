@@ -93,7 +93,9 @@ impl Faulty {
             .verify()
             .await
             .expect("the startup check passes");
-        let (base, handle) = idem_tests::serve(move |config| routes.configure(config));
+        let (base, handle) = idem_tests::serve(routes.mutation_gate(), move |config| {
+            routes.configure(config)
+        });
         Self {
             base,
             admin,

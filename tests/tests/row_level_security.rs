@@ -120,7 +120,7 @@ mod postgres {
                 .expect("the startup check passes");
             let runtime = store.pool().clone();
             let data = web::Data::new(store);
-            let (base, handle) = idem_tests::serve(move |config| {
+            let (base, handle) = idem_tests::serve(routes.mutation_gate(), move |config| {
                 routes.configure(config);
                 config.app_data(data.clone());
                 config.route("/notes/{id}", web::get().to(read_note));

@@ -11,6 +11,11 @@ use uuid::Uuid;
 use crate::accubooks::error::ApiError;
 use crate::accubooks::now_ms;
 
+idem_actix::unprotected_mutation!(
+    POST "/api/companies",
+    reason = "bootstrap: creates the tenant whose key scope every protected write needs; a retry creates a second, empty company and moves no money"
+);
+
 /// What `POST /api/companies` takes.
 #[derive(Deserialize)]
 pub struct NewCompany {
@@ -24,7 +29,8 @@ pub struct NewCompany {
 /// records the owner as the user of every write made with the token.
 ///
 /// It is not a protected operation: without a tenant there is no key scope. A retried bootstrap
-/// creates a second, empty company, which costs nothing and moves no money.
+/// creates a second, empty company, which costs nothing and moves no money. The exemption below
+/// lets it past the mutation gate, and puts it in the startup log and the reviewed registry.
 pub async fn create_company(
     store: web::Data<IdempotencyStore<Any>>,
     company: web::Json<NewCompany>,

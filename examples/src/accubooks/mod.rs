@@ -31,8 +31,8 @@ use actix_web::web::{self, ServiceConfig};
 use idem_actix::health::Health;
 use idem_actix::prometheus::{PrometheusHandle, metrics_service};
 use idem_actix::{
-    Idempotency, IdempotencyStore, Operation, ProtectedRoutes, StartupError, StoreConfig,
-    StoreError, VerifiedRoutes,
+    Idempotency, IdempotencyStore, MutationGate, Operation, ProtectedRoutes, StartupError,
+    StoreConfig, StoreError, VerifiedRoutes,
 };
 use idem_actix::{Maintenance, OutboxDispatcher};
 use sqlx::Any;
@@ -123,7 +123,13 @@ impl AccuBooks {
         self
     }
 
-    /// Mounts the whole API: `App::new().configure(|config| accubooks.configure(config))`.
+    /// The default-deny gate of the API: wrap the `App` with it.
+    pub fn mutation_gate(&self) -> MutationGate {
+        self.routes.mutation_gate()
+    }
+
+    /// Mounts the whole API:
+    /// `App::new().wrap(accubooks.mutation_gate()).configure(|config| accubooks.configure(config))`.
     pub fn configure(&self, config: &mut ServiceConfig) {
         config.app_data(web::Data::new(self.store.pool().clone()));
         config.app_data(web::Data::new(self.store.clone()));

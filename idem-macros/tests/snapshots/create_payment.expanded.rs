@@ -21,17 +21,26 @@ const _: () = {
     impl ::idem_actix::__private::RegisteredOperation for create_payment {
         const OPERATION: &'static ::idem_actix::__private::Operation = &__IDEM_OPERATION;
     }
-    impl ::idem_actix::FinancialMutation for create_payment {}
-    #[allow(dead_code)]
-    fn __idem_parameters() {
-        #[allow(unused_imports)]
-        use ::idem_actix::__private::{OtherParamKind as _, PoolParamKind as _};
-        (&::idem_actix::__private::ParamCheck::<web::Json<NewPayment>>::new())
-            .idem_param_kind()
-            .admit::<web::Json<NewPayment>>();
+    impl ::idem_actix::FinancialMutation<
+        ::idem_actix::__private::Database<WriteContext<'static, Postgres>>,
+    > for create_payment {}
+    impl<'__idem> ::idem_actix::__private::actix_web::dev::HttpServiceFactory
+    for create_payment
+    where
+        &'__idem create_payment: ::idem_actix::__private::MountedThroughTheGate,
+    {
+        fn register(self, _: &mut ::idem_actix::__private::actix_web::dev::AppService) {}
     }
-    impl ::idem_actix::__private::Mount for create_payment {
-        type Database = Postgres;
+    #[allow(dead_code)]
+    fn __idem_takes_the_key() {
+        ::idem_actix::__private::takes_the_key::<
+            (IdempotencyKey, web::Json<NewPayment>),
+            _,
+        >();
+    }
+    impl ::idem_actix::__private::Mount<
+        ::idem_actix::__private::Database<WriteContext<'static, Postgres>>,
+    > for create_payment {
         fn mount(config: &mut ::idem_actix::__private::actix_web::web::ServiceConfig) {
             /// Records a payment.
             async fn create_payment(
@@ -46,16 +55,47 @@ const _: () = {
                 request: ::idem_actix::__private::actix_web::HttpRequest,
                 payload: ::idem_actix::__private::actix_web::web::Payload,
             ) -> ::idem_actix::__private::actix_web::HttpResponse {
+                #[allow(unused_imports)]
+                use ::idem_actix::__private::{
+                    ExtractorParamKind as _, KeyParamKind as _, PoolParamKind as _,
+                };
                 ::idem_actix::__private::serve::<
                     _,
-                    Postgres,
-                    (web::Json<NewPayment>,),
+                    ::idem_actix::__private::Database<WriteContext<'static, Postgres>>,
+                    _,
+                    _,
                     _,
                 >(
                         <create_payment as ::core::default::Default>::default(),
                         request,
                         payload.into_inner(),
-                        |__idem_write, __idem_key, (__idem_arg0,), __idem_request| {
+                        |
+                            __idem_request: &::idem_actix::__private::actix_web::HttpRequest,
+                            __idem_payload: &mut ::idem_actix::__private::actix_web::dev::Payload,
+                            __idem_key: &::idem_actix::__private::IdempotencyKey|
+                        {
+                            let __idem_arg0 = (&::idem_actix::__private::ParamCheck::<
+                                IdempotencyKey,
+                            >::new())
+                                .idem_param_kind()
+                                .extract::<
+                                    IdempotencyKey,
+                                >(__idem_request, __idem_payload, __idem_key);
+                            let __idem_arg1 = (&::idem_actix::__private::ParamCheck::<
+                                web::Json<NewPayment>,
+                            >::new())
+                                .idem_param_kind()
+                                .extract::<
+                                    web::Json<NewPayment>,
+                                >(__idem_request, __idem_payload, __idem_key);
+                            ::std::boxed::Box::pin(async move {
+                                ::core::result::Result::Ok::<
+                                    _,
+                                    ::idem_actix::__private::actix_web::Error,
+                                >((__idem_arg0.await?, __idem_arg1.await?))
+                            })
+                        },
+                        |__idem_write, (__idem_arg0, __idem_arg1), __idem_request| {
                             ::std::boxed::Box::pin(async move {
                                 #[allow(unused_imports)]
                                 use ::idem_actix::__private::{
@@ -63,9 +103,9 @@ const _: () = {
                                     ResultKind as _,
                                 };
                                 let output = create_payment(
-                                        __idem_key,
-                                        __idem_write,
                                         __idem_arg0,
+                                        __idem_write,
+                                        __idem_arg1,
                                     )
                                     .await;
                                 match (&output).idem_answer_kind().split(output) {

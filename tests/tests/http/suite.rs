@@ -12,7 +12,7 @@ use futures_util::future::join_all;
 use idem_actix::{
     Idempotency, IdempotencyKey, OperationClass, ProtectedRoutes, ReplayStatus, StartupProblem,
     StoreConfig, TenantId, TenantRejection, TenantResolver, WriteContext, financial_mutation,
-    high_risk_mutation, registered_operations,
+    high_risk_mutation, registered_operations, unprotected_mutation,
 };
 use idem_tests::{TestDb, TestStore};
 use serde::Deserialize;
@@ -130,6 +130,21 @@ impl TenantResolver for BearerTokens {
     }
 }
 
+/// A payment written straight through the pool, outside idem: what the mutation gate must stop
+/// unless the route is declared exempt.
+async fn unprotected_payment(
+    pool: web::Data<sqlx::Pool<Db>>,
+) -> Result<HttpResponse, PaymentError> {
+    let mut conn = pool.acquire().await?;
+    Db::insert_payment(&mut conn, uuid::Uuid::new_v4(), "company-a", 7).await?;
+    Ok(HttpResponse::Created().finish())
+}
+
+unprotected_mutation!(
+    POST "/exempt/payments",
+    reason = "the suite's exempt route: a write the gate lets through because it is declared"
+);
+
 fn routes(idem: Idempotency<Db>) -> ProtectedRoutes<Db> {
     ProtectedRoutes::new(idem)
         .financial(create_payment)
@@ -154,7 +169,14 @@ impl Server {
             .verify()
             .await
             .expect("the startup check passes");
-        let (base, handle) = idem_tests::serve(move |config| routes.configure(config));
+        let pool = web::Data::new(db.store.pool().clone());
+        let (base, handle) = idem_tests::serve(routes.mutation_gate(), move |config| {
+            routes.configure(config);
+            config.app_data(pool.clone());
+            config.route("/unprotected/payments", web::get().to(HttpResponse::Ok));
+            config.route("/unprotected/payments", web::post().to(unprotected_payment));
+            config.route("/exempt/payments", web::post().to(unprotected_payment));
+        });
         Self { base, db, handle }
     }
 
@@ -827,4 +849,111 @@ async fn startup_refuses_an_unmigrated_schema() {
             .await
             .is_ok()
     );
+}
+
+#[actix_web::test]
+async fn an_unprotected_mutation_is_refused_before_its_handler_runs() {
+    let server = Server::default().await;
+    let client = Client::builder().timeout(Duration::from_secs(60)).finish();
+    for (method, path) in [
+        ("POST", "/unprotected/payments"),
+        ("DELETE", "/unprotected/payments"),
+        // The pattern of a protected operation, with a method it does not protect.
+        ("PUT", "/payments"),
+        ("PURGE", "/payments"),
+    ] {
+        let request = client.request(
+            method.parse().expect("a method"),
+            format!("{}{path}", server.base),
+        );
+        let answer = send(
+            request.insert_header(("idempotency-key", "k-gate")),
+            json!({}),
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_eq!(
+            answer.json()["type"],
+            "tag:idem-rs.github.io,2026:problems#unprotected-mutation",
+            "{method} {path}"
+        );
+    }
+    assert_eq!(server.count(PAYMENTS, &[]).await, 0);
+    // Reads pass, and a path no route serves is the router's 404.
+    let read = read_answer(
+        client
+            .get(format!("{}/unprotected/payments", server.base))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(read.status, StatusCode::OK);
+    let nowhere = send(client.post(format!("{}/nowhere", server.base)), json!({})).await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn a_declared_exemption_is_served_and_listed() {
+    let server = Server::default().await;
+    let client = Client::builder().timeout(Duration::from_secs(60)).finish();
+    let answer = send(
+        client.post(format!("{}/exempt/payments", server.base)),
+        json!({}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::CREATED);
+    assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    let listed: Vec<String> = idem_actix::exemptions().map(ToString::to_string).collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert!(
+        listed[0].starts_with("POST /exempt/payments (declared at tests/tests/http/suite.rs:")
+            && listed[0].ends_with("a write the gate lets through because it is declared"),
+        "{listed:?}"
+    );
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn a_protected_route_refuses_to_write_without_the_mutation_gate() {
+    let db = Db::fresh(StoreConfig::default()).await;
+    let routes = routes(Idempotency::new(db.store.clone(), BearerTokens))
+        .verify()
+        .await
+        .expect("the startup check passes");
+    let server = actix_web::HttpServer::new(move || {
+        let routes = routes.clone();
+        actix_web::App::new().configure(move |config| routes.configure(config))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", 0))
+    .expect("bind a loopback port");
+    let base = format!("http://{}", server.addrs()[0]);
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    let client = Client::builder().timeout(Duration::from_secs(60)).finish();
+    let request = client
+        .post(format!("{base}/payments"))
+        .insert_header(("authorization", "Bearer token-a"))
+        .insert_header(("idempotency-key", "k-ungated"));
+    let answer = send(request, json!({"amount_cents": 500})).await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        answer.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("mutation_gate()"),
+        "{:?}",
+        answer.json()
+    );
+    assert_eq!(db.count(PAYMENTS, &[]).await, 0);
+    assert_eq!(db.count(KEYS, &[]).await, 0);
+    handle.stop(true).await;
 }

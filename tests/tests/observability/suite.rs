@@ -150,7 +150,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
     .verify()
     .await
     .expect("the startup check passes");
-    let (base, handle) = idem_tests::serve(move |config| {
+    let (base, handle) = idem_tests::serve(routes.mutation_gate(), move |config| {
         routes.configure(config);
         config.service(metrics_service(metrics.clone()));
     });
