@@ -1,0 +1,116 @@
+//! TLS to PostgreSQL, as libpq's `sslmode` says: idem is built with rustls, encrypts when asked
+//! to, and refuses, at connect, a server it was asked to verify and cannot, never falling back
+//! to plaintext. This machine's server has TLS on with Debian's self-signed "snakeoil"
+//! certificate, issued to `localhost`. idem trusts the roots of `sslrootcert` and the Mozilla
+//! roots built in (webpki-roots), never the machine's certificate directory, where Debian puts
+//! the snakeoil certificate itself.
+
+#[cfg(postgres_suite)]
+mod postgres {
+    use idem_actix::{
+        ErrorChain, Fingerprint, IdempotencyKey, IdempotencyStore, StoreConfig, StoredResponse,
+        TenantId, WriteRequest, operation,
+    };
+    use sqlx::Postgres;
+
+    operation! {
+        /// A job written over an encrypted connection.
+        financial SealLedger = "sealLedger";
+    }
+
+    fn with_params(url: &str, params: &str) -> String {
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}{params}")
+    }
+
+    /// Whether the pool's connection to the server is encrypted, as the server sees it.
+    async fn encrypted(store: &IdempotencyStore<Postgres>) -> bool {
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .expect("pg_stat_ssl")
+    }
+
+    #[tokio::test]
+    async fn sslmode_require_encrypts_every_connection_and_writes_once() {
+        let url = with_params(&idem_tests::postgres_test_url().await, "sslmode=require");
+        let store = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default())
+            .await
+            .expect("connect with sslmode=require");
+        store.migrate().await.expect("migrate over TLS");
+        assert!(encrypted(&store).await, "sslmode=require must encrypt");
+        let (tenant, key) = (
+            TenantId::new("acme").unwrap(),
+            IdempotencyKey::parse("seal-1").unwrap(),
+        );
+        for _ in 0..2 {
+            let request =
+                WriteRequest::new(&tenant, &key, Fingerprint::of_job("sealLedger", b"2026-11"));
+            store
+                .execute(SealLedger, request, |_write| {
+                    Box::pin(async { Ok::<_, sqlx::Error>(StoredResponse::new(200, "sealed")) })
+                })
+                .await
+                .expect("a write over TLS");
+        }
+        let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(keys, 1);
+    }
+
+    #[tokio::test]
+    async fn sslmode_disable_is_plaintext() {
+        let url = with_params(&idem_tests::postgres_test_url().await, "sslmode=disable");
+        let store = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default())
+            .await
+            .expect("connect with sslmode=disable");
+        assert!(!encrypted(&store).await);
+    }
+
+    async fn refused(params: &str) -> String {
+        let url = with_params(&idem_tests::postgres_test_url().await, params);
+        match IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default()).await {
+            Ok(_) => panic!("{params}: connected to a server it could not verify"),
+            Err(error) => ErrorChain(&error).to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_certificate_from_another_ca_is_refused_at_connect() {
+        // The public CAs did not issue the server's self-signed certificate.
+        let error =
+            refused("sslmode=verify-ca&sslrootcert=/etc/ssl/certs/ca-certificates.crt").await;
+        assert!(
+            error.contains("invalid peer certificate: UnknownIssuer"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_host_name_the_certificate_does_not_name_is_refused_under_verify_full() {
+        // The certificate names `localhost`, not 127.0.0.1.
+        let error =
+            refused("sslmode=verify-full&sslrootcert=/etc/ssl/certs/ssl-cert-snakeoil.pem").await;
+        assert!(
+            error.contains("certificate not valid for name \"127.0.0.1\""),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn verify_full_connects_to_the_name_on_the_certificate_with_its_root() {
+        let url = idem_tests::postgres_test_url()
+            .await
+            .replacen("@127.0.0.1:", "@localhost:", 1);
+        let url = with_params(
+            &url,
+            "sslmode=verify-full&sslrootcert=/etc/ssl/certs/ssl-cert-snakeoil.pem",
+        );
+        let store = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default())
+            .await
+            .expect("verify-full against the certificate's own name and root");
+        assert!(encrypted(&store).await);
+    }
+}
