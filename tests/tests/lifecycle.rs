@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use awc::Client;
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use sqlx::AnyPool;
@@ -485,6 +486,121 @@ async fn a_second_signal_ends_the_drain_at_once(url: String) {
     );
 }
 
+/// Sends `request` until it is not answered `409` (a twin in flight on the other process):
+/// the final answer.
+async fn settled(client: &Client, base: &str, token: &str, key: &str, body: Value) -> Answer {
+    for _ in 0..200 {
+        let answer = send(
+            client,
+            base,
+            "/api/customers",
+            Some(token),
+            Some(key),
+            key,
+            body.clone(),
+        )
+        .await
+        .expect("the process answers");
+        if answer.status != 409 {
+            return answer;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{key}: still in flight after 200 retries");
+}
+
+/// Two AccuBooks processes, each with its own pool, on one database: correctness lives in the
+/// database, not in either process's memory. Same-key bursts and the 50-tenant mix are spread
+/// over both; every key writes one row, and every answer for a key is the same answer.
+async fn two_processes_on_one_database_write_each_key_once(url: String) {
+    let processes = [Process::start(&url, &[]), Process::start(&url, &[])];
+    let bases = [processes[0].base.clone(), processes[1].base.clone()];
+    let client = client();
+
+    // A burst of one key, alternating between the processes, all at once.
+    let token = create_company(&bases[0]).await;
+    let burst = join_all((0..200).map(|n| {
+        let (client, base, token) = (&client, &bases[n % 2], &token);
+        async move { settled(client, base, token, "burst-1", json!({ "name": "Burst" })).await }
+    }))
+    .await;
+    let ids: std::collections::HashSet<String> = burst
+        .iter()
+        .map(|answer| {
+            assert!(matches!(answer.status, 200 | 201), "{answer:?}");
+            answer.body["id"].as_str().expect("an id").to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "one answer for one key: {ids:?}");
+    assert_eq!(burst.iter().filter(|answer| !answer.replayed).count(), 1);
+
+    // Fifty companies, each created on one process, ten keys each, every key sent to both.
+    let mut tenants = Vec::new();
+    for n in 0..50 {
+        tenants.push(create_company(&bases[n % 2]).await);
+    }
+    let requests: Vec<(usize, String, String)> = tenants
+        .iter()
+        .flat_map(|token| {
+            (0..10).flat_map(move |k| [0, 1].map(|side| (side, token.clone(), format!("mix-{k}"))))
+        })
+        .collect();
+    let answers = futures_util::stream::iter(requests.into_iter().map(|(side, token, key)| {
+        let (client, base) = (&client, &bases[side]);
+        async move {
+            let answer = settled(client, base, &token, &key, json!({ "name": key })).await;
+            ((token, key), answer)
+        }
+    }))
+    .buffer_unordered(64)
+    .collect::<Vec<_>>()
+    .await;
+    let mut by_key: std::collections::HashMap<(String, String), Vec<Answer>> = Default::default();
+    for (key, answer) in answers {
+        assert!(matches!(answer.status, 200 | 201), "{answer:?}");
+        by_key.entry(key).or_default().push(answer);
+    }
+    assert_eq!(by_key.len(), 500);
+    for (key, answers) in &by_key {
+        assert_eq!(
+            answers[0].body, answers[1].body,
+            "{key:?}: both processes answer the same"
+        );
+        assert_eq!(
+            answers.iter().filter(|answer| !answer.replayed).count(),
+            1,
+            "{key:?}"
+        );
+    }
+
+    sqlx::any::install_default_drivers();
+    let pool = AnyPool::connect(&url).await.expect("open the database");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM customers WHERE name = 'Burst'",
+            None
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM customers WHERE name LIKE 'mix-%'",
+            None
+        )
+        .await,
+        500
+    );
+    assert_eq!(assert_no_half_write(&pool).await, 501);
+    for mut process in processes {
+        process.signal("TERM");
+        let (status, _) = process.exit_within(Duration::from_secs(30)).await;
+        assert_eq!(status.code(), Some(0), "{}", process.log());
+    }
+}
+
 /// `--help` prints every option to stdout and exits 0; a taken port fails before anything is
 /// created or migrated.
 #[test]
@@ -546,6 +662,12 @@ mod sqlite {
         let dir = tempfile::tempdir().unwrap();
         super::a_second_signal_ends_the_drain_at_once(super::sqlite_url(&dir)).await;
     }
+
+    #[actix_web::test]
+    async fn two_processes_on_one_database_write_each_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        super::two_processes_on_one_database_write_each_key_once(super::sqlite_url(&dir)).await;
+    }
 }
 
 #[cfg(postgres_suite)]
@@ -566,5 +688,13 @@ mod postgres {
     #[actix_web::test]
     async fn a_second_signal_ends_the_drain_at_once() {
         super::a_second_signal_ends_the_drain_at_once(idem_tests::postgres_test_url().await).await;
+    }
+
+    #[actix_web::test]
+    async fn two_processes_on_one_database_write_each_key_once() {
+        super::two_processes_on_one_database_write_each_key_once(
+            idem_tests::postgres_test_url().await,
+        )
+        .await;
     }
 }
