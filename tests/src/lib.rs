@@ -472,3 +472,104 @@ async fn create_test_schema() -> (String, PgConnectOptions, String) {
     admin.close().await;
     (url, base, schema)
 }
+
+/// The PostgreSQL servers besides `DATABASE_URL`'s that `tests/servers/start` makes and starts:
+/// a TLS server whose certificate the script's own CA issued, its streaming standby, and a
+/// server the crash test may stop.
+#[derive(Debug, Clone, Copy)]
+pub enum TestServer {
+    /// Port 5433: TLS with `ca.crt`'s certificate for `localhost` and `127.0.0.1`.
+    Tls,
+    /// Port 5434: a read-only streaming replica of [`TestServer::Tls`].
+    Standby,
+    /// Port 5435: stopped and started by the crash test.
+    Crash,
+}
+
+impl TestServer {
+    /// The server's port.
+    pub fn port(self) -> u16 {
+        match self {
+            Self::Tls => 5433,
+            Self::Standby => 5434,
+            Self::Crash => 5435,
+        }
+    }
+
+    /// The Debian cluster's name, for `pg_ctlcluster`.
+    pub fn cluster(self) -> &'static str {
+        match self {
+            Self::Tls => "idem_tls",
+            Self::Standby => "(standby)",
+            Self::Crash => "idem_crash",
+        }
+    }
+}
+
+/// Where `tests/servers/start` keeps its certificates: `ca.crt`, `other-ca.crt`.
+pub fn test_servers_dir() -> std::path::PathBuf {
+    std::env::var_os("IDEM_TEST_SERVERS")
+        .map_or_else(|| "/var/lib/postgresql/idem-test".into(), Into::into)
+}
+
+/// Runs `tests/servers/start` once per test process (it is idempotent, and takes a lock against
+/// other processes); panics, never skips, when it fails.
+pub fn start_test_servers() {
+    static STARTED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    STARTED.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/start");
+        let status = std::process::Command::new(script)
+            .status()
+            .unwrap_or_else(|error| panic!("run {script}: {error}"));
+        assert!(
+            status.success(),
+            "{script} failed: the test servers are not up"
+        );
+    });
+}
+
+/// A new database on `server` (created on the primary for the standby), as a URL for the
+/// `postgres` user over 127.0.0.1. Databases of earlier runs, older than three hours, are
+/// dropped first.
+pub async fn test_server_database(server: TestServer) -> String {
+    start_test_servers();
+    let primary = match server {
+        TestServer::Standby => TestServer::Tls,
+        other => other,
+    };
+    let admin_url = format!("postgres://postgres@127.0.0.1:{}/postgres", primary.port());
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .unwrap_or_else(|error| panic!("the test server at {admin_url} is unreachable: {error}"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs();
+    let old: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE 'idem\\_t\\_%'",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap_or_default();
+    for name in old {
+        let created = name
+            .strip_prefix("idem_t_")
+            .and_then(|rest| rest.split_once('_'))
+            .and_then(|(secs, _)| secs.parse::<u64>().ok())
+            .unwrap_or(0);
+        if now.saturating_sub(created) > STALE_AFTER_SECS {
+            let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&admin)
+                .await;
+        }
+    }
+    let name = format!("idem_t_{now}_{}", fastrand::u32(..));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|error| panic!("CREATE DATABASE {name}: {error}"));
+    format!("postgres://postgres@127.0.0.1:{}/{name}", server.port())
+}

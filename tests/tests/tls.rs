@@ -113,4 +113,36 @@ mod postgres {
             .expect("verify-full against the certificate's own name and root");
         assert!(encrypted(&store).await);
     }
+
+    /// A server whose certificate the test's own CA issued (`tests/servers/start`).
+    async fn own_ca_server(params: &str) -> Result<IdempotencyStore<Postgres>, String> {
+        let url = idem_tests::test_server_database(idem_tests::TestServer::Tls).await;
+        let url = with_params(&url.replacen("@127.0.0.1:", "@localhost:", 1), params);
+        IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default())
+            .await
+            .map_err(|error| ErrorChain(&error).to_string())
+    }
+
+    #[tokio::test]
+    async fn verify_full_trusts_the_ca_that_issued_the_certificate_and_no_other() {
+        let ca = idem_tests::test_servers_dir().join("ca.crt");
+        let store = own_ca_server(&format!("sslmode=verify-full&sslrootcert={}", ca.display()))
+            .await
+            .expect("verify-full with the issuing CA");
+        assert!(encrypted(&store).await);
+        store.migrate().await.expect("migrate over verified TLS");
+
+        let other = idem_tests::test_servers_dir().join("other-ca.crt");
+        let error = own_ca_server(&format!(
+            "sslmode=verify-full&sslrootcert={}",
+            other.display()
+        ))
+        .await
+        .err()
+        .expect("another CA's root does not verify the server");
+        assert!(
+            error.contains("invalid peer certificate: UnknownIssuer"),
+            "{error}"
+        );
+    }
 }
