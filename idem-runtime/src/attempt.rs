@@ -17,8 +17,8 @@ use crate::backend::{Claim, KeyRecord, KeyScope};
 use crate::context;
 use crate::store::now_ms;
 use crate::{
-    Backend, Fingerprint, IdempotencyStore, Operation, Outcome, StoreError, StoredResponse,
-    WriteContext, WriteError, WriteRequest,
+    Backend, ErrorChain, Fingerprint, IdempotencyStore, Operation, Outcome, StoreError,
+    StoredResponse, WriteContext, WriteError, WriteRequest,
 };
 
 /// The boxed future a body returns: `Send` for [`IdempotencyStore::execute`], not for
@@ -177,6 +177,15 @@ impl<DB: Backend> IdempotencyStore<DB> {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
                 rollback(tx).await;
+                if is_connection_lost::<DB>(&error) {
+                    tracing::warn!(error = %ErrorChain(&error), "the database connection was lost during a write");
+                    return Err(AttemptFailure::Final(
+                        StoreError::ConnectionLost {
+                            detail: ErrorChain(&error).to_string(),
+                        }
+                        .into(),
+                    ));
+                }
                 return Err(if self.is_transient_chain(&error) {
                     AttemptFailure::Transient(Transient::Handler(error))
                 } else {
@@ -272,6 +281,37 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
         false
     }
+}
+
+/// Whether an error's `source()` chain shows the database connection lost: an I/O error, a
+/// pool that could not hand out a connection, or the server's own word (SQLSTATE class `08`,
+/// connection exception, or `57P`, the server shutting down, crashed or starting).
+pub(crate) fn is_connection_lost<DB: Backend>(error: &(dyn StdError + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        let code = match error.downcast_ref::<sqlx::Error>() {
+            Some(
+                sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => return true,
+            Some(sqlx::Error::Database(db)) => db.code(),
+            _ => error
+                .downcast_ref::<Box<dyn DatabaseError>>()
+                .map(|db| db.as_ref())
+                .or_else(|| DB::driver_error(error))
+                .and_then(|db| db.code()),
+        };
+        if let Some(code) = code {
+            return code.starts_with("08") || code.starts_with("57P");
+        }
+        cause = error.source();
+    }
+    false
 }
 
 pub(crate) fn replay_or_mismatch(record: KeyRecord, fingerprint: &Fingerprint) -> Outcome {

@@ -23,6 +23,7 @@ pub struct StoreConfig {
     audit_queue_limit: usize,
     sqlite_synchronous: SqliteSynchronous,
     write_timeout: Duration,
+    acquire_timeout: Duration,
 }
 
 /// How SQLite makes a commit durable (its `synchronous` pragma), for the pools that
@@ -50,11 +51,27 @@ impl Default for StoreConfig {
             audit_queue_limit: 10_000,
             sqlite_synchronous: SqliteSynchronous::Full,
             write_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(5),
         }
     }
 }
 
 impl StoreConfig {
+    /// How long a write waits for a database connection (default 5 s) before it fails with
+    /// [`StoreError::Database`](crate::StoreError::Database)`(PoolTimedOut)`, which HTTP answers
+    /// `503` with `Retry-After`: while the database is down or restarting, a request is answered
+    /// within this bound instead of waiting for it. Applies to pools that
+    /// [`IdempotencyStore::connect`](crate::IdempotencyStore::connect) opens.
+    pub fn with_acquire_timeout(mut self, acquire_timeout: Duration) -> Self {
+        self.acquire_timeout = acquire_timeout;
+        self
+    }
+
+    /// How long a write waits for a database connection.
+    pub fn acquire_timeout(&self) -> Duration {
+        self.acquire_timeout
+    }
+
     /// How long a key replays its response (default 24 h). Expiry is checked whenever a key is
     /// read; [`IdempotencyStore::purge_expired`](crate::IdempotencyStore::purge_expired) only
     /// reclaims the space.

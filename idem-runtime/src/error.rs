@@ -27,6 +27,13 @@ pub enum StoreError {
         /// The name the operation gave.
         operation: &'static str,
     },
+    /// The database connection was lost while the body ran (the server crashed, restarted or
+    /// dropped it): the transaction is gone with it, and nothing was written.
+    #[error("the database connection was lost during the write, and nothing was written: {detail}")]
+    ConnectionLost {
+        /// The body's error, with its causes.
+        detail: String,
+    },
     /// Every attempt met a transient failure (serialization failure, deadlock, busy database).
     #[error("the write met a transient database failure on each of its {attempts} attempts")]
     RetriesExhausted {

@@ -117,6 +117,9 @@ impl Process {
 struct Answer {
     status: u16,
     replayed: bool,
+    /// Whether it said when to retry (`Retry-After`): read by the PostgreSQL crash test.
+    #[cfg_attr(not(postgres_suite), allow(dead_code))]
+    retry_after: bool,
     body: Value,
 }
 
@@ -143,6 +146,7 @@ async fn send(
     Some(Answer {
         status: response.status().as_u16(),
         replayed: response.headers().contains_key("idempotent-replayed"),
+        retry_after: response.headers().contains_key("retry-after"),
         body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
     })
 }
@@ -601,6 +605,130 @@ async fn two_processes_on_one_database_write_each_key_once(url: String) {
     }
 }
 
+/// PostgreSQL crashes (`stop -m immediate`: recovery on restart) in the middle of a burst of
+/// new writes and retries, and comes back seven seconds later. Every request is answered while
+/// it is down (a 5xx with `Retry-After`, never a hang), the pool recovers without restarting
+/// AccuBooks, no acknowledged write is lost, and every key writes once.
+#[cfg(postgres_suite)]
+async fn a_database_crash_mid_burst_loses_no_acknowledged_write() {
+    use idem_tests::TestServer;
+
+    let url = idem_tests::test_server_database(TestServer::Crash).await;
+    // One crash at a time on this machine, should two test runs meet.
+    let turn = std::fs::File::create(idem_tests::test_servers_dir().join(".crash-turn"))
+        .expect("the crash test's lock file");
+    turn.lock().expect("the crash test's turn");
+    let process = Process::start(&url, &[]);
+    let token = create_company(&process.base).await;
+    let client = client();
+    let cluster = |action: &[&str]| {
+        let version = std::fs::read_dir("/etc/postgresql")
+            .expect("Debian's PostgreSQL")
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .max()
+            .expect("a PostgreSQL version");
+        let status = Command::new("pg_ctlcluster")
+            .args([
+                "--skip-systemctl-redirect",
+                &version,
+                TestServer::Crash.cluster(),
+            ])
+            .args(action)
+            .stdout(Stdio::null())
+            .status()
+            .expect("run pg_ctlcluster");
+        assert!(status.success(), "pg_ctlcluster {action:?}");
+    };
+    let crash = async {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        cluster(&["stop", "-m", "immediate"]);
+        // Longer than the pool's acquire timeout (5 s): requests are answered while it is down.
+        actix_web::rt::time::sleep(Duration::from_secs(7)).await;
+        cluster(&["start"]);
+    };
+    let outages = std::cell::Cell::new(0);
+    let writes = join_all((0..100).map(|n| {
+        let (client, base, token, outages) = (&client, &process.base, &token, &outages);
+        async move {
+            let key = format!("crash-{n}");
+            actix_web::rt::time::sleep(Duration::from_millis(n * 10)).await;
+            for _ in 0..600 {
+                let answer = send(
+                    client,
+                    base,
+                    "/api/customers",
+                    Some(token),
+                    Some(&key),
+                    &key,
+                    json!({ "name": key }),
+                )
+                .await
+                .expect("AccuBooks answers while its database is down");
+                match answer.status {
+                    200 | 201 => return (key, answer),
+                    409 => {}
+                    status if status >= 500 => {
+                        assert!(
+                            answer.retry_after,
+                            "{key}: a {status} says when to retry: {answer:?}"
+                        );
+                        outages.set(outages.get() + 1);
+                    }
+                    _ => panic!("{key}: {answer:?}"),
+                }
+                actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("{key}: no answer within 30 s of retries");
+        }
+    }));
+    let ((), acknowledged) = futures_util::future::join(crash, writes).await;
+    assert!(outages.get() > 0, "the crash happened during the burst");
+
+    sqlx::any::install_default_drivers();
+    let pool = AnyPool::connect(&url).await.expect("open the database");
+    for (key, answer) in &acknowledged {
+        let id = answer.body["id"].as_str().expect("an id");
+        let rows = count(
+            &pool,
+            "SELECT COUNT(*) FROM customers WHERE name = $1",
+            Some(key),
+        )
+        .await;
+        assert_eq!(rows, 1, "{key}: one row");
+        let kept = count(
+            &pool,
+            "SELECT COUNT(*) FROM customers WHERE id = $1",
+            Some(id),
+        )
+        .await;
+        assert_eq!(
+            kept, 1,
+            "{key}: the acknowledged write {id} survived the crash"
+        );
+        let retry = send(
+            &client,
+            &process.base,
+            "/api/customers",
+            Some(&token),
+            Some(key),
+            key,
+            json!({ "name": key }),
+        )
+        .await
+        .expect("a retry after recovery");
+        assert_eq!(
+            (retry.status, retry.replayed, &retry.body),
+            (200, true, &answer.body),
+            "{key}"
+        );
+    }
+    assert_eq!(assert_no_half_write(&pool).await, 100);
+    let mut process = process;
+    process.signal("TERM");
+    let (status, _) = process.exit_within(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{}", process.log());
+}
+
 /// `--help` prints every option to stdout and exits 0; a taken port fails before anything is
 /// created or migrated.
 #[test]
@@ -696,5 +824,10 @@ mod postgres {
             idem_tests::postgres_test_url().await,
         )
         .await;
+    }
+
+    #[actix_web::test]
+    async fn a_database_crash_mid_burst_loses_no_acknowledged_write() {
+        super::a_database_crash_mid_burst_loses_no_acknowledged_write().await;
     }
 }

@@ -28,7 +28,10 @@ impl sealed::Protocol for Any {
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
         sqlx::any::install_default_drivers();
         if Dialect::of_url(url) == Dialect::Postgres {
-            return AnyPoolOptions::new().connect(url).await;
+            return AnyPoolOptions::new()
+                .acquire_timeout(config.acquire_timeout())
+                .connect(url)
+                .await;
         }
         // What `SqliteConnectOptions` sets for the SQLite backend, said in SQL.
         let synchronous = match config.sqlite_synchronous() {
@@ -46,6 +49,7 @@ impl sealed::Protocol for Any {
             format!("{url}{separator}mode=rwc")
         };
         AnyPoolOptions::new()
+            .acquire_timeout(config.acquire_timeout())
             .after_connect(move |connection, _| {
                 let pragmas = AssertSqlSafe(pragmas.clone());
                 Box::pin(async move { sqlx::raw_sql(pragmas).execute(connection).await.map(drop) })

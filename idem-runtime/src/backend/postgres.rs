@@ -48,8 +48,11 @@ impl sealed::Protocol for Postgres {
         Dialect::Postgres.migration_versions()
     }
 
-    async fn connect(url: &str, _config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
-        PgPoolOptions::new().connect(url).await
+    async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
+        PgPoolOptions::new()
+            .acquire_timeout(config.acquire_timeout())
+            .connect(url)
+            .await
     }
 
     fn dialect(_conn: &Self::Connection) -> Dialect {

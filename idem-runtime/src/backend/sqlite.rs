@@ -41,7 +41,10 @@ impl sealed::Protocol for Sqlite {
             })
             .busy_timeout(config.lock_timeout())
             .foreign_keys(true);
-        SqlitePoolOptions::new().connect_with(options).await
+        SqlitePoolOptions::new()
+            .acquire_timeout(config.acquire_timeout())
+            .connect_with(options)
+            .await
     }
 
     fn dialect(_conn: &Self::Connection) -> Dialect {
