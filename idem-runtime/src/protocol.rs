@@ -15,13 +15,13 @@ use crate::attempt::{
     AttemptFailure, BodyFuture, Call, Local, Sendable, Transient, replay_or_mismatch,
 };
 use crate::audit::{Failure, WriteOutcome};
-use crate::backend::KeyScope;
+use crate::backend::{KeyRecord, KeyScope};
 use crate::in_flight::{Turn, leader_finished};
 use crate::observe::{record_metrics, sha256_hex};
 use crate::operation::{is_registered, registry_verdict};
 use crate::{
-    Backend, IdempotencyStore, Operation, Outcome, RegisteredOperation, StoreError, StoredResponse,
-    WriteContext, WriteError, WriteRequest, entity_id,
+    Backend, ErrorChain, IdempotencyStore, Operation, Outcome, RegisteredOperation, StoreError,
+    StoredResponse, WriteContext, WriteError, WriteRequest, entity_id,
 };
 
 impl<DB: Backend> IdempotencyStore<DB> {
@@ -180,6 +180,24 @@ impl<DB: Backend> IdempotencyStore<DB> {
         result
     }
 
+    /// The key's committed record on the read replica, if there is one and it has it. A replica
+    /// that fails is passed over: the primary answers instead.
+    async fn replica_record(&self, call: &Call<'_>) -> Option<KeyRecord> {
+        let replica = self.replica.as_ref()?;
+        let retention_ms = self.retention_ms(call.operation);
+        let found = async {
+            let mut conn = replica.acquire().await?;
+            DB::find_record(&mut conn, &call.scope, retention_ms).await
+        };
+        match found.await {
+            Ok(record) => record,
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "the read replica failed; the primary answers");
+                None
+            }
+        }
+    }
+
     /// Replays, waits for a twin, or leads the claim and retries it.
     async fn write<K, F, E>(
         &self,
@@ -193,6 +211,9 @@ impl<DB: Backend> IdempotencyStore<DB> {
         E: StdError + 'static,
     {
         registry_verdict().map_err(|error| StoreError::Registry(error.clone()))?;
+        if let Some(record) = self.replica_record(call).await {
+            return Ok(replay_or_mismatch(record, call.request.fingerprint()));
+        }
         let deadline = Instant::now() + self.config.lock_timeout();
         // One connection serves the replay fast path and then, for a new write, its attempts:
         // a pool round trip saved. A follower gives it back while it waits.

@@ -33,6 +33,8 @@ use crate::{Backend, Operation, StoreConfig, StoreError, TenantId};
 #[derive(Debug)]
 pub struct IdempotencyStore<DB: Backend> {
     pub(crate) pool: Pool<DB>,
+    /// A read replica that serves replays, if the application gave one.
+    pub(crate) replica: Option<Pool<DB>>,
     pub(crate) config: StoreConfig,
     pub(crate) in_flight: InFlightClaims,
     /// Wakes this process's outbox dispatchers when a write with events commits.
@@ -48,6 +50,7 @@ impl<DB: Backend> Clone for IdempotencyStore<DB> {
     fn clone(&self) -> Self {
         Self {
             pool: self.pool.clone(),
+            replica: self.replica.clone(),
             config: self.config.clone(),
             in_flight: self.in_flight.clone(),
             outbox_signal: self.outbox_signal.clone(),
@@ -72,6 +75,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         let audit_queue = AuditQueue::new(config.audit_queue_limit());
         Self {
             pool,
+            replica: None,
             config,
             in_flight: InFlightClaims::default(),
             outbox_signal: Arc::default(),
@@ -143,6 +147,22 @@ impl<DB: Backend> IdempotencyStore<DB> {
         tenant: &TenantId,
     ) -> Result<sqlx::Transaction<'static, DB>, StoreError> {
         Ok(DB::begin_for(&self.pool, tenant).await?)
+    }
+
+    /// Serves replays from a read replica (a streaming standby of the same database): a
+    /// committed record found there is replayed, or refused as a mismatch, without touching the
+    /// primary. A record not found there (a new key, or one the replica has not received yet)
+    /// and any failure of the replica fall through to the primary's claim, which stays the
+    /// only authority on whether a write runs: replication lag can cost a round trip, never a
+    /// second write.
+    pub fn with_replica(mut self, replica: Pool<DB>) -> Self {
+        self.replica = Some(replica);
+        self
+    }
+
+    /// The read replica, if the store has one.
+    pub fn replica(&self) -> Option<&Pool<DB>> {
+        self.replica.as_ref()
     }
 
     /// The pool the store writes through.
