@@ -110,6 +110,60 @@ impl sealed::Protocol for Postgres {
 mod tests {
     use super::*;
 
+    /// The sections of `examples/sql-cost/statements.sql` that mirror the protocol: each
+    /// names the statement it mirrors, and its SQL text, before pgbench's values replace the
+    /// `$n` placeholders, must be the protocol's own, so the cost analysis cannot drift from
+    /// the code.
+    #[test]
+    fn the_sql_cost_statements_are_the_protocols() {
+        let statements = include_str!("../../../examples/sql-cost/statements.sql");
+        let tenant = TenantId::new("sql-cost").unwrap();
+        let begin = postgres_begin(Duration::from_millis(5000), &tenant).0;
+        let mirrored = [
+            ("fast-path", sql::FIND_RECORD.postgres),
+            ("begin", begin.as_str()),
+            ("claim", sql::CLAIM.postgres),
+            ("record", crate::audit::sql::RECORD_WRITE_TOGETHER),
+        ];
+        for (name, protocol) in mirrored {
+            let section = section(statements, name)
+                .unwrap_or_else(|| panic!("statements.sql has no section `{name}`"));
+            assert_eq!(
+                normalized(&section),
+                normalized(protocol),
+                "statements.sql's `{name}` is not the protocol's statement: copy it from the code"
+            );
+        }
+    }
+
+    /// The SQL lines of one `-- @ name` section, without its comments.
+    fn section(statements: &str, name: &str) -> Option<String> {
+        let mut lines = statements.lines();
+        lines.find(|line| {
+            line.strip_prefix("-- @ ")
+                .is_some_and(|rest| rest.split([':', ' ']).next() == Some(name))
+        })?;
+        Some(
+            lines
+                .take_while(|line| !line.starts_with("-- @ "))
+                .filter(|line| !line.starts_with("--"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    }
+
+    /// Whitespace collapsed, spaces inside parentheses and before `;` dropped, the final `;`
+    /// dropped.
+    fn normalized(sql: &str) -> String {
+        let collapsed = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+        collapsed
+            .replace("( ", "(")
+            .replace(" )", ")")
+            .replace(" ;", ";")
+            .trim_end_matches(';')
+            .to_owned()
+    }
+
     #[test]
     fn the_tenant_setting_quotes_every_visible_character() {
         let tenant = TenantId::new(r"it's\a';DROP--").unwrap();
