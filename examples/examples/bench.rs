@@ -14,7 +14,11 @@
 //! `actix-idempotent` (sessions in the Redis at `127.0.0.1:6379`), the middleware a user would
 //! otherwise pick; its rows report how many rows its same-key burst wrote. The steady scenarios
 //! run in interleaved rounds and the table adds each round's ratio of protected new writes to
-//! bare writes. The machine is small and shared: read the ratios, not the absolute numbers.
+//! bare writes. A second table measures four operations (`createCustomer`, `createInvoice` with
+//! three lines, `createPayment`, `adjustInventory`) against bare twins that run the same
+//! statements (`idem_examples::accubooks::writes`) in one transaction without idem: saturated,
+//! and at rest (one client), where it gives the median milliseconds idem adds to one write. The
+//! machine is small and shared: read the ratios, not the absolute numbers.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -30,8 +34,14 @@ use hdrhistogram::Histogram;
 use idem_actix::SqliteSynchronous;
 use idem_actix::{StoreConfig, Tenant};
 use idem_examples::accubooks::AccuBooks;
+use idem_examples::accubooks::error::ApiError;
+use idem_examples::accubooks::writes::{
+    NewAdjustment, NewCustomer, NewInvoice, NewPayment, record_adjustment, record_customer,
+    record_invoice, record_payment,
+};
 use serde_json::{Value, json};
 use sqlx::{Any, Pool};
+use uuid::Uuid;
 
 /// Requests per measured scenario, in how many interleaved rounds, and how many run at once.
 const REQUESTS: usize = 2000;
@@ -44,33 +54,74 @@ idem_actix::unprotected_mutation!(
     reason = "the benchmark's bare twin: the same write without idem, to compare against"
 );
 idem_actix::unprotected_mutation!(
+    POST "/bare/invoices",
+    reason = "the benchmark's bare twin: the same write without idem, to compare against"
+);
+idem_actix::unprotected_mutation!(
+    POST "/bare/payments",
+    reason = "the benchmark's bare twin: the same write without idem, to compare against"
+);
+idem_actix::unprotected_mutation!(
+    POST "/bare/inventory/{item_id}/adjustments",
+    reason = "the benchmark's bare twin: the same write without idem, to compare against"
+);
+idem_actix::unprotected_mutation!(
     POST "/middleware/customers",
     reason = "the benchmark's rival: the same write behind another crate's idempotency middleware"
 );
 
-/// The bare twin of `createCustomer`: the same row, the same transaction, no idempotency.
+/// The bare twins: each runs the protected operation's own statements
+/// (`idem_examples::accubooks::writes`) in one transaction of its own, without a key.
 async fn create_customer_bare(
     pool: web::Data<Pool<Any>>,
     tenant: Tenant,
-    customer: web::Json<Value>,
-) -> actix_web::Result<HttpResponse> {
-    let id = uuid::Uuid::new_v4().to_string();
-    let name = customer["name"].as_str().unwrap_or("anonymous").to_owned();
-    let mut tx = pool
-        .begin()
-        .await
-        .map_err(actix_web::error::ErrorInternalServerError)?;
-    sqlx::query("INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ($1, $2, $3, NULL, 0)")
-        .bind(&id)
-        .bind(tenant.0.as_str())
-        .bind(&name)
-        .execute(&mut *tx)
-        .await
-        .map_err(actix_web::error::ErrorInternalServerError)?;
-    tx.commit()
-        .await
-        .map_err(actix_web::error::ErrorInternalServerError)?;
-    Ok(HttpResponse::Created().json(json!({ "id": id, "name": name, "email": null })))
+    customer: web::Json<NewCustomer>,
+) -> Result<HttpResponse, ApiError> {
+    let mut tx = pool.begin().await?;
+    let created = record_customer(&mut tx, tenant.0.as_str(), Uuid::new_v4(), &customer).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+async fn create_invoice_bare(
+    pool: web::Data<Pool<Any>>,
+    tenant: Tenant,
+    invoice: web::Json<NewInvoice>,
+) -> Result<HttpResponse, ApiError> {
+    let mut tx = pool.begin().await?;
+    let created = record_invoice(&mut tx, tenant.0.as_str(), Uuid::new_v4(), &invoice).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+async fn create_payment_bare(
+    pool: web::Data<Pool<Any>>,
+    tenant: Tenant,
+    payment: web::Json<NewPayment>,
+) -> Result<HttpResponse, ApiError> {
+    let mut tx = pool.begin().await?;
+    let created = record_payment(&mut tx, tenant.0.as_str(), Uuid::new_v4(), &payment).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+async fn adjust_inventory_bare(
+    pool: web::Data<Pool<Any>>,
+    tenant: Tenant,
+    item_id: web::Path<String>,
+    adjustment: web::Json<NewAdjustment>,
+) -> Result<HttpResponse, ApiError> {
+    let mut tx = pool.begin().await?;
+    let adjusted = record_adjustment(
+        &mut tx,
+        tenant.0.as_str(),
+        Uuid::new_v4(),
+        &item_id,
+        &adjustment,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(adjusted))
 }
 
 /// One measured scenario.
@@ -136,6 +187,12 @@ impl Target {
                 .wrap(app.mutation_gate())
                 .configure(move |config| app.configure(config))
                 .route("/bare/customers", web::post().to(create_customer_bare))
+                .route("/bare/invoices", web::post().to(create_invoice_bare))
+                .route("/bare/payments", web::post().to(create_payment_bare))
+                .route(
+                    "/bare/inventory/{item_id}/adjustments",
+                    web::post().to(adjust_inventory_bare),
+                )
                 .service(middleware)
         })
         .workers(2)
@@ -362,6 +419,391 @@ async fn measure(
     })
 }
 
+/// The operations measured against their bare twins: AccuBooks' cheapest write and three
+/// heavier ones.
+#[derive(Clone, Copy)]
+enum Operation {
+    CreateCustomer,
+    CreateInvoice,
+    CreatePayment,
+    AdjustInventory,
+}
+
+impl Operation {
+    const ALL: [Self; 4] = [
+        Self::CreateCustomer,
+        Self::CreateInvoice,
+        Self::CreatePayment,
+        Self::AdjustInventory,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::CreateCustomer => "createCustomer",
+            Self::CreateInvoice => "createInvoice (3 lines)",
+            Self::CreatePayment => "createPayment",
+            Self::AdjustInventory => "adjustInventory",
+        }
+    }
+
+    /// The table that gains one row per write: the count that proves the writes happened.
+    fn table(self) -> &'static str {
+        match self {
+            Self::CreateCustomer => "customers",
+            Self::CreateInvoice => "invoices",
+            Self::CreatePayment => "payments",
+            Self::AdjustInventory => "inventory_adjustments",
+        }
+    }
+
+    /// Request `i`'s path under `prefix` (`/api` or `/bare`) and body. Payments and
+    /// adjustments spread over many invoices and items, so that concurrent writes do not all
+    /// queue on one row.
+    fn request(self, prefix: &str, i: usize, fixtures: &Fixtures) -> (String, Value) {
+        match self {
+            Self::CreateCustomer => (
+                format!("{prefix}/customers"),
+                json!({ "name": "Bench Customer" }),
+            ),
+            Self::CreateInvoice => (
+                format!("{prefix}/invoices"),
+                json!({
+                    "customer_id": fixtures.customer, "currency": "USD",
+                    "lines": [
+                        { "description": "Design", "quantity": 3, "unit_price_cents": 12_000 },
+                        { "description": "Build", "quantity": 10, "unit_price_cents": 9_500 },
+                        { "description": "Support", "quantity": 1, "unit_price_cents": 40_000 },
+                    ],
+                }),
+            ),
+            Self::CreatePayment => (
+                format!("{prefix}/payments"),
+                json!({
+                    "invoice_id": fixtures.invoices[i % fixtures.invoices.len()],
+                    "amount_cents": 1,
+                }),
+            ),
+            Self::AdjustInventory => (
+                format!(
+                    "{prefix}/inventory/{}/adjustments",
+                    fixtures.items[i % fixtures.items.len()]
+                ),
+                json!({ "delta": 1, "reason": "bench" }),
+            ),
+        }
+    }
+}
+
+/// What the operations' requests refer to.
+struct Fixtures {
+    customer: String,
+    invoices: Vec<String>,
+    items: Vec<String>,
+}
+
+/// How many invoices and items the payments and adjustments spread over.
+const FIXTURE_ROWS: usize = 64;
+/// Requests per side (bare, protected) of one operation in one saturated round.
+const OPERATION_REQUESTS: usize = 400;
+/// Requests per side of one operation at rest (one client), in two interleaved halves.
+const AT_REST_REQUESTS: usize = 200;
+
+/// One operation, bare and protected: saturated and at rest.
+struct OperationResult {
+    operation: Operation,
+    bare: Row,
+    protected: Row,
+    ratios: Vec<f64>,
+    bare_at_rest: Row,
+    protected_at_rest: Row,
+}
+
+impl Target {
+    /// One protected write, which must succeed: its answer.
+    async fn create(&self, path: &str, key: String, body: Value) -> Value {
+        let mut response = Client::default()
+            .post(format!("{}{path}", self.base))
+            .insert_header(("authorization", format!("Bearer {}", self.token)))
+            .insert_header(("idempotency-key", key))
+            .send_json(&body)
+            .await
+            .expect("the server answers");
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.expect("a JSON answer")
+    }
+
+    /// Writes, through the protected API, the customer, the final invoices and the items
+    /// that the operations' requests refer to.
+    async fn fixtures(&self, run: &str) -> Fixtures {
+        let customer = self
+            .create(
+                "/api/customers",
+                format!("fx-{run}-c"),
+                json!({ "name": "Payer" }),
+            )
+            .await["id"]
+            .as_str()
+            .expect("an id")
+            .to_owned();
+        let mut invoices = Vec::new();
+        let mut items = Vec::new();
+        for n in 0..FIXTURE_ROWS {
+            let invoice = self
+                .create(
+                    "/api/invoices",
+                    format!("fx-{run}-i{n}"),
+                    json!({ "customer_id": customer, "currency": "USD", "lines": [
+                        { "description": "Retainer", "quantity": 1, "unit_price_cents": 1_000_000_000 },
+                    ] }),
+                )
+                .await["id"]
+                .as_str()
+                .expect("an id")
+                .to_owned();
+            self.create(
+                &format!("/api/invoices/{invoice}/finalize"),
+                format!("fx-{run}-f{n}"),
+                json!({}),
+            )
+            .await;
+            invoices.push(invoice);
+            let item = self
+                .create(
+                    "/api/inventory",
+                    format!("fx-{run}-s{n}"),
+                    json!({ "sku": format!("sku-{run}-{n}"), "name": "Widget" }),
+                )
+                .await["id"]
+                .as_str()
+                .expect("an id")
+                .to_owned();
+            items.push(item);
+        }
+        Fixtures {
+            customer,
+            invoices,
+            items,
+        }
+    }
+
+    async fn rows_of(&self, operation: Operation) -> i64 {
+        let count = format!(
+            "SELECT COUNT(*) FROM {} WHERE company_id = $1",
+            operation.table()
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+            .bind(&self.company)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(-1)
+    }
+
+    /// Sends `requests` requests of `operation` under `prefix`, `concurrency` at a time, each
+    /// with a new key `{keys}-{i}` when `keys` is given.
+    async fn drive_operation(
+        &self,
+        operation: Operation,
+        prefix: &str,
+        keys: Option<&str>,
+        requests: usize,
+        concurrency: usize,
+        fixtures: &Fixtures,
+    ) -> Row {
+        let client = Client::builder()
+            .connector(awc::Connector::new().limit(concurrency))
+            .timeout(Duration::from_secs(60))
+            .finish();
+        let before = self.rows_of(operation).await;
+        let started = Instant::now();
+        let latencies: Vec<u64> = futures_util::stream::iter(0..requests)
+            .map(|i| {
+                let (path, body) = operation.request(prefix, i, fixtures);
+                let mut request = client
+                    .post(format!("{}{path}", self.base))
+                    .insert_header(("authorization", format!("Bearer {}", self.token)));
+                if let Some(keys) = keys {
+                    request = request.insert_header(("idempotency-key", format!("{keys}-{i}")));
+                }
+                async move {
+                    let sent = Instant::now();
+                    let mut response = request.send_json(&body).await.expect("the server answers");
+                    let _ = response.body().await;
+                    assert!(
+                        response.status().is_success(),
+                        "{path}: {}",
+                        response.status()
+                    );
+                    u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)
+                }
+            })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        let seconds = started.elapsed().as_secs_f64();
+        let mut latency = Histogram::new(3).expect("a histogram");
+        for micros in latencies {
+            latency.record(micros.max(1)).expect("a recordable latency");
+        }
+        Row {
+            name: operation.name(),
+            requests,
+            seconds,
+            latency,
+            rows_written: self.rows_of(operation).await - before,
+        }
+    }
+}
+
+/// Measures every [`Operation`] on one database against its bare twin: saturated (fixed
+/// concurrency, interleaved rounds) and at rest (one client, interleaved halves).
+async fn measure_operations(
+    database: &str,
+    url: &str,
+) -> Result<Vec<OperationResult>, Box<dyn std::error::Error>> {
+    let (target, handle) = Target::start(url, StoreConfig::default()).await?;
+    let run = format!("op{:x}", std::process::id());
+    let fixtures = target.fixtures(&run).await;
+    let mut results = Vec::new();
+    for operation in Operation::ALL {
+        let tag = |side: &str| format!("{run}-{}-{side}", operation.table());
+        // Warm up both paths.
+        target
+            .drive_operation(operation, "/bare", None, 100, CONCURRENCY, &fixtures)
+            .await;
+        target
+            .drive_operation(
+                operation,
+                "/api",
+                Some(&tag("warm")),
+                100,
+                CONCURRENCY,
+                &fixtures,
+            )
+            .await;
+        let (mut bare, mut protected, mut ratios): (Option<Row>, Option<Row>, Vec<f64>) =
+            (None, None, Vec::new());
+        for round in 0..ROUNDS {
+            let b = target
+                .drive_operation(
+                    operation,
+                    "/bare",
+                    None,
+                    OPERATION_REQUESTS,
+                    CONCURRENCY,
+                    &fixtures,
+                )
+                .await;
+            let p = target
+                .drive_operation(
+                    operation,
+                    "/api",
+                    Some(&tag(&format!("r{round}"))),
+                    OPERATION_REQUESTS,
+                    CONCURRENCY,
+                    &fixtures,
+                )
+                .await;
+            ratios.push(p.throughput() / b.throughput());
+            merge(&mut bare, b);
+            merge(&mut protected, p);
+        }
+        let (mut bare_at_rest, mut protected_at_rest) = (None, None);
+        for half in 0..2 {
+            let b = target
+                .drive_operation(operation, "/bare", None, AT_REST_REQUESTS / 2, 1, &fixtures)
+                .await;
+            let p = target
+                .drive_operation(
+                    operation,
+                    "/api",
+                    Some(&tag(&format!("rest{half}"))),
+                    AT_REST_REQUESTS / 2,
+                    1,
+                    &fixtures,
+                )
+                .await;
+            merge(&mut bare_at_rest, b);
+            merge(&mut protected_at_rest, p);
+        }
+        results.push(OperationResult {
+            operation,
+            bare: bare.expect("at least one round"),
+            protected: protected.expect("at least one round"),
+            ratios,
+            bare_at_rest: bare_at_rest.expect("two halves"),
+            protected_at_rest: protected_at_rest.expect("two halves"),
+        });
+    }
+    handle.stop(true).await;
+    println!("{database}: operations done");
+    Ok(results)
+}
+
+fn merge(total: &mut Option<Row>, row: Row) {
+    match total {
+        Some(total) => total.add(row),
+        None => *total = Some(row),
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let middle = sorted.len() / 2;
+    if sorted.len().is_multiple_of(2) {
+        (sorted[middle - 1] + sorted[middle]) / 2.0
+    } else {
+        sorted[middle]
+    }
+}
+
+/// The operations' table, and its JSON.
+fn report_operations(results: &[(&str, Vec<OperationResult>)]) -> (String, Value) {
+    let mut markdown = format!(
+        "| database | operation | bare (req/s) | protected new writes (req/s) | × bare (median of {ROUNDS} rounds) | rounds | at rest: bare p50 (ms) | protected p50 (ms) | idem adds (ms) | rows written (bare + protected) |\n\
+         | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |\n"
+    );
+    let mut rows = Vec::new();
+    for (database, operations) in results {
+        for result in operations {
+            let ratio = median(&result.ratios);
+            let added = result.protected_at_rest.p(0.5) - result.bare_at_rest.p(0.5);
+            let written = result.bare.rows_written
+                + result.protected.rows_written
+                + result.bare_at_rest.rows_written
+                + result.protected_at_rest.rows_written;
+            let _ = writeln!(
+                markdown,
+                "| {database} | {} | {:.0} | {:.0} | {ratio:.2} | {} | {:.2} | {:.2} | {added:+.2} | {written} |",
+                result.operation.name(),
+                result.bare.throughput(),
+                result.protected.throughput(),
+                result
+                    .ratios
+                    .iter()
+                    .map(|ratio| format!("{ratio:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                result.bare_at_rest.p(0.5),
+                result.protected_at_rest.p(0.5),
+            );
+            rows.push(json!({
+                "database": database, "operation": result.operation.name(),
+                "bare_rps": result.bare.throughput(), "protected_rps": result.protected.throughput(),
+                "ratio_median": ratio, "ratios": result.ratios,
+                "at_rest_bare_p50_ms": result.bare_at_rest.p(0.5),
+                "at_rest_protected_p50_ms": result.protected_at_rest.p(0.5),
+                "at_rest_added_ms": added, "rows_written": written,
+            }));
+        }
+    }
+    (markdown, json!(rows))
+}
+
 fn report(results: &[(&str, Measured)]) -> (String, Value) {
     let mut markdown = String::from(
         "| database | scenario | requests | throughput (req/s) | × bare | p50 (ms) | × bare | p99 (ms) | × bare | rows written |\n\
@@ -452,6 +894,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             measure("PostgreSQL", url, StoreConfig::default()).await?,
         ));
     }
+    // Every operation against its bare twin, saturated and at rest.
+    let mut operations = vec![("SQLite", measure_operations("SQLite", &sqlite).await?)];
+    if let Some(url) = &postgres {
+        operations.push(("PostgreSQL", measure_operations("PostgreSQL", url).await?));
+    }
     // What durability costs: the same run with synchronous = NORMAL, which a power loss can
     // undo answered writes under.
     let normal_sqlite = format!("sqlite://{}", dir.path().join("normal.db").display());
@@ -505,6 +952,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             observed[1].p(0.5) / rows[1].p(0.5),
         );
     }
+    let (operations_markdown, operations_json) = report_operations(&operations);
+    let _ = write!(
+        markdown,
+        "\nEvery operation against its bare twin (the same statements in one transaction, no key), at {CONCURRENCY} concurrent clients and at rest (one client):\n\n{operations_markdown}"
+    );
+    let json = json!({ "scenarios": json, "operations": operations_json });
     println!("\n{markdown}");
     std::fs::create_dir_all("target/bench")?;
     std::fs::write("target/bench/results.md", &markdown)?;

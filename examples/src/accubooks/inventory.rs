@@ -3,8 +3,9 @@
 use actix_web::{HttpResponse, web};
 use idem_actix::{IdempotencyKey, WriteContext, high_risk_mutation};
 use serde::Deserialize;
-use serde_json::json;
-use sqlx::Any;
+use serde_json::{Value, json};
+use sqlx::{Any, AnyConnection};
+use uuid::Uuid;
 
 use crate::accubooks::error::ApiError;
 use crate::accubooks::money;
@@ -69,6 +70,20 @@ pub async fn adjust_inventory(
     item_id: web::Path<String>,
     adjustment: web::Json<NewAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
+    let (id, company) = (write.entity_id(), write.tenant().to_string());
+    let adjusted = record_adjustment(write.tx(), &company, id, &item_id, &adjustment).await?;
+    Ok(HttpResponse::Created().json(adjusted))
+}
+
+/// The statements of `adjustInventory` on any transaction: the protected handler runs them on
+/// its write context's, the benchmark's bare twin on one of its own.
+pub async fn record_adjustment(
+    tx: &mut AnyConnection,
+    company: &str,
+    id: Uuid,
+    item_id: &str,
+    adjustment: &NewAdjustment,
+) -> Result<Value, ApiError> {
     if adjustment.delta == 0
         || !(-money::MAX_QUANTITY..=money::MAX_QUANTITY).contains(&adjustment.delta)
         || adjustment.reason.trim().is_empty()
@@ -78,24 +93,24 @@ pub async fn adjust_inventory(
             money::MAX_QUANTITY
         )));
     }
-    let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
+    let id = id.to_string();
     // One conditional statement: concurrent withdrawals cannot take stock below zero together.
     let applied = sqlx::query(
         "UPDATE inventory_items SET quantity = quantity + $1
          WHERE id = $2 AND company_id = $3 AND quantity + $1 >= 0 AND quantity + $1 <= $4",
     )
     .bind(adjustment.delta)
-    .bind(item_id.as_str())
-    .bind(&company)
+    .bind(item_id)
+    .bind(company)
     .bind(money::MAX_STOCK)
-    .execute(write.tx())
+    .execute(&mut *tx)
     .await?;
     let quantity: Option<i64> = sqlx::query_scalar(
         "SELECT quantity FROM inventory_items WHERE id = $1 AND company_id = $2",
     )
-    .bind(item_id.as_str())
-    .bind(&company)
-    .fetch_optional(write.tx())
+    .bind(item_id)
+    .bind(company)
+    .fetch_optional(&mut *tx)
     .await?;
     let quantity = quantity.ok_or(ApiError::NotFound("inventory item"))?;
     if applied.rows_affected() == 0 {
@@ -117,14 +132,14 @@ pub async fn adjust_inventory(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&id)
-    .bind(&company)
-    .bind(item_id.as_str())
+    .bind(company)
+    .bind(item_id)
     .bind(adjustment.delta)
     .bind(adjustment.reason.trim())
     .bind(now_ms())
-    .execute(write.tx())
+    .execute(&mut *tx)
     .await?;
-    Ok(HttpResponse::Created().json(json!({
-        "id": id, "item_id": item_id.as_str(), "delta": adjustment.delta, "quantity": quantity,
-    })))
+    Ok(json!({
+        "id": id, "item_id": item_id, "delta": adjustment.delta, "quantity": quantity,
+    }))
 }

@@ -3,8 +3,8 @@
 use actix_web::{HttpResponse, web};
 use idem_actix::{IdempotencyKey, WriteContext, financial_mutation, high_risk_mutation};
 use serde::Deserialize;
-use serde_json::json;
-use sqlx::Any;
+use serde_json::{Value, json};
+use sqlx::{Any, AnyConnection};
 use uuid::Uuid;
 
 use crate::accubooks::error::ApiError;
@@ -24,25 +24,37 @@ pub async fn create_customer(
     write: &mut WriteContext<'_, Any>,
     customer: web::Json<NewCustomer>,
 ) -> Result<HttpResponse, ApiError> {
+    let (id, company) = (write.entity_id(), write.tenant().to_string());
+    let created = record_customer(write.tx(), &company, id, &customer).await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// The statements of `createCustomer` on any transaction: the protected handler runs them on
+/// its write context's, the benchmark's bare twin on one of its own.
+pub async fn record_customer(
+    tx: &mut AnyConnection,
+    company: &str,
+    id: Uuid,
+    customer: &NewCustomer,
+) -> Result<Value, ApiError> {
     let name = customer.name.trim();
     if name.is_empty() {
         return Err(ApiError::invalid("a customer needs a name"));
     }
-    let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
+    let id = id.to_string();
     sqlx::query(
         "INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&id)
-    .bind(&company)
+    .bind(company)
     .bind(name)
     .bind(customer.email.as_deref())
     .bind(now_ms())
-    .execute(write.tx())
+    .execute(&mut *tx)
     .await?;
-    Ok(HttpResponse::Created().json(json!({ "id": id, "name": name, "email": customer.email })))
+    Ok(json!({ "id": id, "name": name, "email": customer.email }))
 }
 
-/// One line of an invoice.
 #[derive(Deserialize)]
 pub struct NewLine {
     description: String,
@@ -65,16 +77,27 @@ pub async fn create_invoice(
     write: &mut WriteContext<'_, Any>,
     invoice: web::Json<NewInvoice>,
 ) -> Result<HttpResponse, ApiError> {
+    let (id, company) = (write.entity_id(), write.tenant().to_string());
+    let created = record_invoice(write.tx(), &company, id, &invoice).await?;
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// The statements of `createInvoice` on any transaction (see [`record_customer`]).
+pub async fn record_invoice(
+    tx: &mut AnyConnection,
+    company: &str,
+    id: Uuid,
+    invoice: &NewInvoice,
+) -> Result<Value, ApiError> {
     let currency = money::currency(&invoice.currency)?;
     if invoice.lines.is_empty() {
         return Err(ApiError::invalid("an invoice needs at least one line"));
     }
-    let (id, company) = (write.entity_id(), write.tenant().to_string());
     let customer: Option<String> =
         sqlx::query_scalar("SELECT id FROM customers WHERE id = $1 AND company_id = $2")
             .bind(&invoice.customer_id)
-            .bind(&company)
-            .fetch_optional(write.tx())
+            .bind(company)
+            .fetch_optional(&mut *tx)
             .await?;
     customer.ok_or(ApiError::NotFound("customer"))?;
 
@@ -104,12 +127,12 @@ pub async fn create_invoice(
          VALUES ($1, $2, $3, $4, 'draft', $5, 0, $6)",
     )
     .bind(id.to_string())
-    .bind(&company)
+    .bind(company)
     .bind(&invoice.customer_id)
     .bind(currency)
     .bind(total)
     .bind(now_ms())
-    .execute(write.tx())
+    .execute(&mut *tx)
     .await?;
     for (position, line, amount) in &lines {
         // Line ids derive from the invoice's deterministic id, so they are deterministic too.
@@ -125,13 +148,13 @@ pub async fn create_invoice(
         .bind(line.quantity)
         .bind(line.unit_price_cents)
         .bind(*amount)
-        .execute(write.tx())
+        .execute(&mut *tx)
         .await?;
     }
-    Ok(HttpResponse::Created().json(json!({
+    Ok(json!({
         "id": id, "customer_id": invoice.customer_id, "currency": currency,
         "status": "draft", "total_cents": total, "paid_cents": 0, "lines": lines.len(),
-    })))
+    }))
 }
 
 /// Turns a draft invoice final, so it takes payments, and starts the `send_invoice` workflow.
@@ -188,8 +211,24 @@ pub async fn create_payment(
     write: &mut WriteContext<'_, Any>,
     payment: web::Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
+    let (id, company) = (write.entity_id(), write.tenant().to_string());
+    let created = record_payment(write.tx(), &company, id, &payment).await?;
+    if created["invoice_status"] == "paid" {
+        workflows::start(write, workflows::RECEIPT, &payment.invoice_id).await?;
+    }
+    Ok(HttpResponse::Created().json(created))
+}
+
+/// The statements of `createPayment` on any transaction (see [`record_customer`]); the
+/// protected handler also starts the receipt workflow when the payment settles the invoice.
+pub async fn record_payment(
+    tx: &mut AnyConnection,
+    company: &str,
+    id: Uuid,
+    payment: &NewPayment,
+) -> Result<Value, ApiError> {
     let amount = money::positive("amount_cents", payment.amount_cents)?;
-    let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
+    let id = id.to_string();
     // One conditional statement: two payments racing for the last open cents cannot both pass.
     let applied = sqlx::query(
         "UPDATE invoices
@@ -199,15 +238,15 @@ pub async fn create_payment(
     )
     .bind(amount)
     .bind(&payment.invoice_id)
-    .bind(&company)
-    .execute(write.tx())
+    .bind(company)
+    .execute(&mut *tx)
     .await?;
     let (status, currency, total, paid): (String, String, i64, i64) = sqlx::query_as(
         "SELECT status, currency, total_cents, paid_cents FROM invoices WHERE id = $1 AND company_id = $2",
     )
     .bind(&payment.invoice_id)
-    .bind(&company)
-    .fetch_optional(write.tx())
+    .bind(company)
+    .fetch_optional(&mut *tx)
     .await?
     .ok_or(ApiError::NotFound("invoice"))?;
     if applied.rows_affected() == 0 {
@@ -227,18 +266,15 @@ pub async fn create_payment(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&id)
-    .bind(&company)
+    .bind(company)
     .bind(&payment.invoice_id)
     .bind(amount)
     .bind(&currency)
     .bind(now_ms())
-    .execute(write.tx())
+    .execute(&mut *tx)
     .await?;
-    if status == "paid" {
-        workflows::start(write, workflows::RECEIPT, &payment.invoice_id).await?;
-    }
-    Ok(HttpResponse::Created().json(json!({
+    Ok(json!({
         "id": id, "invoice_id": payment.invoice_id, "amount_cents": amount, "currency": currency,
         "invoice_status": status, "open_balance_cents": total - paid,
-    })))
+    }))
 }
