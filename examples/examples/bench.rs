@@ -70,6 +70,17 @@ idem_actix::unprotected_mutation!(
     reason = "the benchmark's rival: the same write behind another crate's idempotency middleware"
 );
 
+/// A bare twin's transaction: `BEGIN IMMEDIATE` on SQLite, as idem's own writes take the write
+/// lock up front (a deferred transaction that reads before it writes fails with `SQLITE_BUSY`
+/// when another writer committed first).
+async fn begin(pool: &Pool<Any>) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
+    if pool.connect_options().database_url.scheme() == "sqlite" {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    } else {
+        pool.begin().await
+    }
+}
+
 /// The bare twins: each runs the protected operation's own statements
 /// (`idem_examples::accubooks::writes`) in one transaction of its own, without a key.
 async fn create_customer_bare(
@@ -77,7 +88,7 @@ async fn create_customer_bare(
     tenant: Tenant,
     customer: web::Json<NewCustomer>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(&pool).await?;
     let created = record_customer(&mut tx, tenant.0.as_str(), Uuid::new_v4(), &customer).await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(created))
@@ -88,7 +99,7 @@ async fn create_invoice_bare(
     tenant: Tenant,
     invoice: web::Json<NewInvoice>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(&pool).await?;
     let created = record_invoice(&mut tx, tenant.0.as_str(), Uuid::new_v4(), &invoice).await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(created))
@@ -99,7 +110,7 @@ async fn create_payment_bare(
     tenant: Tenant,
     payment: web::Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(&pool).await?;
     let created = record_payment(&mut tx, tenant.0.as_str(), Uuid::new_v4(), &payment).await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(created))
@@ -111,7 +122,7 @@ async fn adjust_inventory_bare(
     item_id: web::Path<String>,
     adjustment: web::Json<NewAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = begin(&pool).await?;
     let adjusted = record_adjustment(
         &mut tx,
         tenant.0.as_str(),
