@@ -169,7 +169,11 @@ pub trait IsPool {}
 
 impl<DB: sqlx::Database> IsPool for sqlx::Pool<DB> {}
 impl<T: IsPool> IsPool for actix_web::web::Data<T> {}
+impl<T: IsPool> IsPool for actix_web::web::ThinData<T> {}
+impl<T: IsPool + Clone> IsPool for actix_web::web::ReqData<T> {}
 impl<T: IsPool> IsPool for std::sync::Arc<T> {}
+impl<T: IsPool> IsPool for Option<T> {}
+impl<T: IsPool, E> IsPool for Result<T, E> {}
 
 /// The tag of a pool parameter.
 pub struct PoolParam;

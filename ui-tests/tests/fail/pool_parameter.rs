@@ -27,4 +27,16 @@ async fn adjust_outside(
     HttpResponse::Created().finish()
 }
 
+/// Wrapped in an optional extractor, or in `ThinData`, a pool is still a pool.
+#[financial_mutation("payAround", post = "/payments-around")]
+async fn pay_around(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Postgres>,
+    maybe: Option<web::Data<PgPool>>,
+    thin: web::ThinData<PgPool>,
+) -> HttpResponse {
+    let _ = (write, maybe, thin);
+    HttpResponse::Created().finish()
+}
+
 fn main() {}
