@@ -260,26 +260,34 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
     }
 
-    /// Whether the body's error was caused by a transient database failure found anywhere in
-    /// its `source()` chain: as a [`sqlx::Error`], as the boxed database error that
-    /// `sqlx::Error` gives as its source (all an `#[error(transparent)]` wrapper exposes), or
-    /// as the driver's own error type.
+    /// Whether the body's error was caused by a transient database failure: the first
+    /// [`database_error`] of its `source()` chain.
     fn is_transient_chain(&self, error: &(dyn StdError + 'static)) -> bool {
-        let mut cause = Some(error);
-        while let Some(error) = cause {
-            let database_error = if let Some(sqlx::Error::Database(db)) = error.downcast_ref() {
-                Some(db.as_ref())
-            } else if let Some(db) = error.downcast_ref::<Box<dyn DatabaseError>>() {
-                Some(db.as_ref())
-            } else {
-                DB::driver_error(error)
-            };
-            if let Some(db) = database_error {
-                return DB::is_transient(db);
-            }
-            cause = error.source();
-        }
-        false
+        causes(error)
+            .find_map(database_error::<DB>)
+            .is_some_and(DB::is_transient)
+    }
+}
+
+/// An error and its `source()` chain, outermost first.
+fn causes<'e>(
+    error: &'e (dyn StdError + 'static),
+) -> impl Iterator<Item = &'e (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&cause| cause.source())
+}
+
+/// The database's own error, if `cause` is one: as a [`sqlx::Error`], as the boxed database
+/// error that `sqlx::Error` gives as its source (all an `#[error(transparent)]` wrapper
+/// exposes), or as the driver's own error type.
+fn database_error<'e, DB: Backend>(
+    cause: &'e (dyn StdError + 'static),
+) -> Option<&'e dyn DatabaseError> {
+    if let Some(sqlx::Error::Database(db)) = cause.downcast_ref() {
+        Some(db.as_ref())
+    } else if let Some(db) = cause.downcast_ref::<Box<dyn DatabaseError>>() {
+        Some(db.as_ref())
+    } else {
+        DB::driver_error(cause)
     }
 }
 
@@ -287,29 +295,23 @@ impl<DB: Backend> IdempotencyStore<DB> {
 /// pool that could not hand out a connection, or the server's own word (SQLSTATE class `08`,
 /// connection exception, or `57P`, the server shutting down, crashed or starting).
 pub(crate) fn is_connection_lost<DB: Backend>(error: &(dyn StdError + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(error) = cause {
-        if error.is::<std::io::Error>() {
+    for cause in causes(error) {
+        let lost = cause.is::<std::io::Error>()
+            || matches!(
+                cause.downcast_ref::<sqlx::Error>(),
+                Some(
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                )
+            );
+        if lost {
             return true;
         }
-        let code = match error.downcast_ref::<sqlx::Error>() {
-            Some(
-                sqlx::Error::Io(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed,
-            ) => return true,
-            Some(sqlx::Error::Database(db)) => db.code(),
-            _ => error
-                .downcast_ref::<Box<dyn DatabaseError>>()
-                .map(|db| db.as_ref())
-                .or_else(|| DB::driver_error(error))
-                .and_then(|db| db.code()),
-        };
-        if let Some(code) = code {
+        if let Some(code) = database_error::<DB>(cause).and_then(|db| db.code()) {
             return code.starts_with("08") || code.starts_with("57P");
         }
-        cause = error.source();
     }
     false
 }
