@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use idem_runtime::{
-    Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, StoreConfig, StoredResponse, TenantId,
-    WriteContext, WriteRequest,
+    Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, RegisteredOperation, StoreConfig,
+    StoredResponse, TenantId, WriteContext, WriteRequest,
 };
 use idem_tests::{TestDb, TestStore};
 
@@ -31,41 +31,37 @@ fn run<DB: TestDb>() -> Box<Body<DB>> {
     Box::new(|_| Box::pin(async { Ok(StoredResponse::new(200, fastrand::u64(..).to_string())) }))
 }
 
+/// Runs `operation`'s job once for `tenant` and `key`: its outcome.
+async fn run_job<DB: TestDb>(
+    store: &IdempotencyStore<DB>,
+    operation: impl RegisteredOperation,
+    tenant: &TenantId,
+    key: &IdempotencyKey,
+    fingerprint: Fingerprint,
+) -> Outcome {
+    store
+        .execute(
+            operation,
+            WriteRequest::new(tenant, key, fingerprint),
+            run::<DB>(),
+        )
+        .await
+        .unwrap()
+}
+
 async fn reruns_replay_for_the_operations_own_retention<DB: TestDb>()
 -> (TestStore<DB>, TenantId, IdempotencyKey) {
     let db = DB::fresh(StoreConfig::default().with_retention(Duration::from_millis(200))).await;
     let tenant = TenantId::new("acme").unwrap();
     let key = IdempotencyKey::parse("2026-11").unwrap();
     let fingerprint = Fingerprint::of_job("closeMonth", b"2026-11");
-    let first = db
-        .store
-        .execute(
-            CloseMonth,
-            WriteRequest::new(&tenant, &key, fingerprint),
-            run::<DB>(),
-        )
-        .await
-        .unwrap();
-    let reminders = Fingerprint::of_job("sendReminders", b"2026-11");
     let store: &IdempotencyStore<DB> = &db.store;
-    store
-        .execute(
-            SendReminders,
-            WriteRequest::new(&tenant, &key, reminders),
-            run::<DB>(),
-        )
-        .await
-        .unwrap();
+    let first = run_job(store, CloseMonth, &tenant, &key, fingerprint).await;
+    let reminders = Fingerprint::of_job("sendReminders", b"2026-11");
+    run_job(store, SendReminders, &tenant, &key, reminders).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
 
-    let rerun = store
-        .execute(
-            CloseMonth,
-            WriteRequest::new(&tenant, &key, fingerprint),
-            run::<DB>(),
-        )
-        .await
-        .unwrap();
+    let rerun = run_job(store, CloseMonth, &tenant, &key, fingerprint).await;
     let Outcome::New { response, .. } = first else {
         panic!("the first run writes")
     };
@@ -74,14 +70,7 @@ async fn reruns_replay_for_the_operations_own_retention<DB: TestDb>()
         Outcome::Replayed { response },
         "past the store's retention, within the operation's"
     );
-    let expired = store
-        .execute(
-            SendReminders,
-            WriteRequest::new(&tenant, &key, reminders),
-            run::<DB>(),
-        )
-        .await
-        .unwrap();
+    let expired = run_job(store, SendReminders, &tenant, &key, reminders).await;
     assert!(
         matches!(expired, Outcome::New { .. }),
         "the other operation's key expired: {expired:?}"

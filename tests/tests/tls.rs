@@ -18,9 +18,29 @@ mod postgres {
         financial SealLedger = "sealLedger";
     }
 
-    fn with_params(url: &str, params: &str) -> String {
+    /// A store on `url` with the URL parameters `params` (`sslmode=…&sslrootcert=…`), or why it
+    /// could not connect, with its causes.
+    async fn connect(url: &str, params: &str) -> Result<IdempotencyStore<Postgres>, String> {
         let separator = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{separator}{params}")
+        IdempotencyStore::<Postgres>::connect(
+            &format!("{url}{separator}{params}"),
+            StoreConfig::default(),
+        )
+        .await
+        .map_err(|error| ErrorChain(&error).to_string())
+    }
+
+    /// Why the machine's server is refused with `params`.
+    async fn refused(params: &str) -> String {
+        connect(&idem_tests::postgres_test_url().await, params)
+            .await
+            .map(|_| ())
+            .expect_err("connected to a server it could not verify")
+    }
+
+    /// A test URL on 127.0.0.1, by the name the servers' certificates give: `localhost`.
+    fn by_certificate_name(url: String) -> String {
+        url.replacen("@127.0.0.1:", "@localhost:", 1)
     }
 
     /// Whether the pool's connection to the server is encrypted, as the server sees it.
@@ -33,8 +53,7 @@ mod postgres {
 
     #[tokio::test]
     async fn sslmode_require_encrypts_every_connection_and_writes_once() {
-        let url = with_params(&idem_tests::postgres_test_url().await, "sslmode=require");
-        let store = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default())
+        let store = connect(&idem_tests::postgres_test_url().await, "sslmode=require")
             .await
             .expect("connect with sslmode=require");
         store.migrate().await.expect("migrate over TLS");
@@ -62,19 +81,10 @@ mod postgres {
 
     #[tokio::test]
     async fn sslmode_disable_is_plaintext() {
-        let url = with_params(&idem_tests::postgres_test_url().await, "sslmode=disable");
-        let store = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default())
+        let store = connect(&idem_tests::postgres_test_url().await, "sslmode=disable")
             .await
             .expect("connect with sslmode=disable");
         assert!(!encrypted(&store).await);
-    }
-
-    async fn refused(params: &str) -> String {
-        let url = with_params(&idem_tests::postgres_test_url().await, params);
-        match IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default()).await {
-            Ok(_) => panic!("{params}: connected to a server it could not verify"),
-            Err(error) => ErrorChain(&error).to_string(),
-        }
     }
 
     #[tokio::test]
@@ -101,26 +111,20 @@ mod postgres {
 
     #[tokio::test]
     async fn verify_full_connects_to_the_name_on_the_certificate_with_its_root() {
-        let url = idem_tests::postgres_test_url()
-            .await
-            .replacen("@127.0.0.1:", "@localhost:", 1);
-        let url = with_params(
+        let url = by_certificate_name(idem_tests::postgres_test_url().await);
+        let store = connect(
             &url,
             "sslmode=verify-full&sslrootcert=/etc/ssl/certs/ssl-cert-snakeoil.pem",
-        );
-        let store = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default())
-            .await
-            .expect("verify-full against the certificate's own name and root");
+        )
+        .await
+        .expect("verify-full against the certificate's own name and root");
         assert!(encrypted(&store).await);
     }
 
     /// A server whose certificate the test's own CA issued (`tests/servers/start`).
     async fn own_ca_server(params: &str) -> Result<IdempotencyStore<Postgres>, String> {
         let url = idem_tests::test_server_database(idem_tests::TestServer::Tls).await;
-        let url = with_params(&url.replacen("@127.0.0.1:", "@localhost:", 1), params);
-        IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default())
-            .await
-            .map_err(|error| ErrorChain(&error).to_string())
+        connect(&by_certificate_name(url), params).await
     }
 
     #[tokio::test]
