@@ -40,7 +40,7 @@ use idem_examples::accubooks::writes::{
     record_invoice, record_payment,
 };
 use serde_json::{Value, json};
-use sqlx::{Any, Pool};
+use sqlx::{Any, AnyConnection, Pool};
 use uuid::Uuid;
 
 /// Requests per measured scenario, in how many interleaved rounds, and how many run at once.
@@ -70,28 +70,35 @@ idem_actix::unprotected_mutation!(
     reason = "the benchmark's rival: the same write behind another crate's idempotency middleware"
 );
 
-/// A bare twin's transaction: `BEGIN IMMEDIATE` on SQLite, as idem's own writes take the write
-/// lock up front (a deferred transaction that reads before it writes fails with `SQLITE_BUSY`
-/// when another writer committed first).
-async fn begin(pool: &Pool<Any>) -> Result<sqlx::Transaction<'static, Any>, sqlx::Error> {
-    if pool.connect_options().database_url.scheme() == "sqlite" {
-        pool.begin_with("BEGIN IMMEDIATE").await
+/// A bare twin: `write` in one transaction of its own, without a key, answered `201`. On
+/// SQLite the transaction takes the write lock up front (`BEGIN IMMEDIATE`), as idem's writes
+/// do: a deferred transaction that reads before it writes fails with `SQLITE_BUSY` when another
+/// writer committed first.
+async fn bare(
+    pool: &Pool<Any>,
+    write: impl AsyncFnOnce(&mut AnyConnection) -> Result<Value, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    let mut tx = if pool.connect_options().database_url.scheme() == "sqlite" {
+        pool.begin_with("BEGIN IMMEDIATE").await?
     } else {
-        pool.begin().await
-    }
+        pool.begin().await?
+    };
+    let written = write(&mut tx).await?;
+    tx.commit().await?;
+    Ok(HttpResponse::Created().json(written))
 }
 
 /// The bare twins: each runs the protected operation's own statements
-/// (`idem_examples::accubooks::writes`) in one transaction of its own, without a key.
+/// (`idem_examples::accubooks::writes`) through [`bare`].
 async fn create_customer_bare(
     pool: web::Data<Pool<Any>>,
     tenant: Tenant,
     customer: web::Json<NewCustomer>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = begin(&pool).await?;
-    let created = record_customer(&mut tx, tenant.0.as_str(), Uuid::new_v4(), &customer).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Created().json(created))
+    bare(&pool, async |tx| {
+        record_customer(tx, tenant.0.as_str(), Uuid::new_v4(), &customer).await
+    })
+    .await
 }
 
 async fn create_invoice_bare(
@@ -99,10 +106,10 @@ async fn create_invoice_bare(
     tenant: Tenant,
     invoice: web::Json<NewInvoice>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = begin(&pool).await?;
-    let created = record_invoice(&mut tx, tenant.0.as_str(), Uuid::new_v4(), &invoice).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Created().json(created))
+    bare(&pool, async |tx| {
+        record_invoice(tx, tenant.0.as_str(), Uuid::new_v4(), &invoice).await
+    })
+    .await
 }
 
 async fn create_payment_bare(
@@ -110,10 +117,10 @@ async fn create_payment_bare(
     tenant: Tenant,
     payment: web::Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = begin(&pool).await?;
-    let created = record_payment(&mut tx, tenant.0.as_str(), Uuid::new_v4(), &payment).await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Created().json(created))
+    bare(&pool, async |tx| {
+        record_payment(tx, tenant.0.as_str(), Uuid::new_v4(), &payment).await
+    })
+    .await
 }
 
 async fn adjust_inventory_bare(
@@ -122,17 +129,10 @@ async fn adjust_inventory_bare(
     item_id: web::Path<String>,
     adjustment: web::Json<NewAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
-    let mut tx = begin(&pool).await?;
-    let adjusted = record_adjustment(
-        &mut tx,
-        tenant.0.as_str(),
-        Uuid::new_v4(),
-        &item_id,
-        &adjustment,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(HttpResponse::Created().json(adjusted))
+    bare(&pool, async |tx| {
+        record_adjustment(tx, tenant.0.as_str(), Uuid::new_v4(), &item_id, &adjustment).await
+    })
+    .await
 }
 
 /// One measured scenario.
@@ -229,8 +229,10 @@ impl Target {
         Ok((target, handle))
     }
 
-    async fn customers(&self) -> i64 {
-        sqlx::query_scalar("SELECT COUNT(*) FROM customers WHERE company_id = $1")
+    /// The rows of the bench's company in `table`: the count that proves the writes happened.
+    async fn rows_in(&self, table: &str) -> i64 {
+        let count = format!("SELECT COUNT(*) FROM {table} WHERE company_id = $1");
+        sqlx::query_scalar(sqlx::AssertSqlSafe(count))
             .bind(&self.company)
             .fetch_one(&self.pool)
             .await
@@ -277,33 +279,55 @@ impl Target {
         key: impl Fn(usize) -> Option<String>,
         cookie: Option<&str>,
     ) -> Row {
+        self.send_all(name, "customers", requests, concurrency, |i| Request {
+            path: path.to_owned(),
+            key: key(i),
+            cookie: cookie.map(str::to_owned),
+            body: json!({ "name": "Bench Customer" }),
+        })
+        .await
+    }
+
+    /// Sends `requests` requests, `concurrency` at a time, request `i` being `request(i)`; each
+    /// must succeed. The row counts the rows the requests added to `table`.
+    async fn send_all(
+        &self,
+        name: &'static str,
+        table: &str,
+        requests: usize,
+        concurrency: usize,
+        request: impl Fn(usize) -> Request,
+    ) -> Row {
         let client = Client::builder()
             .connector(awc::Connector::new().limit(concurrency))
             .timeout(Duration::from_secs(60))
             .finish();
-        let before = self.customers().await;
+        let before = self.rows_in(table).await;
         let started = Instant::now();
         let latencies: Vec<u64> = futures_util::stream::iter(0..requests)
             .map(|i| {
-                let mut request = client
+                let Request {
+                    path,
+                    key,
+                    cookie,
+                    body,
+                } = request(i);
+                let mut sending = client
                     .post(format!("{}{path}", self.base))
                     .insert_header(("authorization", format!("Bearer {}", self.token)));
-                if let Some(key) = key(i) {
-                    request = request.insert_header(("idempotency-key", key));
+                if let Some(key) = key {
+                    sending = sending.insert_header(("idempotency-key", key));
                 }
                 if let Some(cookie) = cookie {
-                    request = request.insert_header(("cookie", cookie.to_owned()));
+                    sending = sending.insert_header(("cookie", cookie));
                 }
                 async move {
                     let sent = Instant::now();
-                    let mut response = request
-                        .send_json(&json!({ "name": "Bench Customer" }))
-                        .await
-                        .expect("the server answers");
+                    let mut response = sending.send_json(&body).await.expect("the server answers");
                     let _ = response.body().await;
                     assert!(
                         response.status().is_success(),
-                        "{name}: {}",
+                        "{name} ({path}): {}",
                         response.status()
                     );
                     u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)
@@ -322,9 +346,19 @@ impl Target {
             requests,
             seconds,
             latency,
-            rows_written: self.customers().await - before,
+            rows_written: self.rows_in(table).await - before,
         }
     }
+}
+
+/// One request of a measured scenario.
+struct Request {
+    path: String,
+    /// Its `Idempotency-Key`, if it sends one.
+    key: Option<String>,
+    /// A session cookie of actix-idempotent's, if it sends one.
+    cookie: Option<String>,
+    body: Value,
 }
 
 /// Measures one database. The steady scenarios run in [`ROUNDS`] interleaved rounds (bare, protected
@@ -601,18 +635,6 @@ impl Target {
         }
     }
 
-    async fn rows_of(&self, operation: Operation) -> i64 {
-        let count = format!(
-            "SELECT COUNT(*) FROM {} WHERE company_id = $1",
-            operation.table()
-        );
-        sqlx::query_scalar(sqlx::AssertSqlSafe(count))
-            .bind(&self.company)
-            .fetch_one(&self.pool)
-            .await
-            .unwrap_or(-1)
-    }
-
     /// Sends `requests` requests of `operation` under `prefix`, `concurrency` at a time, each
     /// with a new key `{keys}-{i}` when `keys` is given.
     async fn drive_operation(
@@ -624,48 +646,22 @@ impl Target {
         concurrency: usize,
         fixtures: &Fixtures,
     ) -> Row {
-        let client = Client::builder()
-            .connector(awc::Connector::new().limit(concurrency))
-            .timeout(Duration::from_secs(60))
-            .finish();
-        let before = self.rows_of(operation).await;
-        let started = Instant::now();
-        let latencies: Vec<u64> = futures_util::stream::iter(0..requests)
-            .map(|i| {
-                let (path, body) = operation.request(prefix, i, fixtures);
-                let mut request = client
-                    .post(format!("{}{path}", self.base))
-                    .insert_header(("authorization", format!("Bearer {}", self.token)));
-                if let Some(keys) = keys {
-                    request = request.insert_header(("idempotency-key", format!("{keys}-{i}")));
-                }
-                async move {
-                    let sent = Instant::now();
-                    let mut response = request.send_json(&body).await.expect("the server answers");
-                    let _ = response.body().await;
-                    assert!(
-                        response.status().is_success(),
-                        "{path}: {}",
-                        response.status()
-                    );
-                    u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX)
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        let seconds = started.elapsed().as_secs_f64();
-        let mut latency = Histogram::new(3).expect("a histogram");
-        for micros in latencies {
-            latency.record(micros.max(1)).expect("a recordable latency");
-        }
-        Row {
-            name: operation.name(),
+        self.send_all(
+            operation.name(),
+            operation.table(),
             requests,
-            seconds,
-            latency,
-            rows_written: self.rows_of(operation).await - before,
-        }
+            concurrency,
+            |i| {
+                let (path, body) = operation.request(prefix, i, fixtures);
+                Request {
+                    path,
+                    key: keys.map(|keys| format!("{keys}-{i}")),
+                    cookie: None,
+                    body,
+                }
+            },
+        )
+        .await
     }
 }
 
