@@ -16,7 +16,7 @@
 //! is only read (`DELETE` on a `GET` route) gets the same `405`. Mount the protected routes at
 //! the root of the `App` (not in a `web::scope`): their patterns are matched as declared.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -185,34 +185,34 @@ pub(crate) struct GatePassed;
 #[derive(Clone, Copy)]
 pub(crate) struct ServedByIdem;
 
-/// The routes a mutation may take: each `(METHOD, pattern)`.
+/// The routes a mutation may take, by method and pattern.
 #[derive(Debug, Default)]
-pub(crate) struct AllowedMutations {
-    protected: HashSet<(String, String)>,
-    exempt: HashSet<(String, String)>,
-}
+pub(crate) struct AllowedMutations(HashMap<(Method, String), Route>);
 
 impl AllowedMutations {
     pub(crate) fn protect(&mut self, method: &str, path: &str) {
-        self.protected.insert((method.to_owned(), path.to_owned()));
+        self.allow(method, path, Route::Protected);
     }
 
     pub(crate) fn exempt(&mut self, method: &str, path: &str) {
-        self.exempt.insert((method.to_owned(), path.to_owned()));
+        self.allow(method, path, Route::Exempt);
     }
 
-    fn route(&self, method: &Method, pattern: &str) -> Route {
-        let route = (method.as_str().to_owned(), pattern.to_owned());
-        if self.protected.contains(&route) {
-            Route::Protected
-        } else if self.exempt.contains(&route) {
-            Route::Exempt
-        } else {
-            Route::Refused
-        }
+    fn allow(&mut self, method: &str, path: &str, route: Route) {
+        let method = Method::from_bytes(method.as_bytes())
+            .expect("a declared route's method is POST, PUT, PATCH or DELETE");
+        self.0.insert((method, path.to_owned()), route);
+    }
+
+    /// The route of a mutation with this method and pattern, and the pattern, handed back.
+    fn route(&self, method: &Method, pattern: String) -> (Route, String) {
+        let key = (method.clone(), pattern);
+        let route = self.0.get(&key).copied().unwrap_or(Route::Refused);
+        (route, key.1)
     }
 }
 
+#[derive(Debug, Clone, Copy)]
 enum Route {
     Protected,
     Exempt,
@@ -271,12 +271,14 @@ where
     fn call(&self, request: ServiceRequest) -> Self::Future {
         request.extensions_mut().insert(GatePassed);
         // The pattern of the first resource whose path matches, found in the application's
-        // resource map before routing. A path no resource matches is the router's 404.
-        let route = match (is_mutation(request.method()), request.match_pattern()) {
-            (true, Some(pattern)) => {
-                Some((self.allowed.route(request.method(), &pattern), pattern))
-            }
-            _ => None,
+        // resource map before routing; looked up for mutations only. A path no resource
+        // matches is the router's 404.
+        let route = if is_mutation(request.method()) {
+            request
+                .match_pattern()
+                .map(|pattern| self.allowed.route(request.method(), pattern))
+        } else {
+            None
         };
         let pattern = match route {
             None | Some((Route::Exempt, _)) => None,
