@@ -399,6 +399,15 @@ const TEST_SCHEMA_PREFIX: &str = "idem_test_";
 /// No test runs this long: a test schema older than this is left over from an earlier run.
 const STALE_AFTER_SECS: u64 = 3 * 60 * 60;
 
+/// Whether a test schema or database named `<prefix><unix seconds>_<random>` is left over from
+/// an earlier run: older than [`STALE_AFTER_SECS`], or named before the name carried its time.
+fn is_stale(name: &str, prefix: &str, now: u64) -> bool {
+    name.strip_prefix(prefix)
+        .and_then(|rest| rest.split_once('_'))
+        .and_then(|(secs, _)| secs.parse::<u64>().ok())
+        .is_none_or(|created| now.saturating_sub(created) > STALE_AFTER_SECS)
+}
+
 /// Drops the test schemas of earlier runs, so a long-lived development database does not
 /// collect them: those older than [`STALE_AFTER_SECS`], and those named before the name carried
 /// its time. One test process at a time does it (an advisory lock); the others go on. Best
@@ -421,11 +430,7 @@ async fn drop_stale_test_schemas(admin: &PgPool, now: u64) {
         Vec::new()
     });
     for schema in schemas {
-        let created = schema
-            .strip_prefix(TEST_SCHEMA_PREFIX)
-            .and_then(|rest| rest.split_once('_'))
-            .map(|(secs, _)| secs.parse::<u64>().unwrap_or(0));
-        if created.is_none_or(|created| now.saturating_sub(created) > STALE_AFTER_SECS) {
+        if is_stale(&schema, TEST_SCHEMA_PREFIX, now) {
             let role = format!(
                 "{TEST_ROLE_PREFIX}{}",
                 schema.trim_start_matches(TEST_SCHEMA_PREFIX)
@@ -528,6 +533,9 @@ pub fn start_test_servers() {
     });
 }
 
+/// Databases on the servers of `tests/servers/start` are named `idem_t_<unix seconds>_<random>`.
+const TEST_DATABASE_PREFIX: &str = "idem_t_";
+
 /// A new database on `server` (created on the primary for the standby), as a URL for the
 /// `postgres` user over 127.0.0.1. Databases of earlier runs, older than three hours, are
 /// dropped first.
@@ -554,19 +562,14 @@ pub async fn test_server_database(server: TestServer) -> String {
     .await
     .unwrap_or_default();
     for name in old {
-        let created = name
-            .strip_prefix("idem_t_")
-            .and_then(|rest| rest.split_once('_'))
-            .and_then(|(secs, _)| secs.parse::<u64>().ok())
-            .unwrap_or(0);
-        if now.saturating_sub(created) > STALE_AFTER_SECS {
+        if is_stale(&name, TEST_DATABASE_PREFIX, now) {
             let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
             let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
                 .execute(&admin)
                 .await;
         }
     }
-    let name = format!("idem_t_{now}_{}", fastrand::u32(..));
+    let name = format!("{TEST_DATABASE_PREFIX}{now}_{}", fastrand::u32(..));
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
         .await
