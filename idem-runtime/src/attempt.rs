@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::audit::{AuditRecord, WriteOutcome};
-use crate::backend::{Claim, KeyRecord, KeyScope};
+use crate::backend::{Claim, KeyRecord, KeyScope, Statements, close_named_statements};
 use crate::context;
 use crate::store::now_ms;
 use crate::{
@@ -110,10 +110,16 @@ impl<DB: Backend> IdempotencyStore<DB> {
         E: StdError + 'static,
     {
         let store_failure = |error| self.classify(error);
+        let statements = self.config.statements();
         let fingerprint = call.request.fingerprint();
-        let mut tx = DB::begin_write(conn, self.config.lock_timeout(), call.scope.tenant)
-            .await
-            .map_err(store_failure)?;
+        let mut tx = DB::begin_write(
+            conn,
+            statements,
+            self.config.lock_timeout(),
+            call.scope.tenant,
+        )
+        .await
+        .map_err(store_failure)?;
         let attempt_id = fastrand::i64(..);
         let claim = Claim {
             scope: &call.scope,
@@ -122,14 +128,14 @@ impl<DB: Backend> IdempotencyStore<DB> {
             attempt_id,
             retention_ms: self.retention_ms(call.operation),
         };
-        match DB::claim(&mut tx, &claim).await {
+        match DB::claim(&mut tx, statements, &claim).await {
             Ok(true) => {}
             Ok(false) => {
-                rollback(tx).await;
-                let record = DB::find_record(conn, &call.scope, self.retention_ms(call.operation))
-                    .await
-                    .map_err(store_failure)?;
-                return match record {
+                // Read in the claim's transaction: its statements see the winner's commit.
+                let record =
+                    DB::find_record(&mut tx, statements, &call.scope, claim.retention_ms).await;
+                rollback(tx, statements).await;
+                return match record.map_err(store_failure)? {
                     Some(record) => Ok(replay_or_mismatch(record, fingerprint)),
                     // The winner's row expired or was purged in between: claim again.
                     None => Err(AttemptFailure::Transient(Transient::Store(
@@ -138,11 +144,11 @@ impl<DB: Backend> IdempotencyStore<DB> {
                 };
             }
             Err(sqlx::Error::Database(error)) if DB::is_lock_timeout(error.as_ref()) => {
-                rollback(tx).await;
+                rollback(tx, statements).await;
                 return Ok(self.in_flight_outcome());
             }
             Err(error) => {
-                rollback(tx).await;
+                rollback(tx, statements).await;
                 return Err(store_failure(error));
             }
         }
@@ -154,6 +160,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
             call.scope.key,
             call.entity_id,
             attempt,
+            statements,
         );
         let write_timeout = self.config.write_timeout();
         let result = tokio::time::timeout(
@@ -164,7 +171,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         let (mut tx, events) = context.finish();
         let Ok(result) = result else {
             // The body was dropped mid-way: its statements roll back with the transaction.
-            rollback(tx).await;
+            rollback(tx, statements).await;
             tracing::error!(
                 timeout_ms = write_timeout.as_millis(),
                 "a write ran past the write timeout; rolled back"
@@ -176,7 +183,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         let response = match result {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
-                rollback(tx).await;
+                rollback(tx, statements).await;
                 if is_connection_lost::<DB>(&error) {
                     tracing::warn!(error = %ErrorChain(&error), "the database connection was lost during a write");
                     return Err(AttemptFailure::Final(
@@ -193,7 +200,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
                 });
             }
             Err(panic) => {
-                rollback(tx).await;
+                rollback(tx, statements).await;
                 let message = panic_message(panic.as_ref());
                 tracing::error!(%message, "a write panicked; rolled back");
                 return Err(AttemptFailure::Final(WriteError::Panicked { message }));
@@ -201,8 +208,12 @@ impl<DB: Backend> IdempotencyStore<DB> {
         };
 
         let audit = call.audit_record(WriteOutcome::New, Some(response.status), attempt);
-        if let Err(error) = DB::record_write(&mut tx, &call.scope, &response, &audit).await {
-            rollback(tx).await;
+        let recorded = match close_named_statements::<DB>(&mut tx, statements).await {
+            Ok(()) => DB::record_write(&mut tx, statements, &call.scope, &response, &audit).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = recorded {
+            rollback(tx, statements).await;
             return Err(store_failure(error));
         }
         let committed = Outcome::New {
@@ -328,9 +339,13 @@ pub(crate) fn replay_or_mismatch(record: KeyRecord, fingerprint: &Fingerprint) -
     }
 }
 
-/// Rolls back explicitly so the key is free before the answer goes out. If the connection is
-/// gone, the server has rolled back already.
-async fn rollback<DB: Backend>(tx: Transaction<'_, DB>) {
+/// Rolls back explicitly so the key is free before the answer goes out (behind a transaction
+/// pooler, after closing the named statements the body prepared). If the connection is gone,
+/// the server has rolled back already.
+async fn rollback<DB: Backend>(mut tx: Transaction<'_, DB>, statements: Statements) {
+    if let Err(error) = close_named_statements::<DB>(&mut tx, statements).await {
+        tracing::warn!(%error, "closing the write's named statements failed");
+    }
     if let Err(error) = tx.rollback().await {
         tracing::warn!(%error, "rollback failed; the database rolls back on disconnect");
     }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::backend::Statements;
+
 /// The settings of an [`IdempotencyStore`](crate::IdempotencyStore).
 ///
 /// ```
@@ -24,6 +26,7 @@ pub struct StoreConfig {
     sqlite_synchronous: SqliteSynchronous,
     write_timeout: Duration,
     acquire_timeout: Duration,
+    transaction_pooling: bool,
 }
 
 /// How SQLite makes a commit durable (its `synchronous` pragma), for the pools that
@@ -52,6 +55,7 @@ impl Default for StoreConfig {
             sqlite_synchronous: SqliteSynchronous::Full,
             write_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(5),
+            transaction_pooling: false,
         }
     }
 }
@@ -70,6 +74,34 @@ impl StoreConfig {
     /// How long a write waits for a database connection.
     pub fn acquire_timeout(&self) -> Duration {
         self.acquire_timeout
+    }
+
+    /// Set when PostgreSQL is reached through a pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`, before 1.21 or without `max_prepared_statements`): idem then
+    /// sends every statement unnamed (parsed on each use: one more round trip per statement)
+    /// and inside a transaction, skips the replay fast path outside one (the claim finds a
+    /// committed record instead), and before a write's transaction ends closes the named
+    /// statements its body prepared. Migrations need a session of their own:
+    /// [`IdempotencyStore::migrate`](crate::IdempotencyStore::migrate) refuses, run them on a
+    /// direct connection. Default `false`; README.md, "Behind PgBouncer", says what a handler's
+    /// own queries need.
+    pub fn with_transaction_pooling(mut self, transaction_pooling: bool) -> Self {
+        self.transaction_pooling = transaction_pooling;
+        self
+    }
+
+    /// Whether the database is reached through a transaction pooler.
+    pub fn transaction_pooling(&self) -> bool {
+        self.transaction_pooling
+    }
+
+    /// How the protocol's statements travel, from [`Self::transaction_pooling`].
+    pub(crate) fn statements(&self) -> Statements {
+        if self.transaction_pooling {
+            Statements::Unnamed
+        } else {
+            Statements::Prepared
+        }
     }
 
     /// How long a key replays its response (default 24 h). Expiry is checked whenever a key is

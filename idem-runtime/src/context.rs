@@ -3,7 +3,7 @@
 use sqlx::Transaction;
 use uuid::Uuid;
 
-use crate::backend::OutboxRecord;
+use crate::backend::{OutboxRecord, Statements};
 use crate::store::now_ms;
 use crate::{Backend, IdempotencyKey, Operation, TenantId};
 
@@ -20,6 +20,7 @@ pub struct WriteContext<'r, DB: Backend> {
     entity_id: Uuid,
     attempt: u32,
     events: u32,
+    statements: Statements,
 }
 
 /// The context of an attempt whose key was claimed on `tx`. A free function, not an
@@ -32,6 +33,7 @@ pub(crate) fn claimed<'r, DB: Backend>(
     key: &'r IdempotencyKey,
     entity_id: Uuid,
     attempt: u32,
+    statements: Statements,
 ) -> WriteContext<'r, DB> {
     WriteContext {
         tx,
@@ -41,6 +43,7 @@ pub(crate) fn claimed<'r, DB: Backend>(
         entity_id,
         attempt,
         events: 0,
+        statements,
     }
 }
 
@@ -72,7 +75,7 @@ impl<'r, DB: Backend> WriteContext<'r, DB> {
             payload: payload.as_ref(),
             now_ms: now_ms(),
         };
-        DB::record_event(&mut self.tx, &record).await?;
+        DB::record_event(&mut self.tx, self.statements, &record).await?;
         Ok(event_id)
     }
 

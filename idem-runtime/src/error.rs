@@ -14,6 +14,14 @@ pub enum StoreError {
     /// Applying the store's schema migrations failed.
     #[error("applying idem's migrations failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// [`IdempotencyStore::migrate`](crate::IdempotencyStore::migrate) on a store configured
+    /// [`with_transaction_pooling`](crate::StoreConfig::with_transaction_pooling): the
+    /// migrations hold a session-level lock and prepare statements, which a transaction pooler
+    /// does not keep on one server. Nothing was applied.
+    #[error(
+        "idem's migrations need a direct connection, not a transaction pooler: migrate through a store connected to the database itself, without with_transaction_pooling"
+    )]
+    MigrationsNeedADirectConnection,
     /// The program's registry of operations is invalid (two operations share a name), so no
     /// write runs: see [`verify_registry`](crate::verify_registry).
     #[error("no write runs while the registry of operations is invalid")]

@@ -140,10 +140,15 @@ impl<DB: Backend> Maintenance<DB> {
         stop: &mut (dyn FnMut() -> bool + Send),
     ) -> Result<MaintenanceReport, StoreError> {
         let started = Instant::now();
-        let pool = &self.store.pool;
+        let (pool, statements) = (&self.store.pool, self.store.config.statements());
         let mut report = MaintenanceReport {
             expired_keys: purge_in_batches(stop, || {
-                DB::purge_expired(pool, self.store.purge_retention_ms(), PURGE_BATCH)
+                DB::purge_expired(
+                    pool,
+                    statements,
+                    self.store.purge_retention_ms(),
+                    PURGE_BATCH,
+                )
             })
             .await?,
             ..MaintenanceReport::default()
@@ -152,14 +157,14 @@ impl<DB: Backend> Maintenance<DB> {
             .increment(report.expired_keys);
         let delivered_before = now_ms().saturating_sub(millis(self.outbox_retention));
         report.delivered_events = purge_in_batches(stop, || {
-            DB::purge_delivered(pool, delivered_before, PURGE_BATCH)
+            DB::purge_delivered(pool, statements, delivered_before, PURGE_BATCH)
         })
         .await?;
         metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => "outbox")
             .increment(report.delivered_events);
         if let Some(retention) = self.audit_retention {
             report.audit_rows = purge_in_batches(stop, || {
-                DB::purge_audit(pool, millis(retention), PURGE_BATCH)
+                DB::purge_audit(pool, statements, millis(retention), PURGE_BATCH)
             })
             .await?;
             metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => "audit")

@@ -214,7 +214,14 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         stop: &mut (dyn FnMut() -> bool + Send),
     ) -> Result<DispatchReport, StoreError> {
         let mut report = DispatchReport::default();
-        for row in DB::due_events(&self.store.pool, now_ms(), self.batch).await? {
+        for row in DB::due_events(
+            &self.store.pool,
+            self.store.config.statements(),
+            now_ms(),
+            self.batch,
+        )
+        .await?
+        {
             if stop() {
                 break;
             }
@@ -242,7 +249,13 @@ impl<DB: Backend> OutboxDispatcher<DB> {
             };
             let failure = match AssertUnwindSafe(handler(event)).catch_unwind().await {
                 Ok(Ok(())) => {
-                    DB::mark_delivered(&self.store.pool, &event_id, now_ms()).await?;
+                    DB::mark_delivered(
+                        &self.store.pool,
+                        self.store.config.statements(),
+                        &event_id,
+                        now_ms(),
+                    )
+                    .await?;
                     report.delivered += 1;
                     continue;
                 }
@@ -272,6 +285,7 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         let now = now_ms();
         let parked = DB::record_delivery_failure(
             &self.store.pool,
+            self.store.config.statements(),
             &DeliveryFailure {
                 event_id,
                 error,
@@ -298,7 +312,8 @@ impl<DB: Backend> OutboxDispatcher<DB> {
 
     /// The parked events, oldest parked first (at most 1000).
     pub async fn parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
-        let rows = DB::parked_events(&self.store.pool, 1000).await?;
+        let rows =
+            DB::parked_events(&self.store.pool, self.store.config.statements(), 1000).await?;
         Ok(rows
             .into_iter()
             .map(
@@ -330,7 +345,8 @@ impl<DB: Backend> OutboxDispatcher<DB> {
     /// Makes a parked event due again, with a fresh attempt count (after its handler was
     /// fixed, say); `false` when no parked event has this id.
     pub async fn requeue(&self, event_id: &str) -> Result<bool, StoreError> {
-        let requeued = DB::requeue_parked(&self.store.pool, event_id).await?;
+        let requeued =
+            DB::requeue_parked(&self.store.pool, self.store.config.statements(), event_id).await?;
         if requeued {
             tracing::info!(%event_id, "a parked outbox event is requeued");
             self.store.outbox_signal.notify_waiters();
@@ -341,7 +357,8 @@ impl<DB: Backend> OutboxDispatcher<DB> {
     /// The backlog: pending and parked events, and the oldest pending event's age. The
     /// dispatcher's [`run`](Self::run) reports it as gauges.
     pub async fn backlog(&self) -> Result<OutboxBacklog, StoreError> {
-        let (pending, parked, oldest) = DB::outbox_backlog(&self.store.pool).await?;
+        let (pending, parked, oldest) =
+            DB::outbox_backlog(&self.store.pool, self.store.config.statements()).await?;
         let age = |recorded_ms: i64| {
             Duration::from_millis(u64::try_from(now_ms().saturating_sub(recorded_ms)).unwrap_or(0))
         };

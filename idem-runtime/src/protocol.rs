@@ -15,7 +15,7 @@ use crate::attempt::{
     AttemptFailure, BodyFuture, Call, Local, Sendable, Transient, replay_or_mismatch,
 };
 use crate::audit::{Failure, WriteOutcome};
-use crate::backend::{KeyRecord, KeyScope};
+use crate::backend::{KeyRecord, KeyScope, Statements};
 use crate::in_flight::{Turn, leader_finished};
 use crate::observe::{record_metrics, sha256_hex};
 use crate::operation::{is_registered, registry_verdict};
@@ -185,11 +185,10 @@ impl<DB: Backend> IdempotencyStore<DB> {
     async fn replica_record(&self, call: &Call<'_>) -> Option<KeyRecord> {
         let replica = self.replica.as_ref()?;
         let retention_ms = self.retention_ms(call.operation);
-        let found = async {
-            let mut conn = replica.acquire().await?;
-            DB::find_record(&mut conn, &call.scope, retention_ms).await
-        };
-        match found.await {
+        match self
+            .find_record_on(replica, &call.scope, retention_ms)
+            .await
+        {
             Ok(record) => record,
             Err(error) => {
                 tracing::warn!(error = %ErrorChain(&error), "the read replica failed; the primary answers");
@@ -216,14 +215,20 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
         let deadline = Instant::now() + self.config.lock_timeout();
         // One connection serves the replay fast path and then, for a new write, its attempts:
-        // a pool round trip saved. A follower gives it back while it waits.
+        // a pool round trip saved. A follower gives it back while it waits. Behind a
+        // transaction pooler nothing is read outside a transaction: the claim finds a committed
+        // record instead.
+        let statements = self.config.statements();
         let (_leadership, mut conn) = loop {
-            let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
-            let record = DB::find_record(&mut conn, &call.scope, self.retention_ms(call.operation))
-                .await
-                .map_err(StoreError::from)?;
-            if let Some(record) = record {
-                return Ok(replay_or_mismatch(record, call.request.fingerprint()));
+            let mut conn = self.acquire_for_write().await.map_err(StoreError::from)?;
+            if statements == Statements::Prepared {
+                let retention_ms = self.retention_ms(call.operation);
+                let record = DB::find_record(&mut conn, statements, &call.scope, retention_ms)
+                    .await
+                    .map_err(StoreError::from)?;
+                if let Some(record) = record {
+                    return Ok(replay_or_mismatch(record, call.request.fingerprint()));
+                }
             }
             match self.in_flight.lead_or_follow(call.entity_id) {
                 Turn::Lead(leadership) => break (leadership, conn),

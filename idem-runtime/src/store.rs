@@ -6,10 +6,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
-use sqlx::Pool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Connection as _, Pool};
 
 use crate::audit::AuditQueue;
-use crate::backend::{KeyRecord, KeyScope};
+use crate::backend::{KeyRecord, KeyScope, Session, Statements};
 use crate::in_flight::InFlightClaims;
 use crate::maintenance::{PURGE_BATCH, purge_in_batches};
 use crate::{Backend, Operation, StoreConfig, StoreError, TenantId};
@@ -94,7 +95,14 @@ impl<DB: Backend> IdempotencyStore<DB> {
 
     /// Applies idem's schema migrations. They are tracked in their own table, `_idem_migrations`,
     /// so they never mix with the application's own sqlx migrations.
+    ///
+    /// A store behind a transaction pooler refuses
+    /// ([`StoreError::MigrationsNeedADirectConnection`]): connect another to the database
+    /// itself for this.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        if self.config.transaction_pooling() {
+            return Err(StoreError::MigrationsNeedADirectConnection);
+        }
         DB::migrate(&self.pool).await?;
         Ok(())
     }
@@ -102,7 +110,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// The versions of idem's migrations not yet applied to this database; empty when the
     /// schema is current. The startup gate refuses to start otherwise.
     pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {
-        let applied = DB::applied_migrations(&self.pool).await?;
+        let applied = DB::applied_migrations(&self.pool, self.config.statements()).await?;
         Ok(DB::migration_versions(&self.pool)
             .into_iter()
             .filter(|version| !applied.contains(version))
@@ -115,7 +123,12 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// runs it on a schedule.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let purged = purge_in_batches(&mut || false, || {
-            DB::purge_expired(&self.pool, self.purge_retention_ms(), PURGE_BATCH)
+            DB::purge_expired(
+                &self.pool,
+                self.config.statements(),
+                self.purge_retention_ms(),
+                PURGE_BATCH,
+            )
         })
         .await?;
         tracing::info!(purged, "purged expired idempotency keys");
@@ -146,7 +159,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         &self,
         tenant: &TenantId,
     ) -> Result<sqlx::Transaction<'static, DB>, StoreError> {
-        Ok(DB::begin_for(&self.pool, tenant).await?)
+        Ok(DB::begin_for(&self.pool, self.config.statements(), tenant).await?)
     }
 
     /// Serves replays from a read replica (a streaming standby of the same database): a
@@ -175,6 +188,23 @@ impl<DB: Backend> IdempotencyStore<DB> {
         &self.config
     }
 
+    /// A pooled connection for a write. Behind a transaction pooler, one whose statement cache
+    /// is not empty is closed instead: a write dropped mid-body (its request gone) left there the
+    /// names of statements prepared on a server connection it no longer holds, and a body that
+    /// reused one would run whatever another client prepared under that name.
+    pub(crate) async fn acquire_for_write(&self) -> Result<PoolConnection<DB>, sqlx::Error> {
+        loop {
+            let conn = self.pool.acquire().await?;
+            if self.config.statements() == Statements::Prepared
+                || conn.cached_statements_size() == 0
+            {
+                return Ok(conn);
+            }
+            tracing::warn!("a pooled connection holds statements of an abandoned write; closed");
+            conn.close().await?;
+        }
+    }
+
     /// The committed, unexpired record of a key, read on a fresh connection (after a failure
     /// that may have broken the one at hand).
     pub(crate) async fn find_record_anew(
@@ -182,8 +212,22 @@ impl<DB: Backend> IdempotencyStore<DB> {
         scope: &KeyScope<'_>,
         retention_ms: i64,
     ) -> Result<Option<KeyRecord>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
-        DB::find_record(&mut conn, scope, retention_ms).await
+        self.find_record_on(&self.pool, scope, retention_ms).await
+    }
+
+    /// The committed, unexpired record of a key, read on `pool` (the store's, or its replica)
+    /// outside a write.
+    pub(crate) async fn find_record_on(
+        &self,
+        pool: &Pool<DB>,
+        scope: &KeyScope<'_>,
+        retention_ms: i64,
+    ) -> Result<Option<KeyRecord>, sqlx::Error> {
+        let statements = self.config.statements();
+        let mut session = Session::open(pool, statements).await?;
+        let record = DB::find_record(&mut session, statements, scope, retention_ms).await?;
+        session.close().await?;
+        Ok(record)
     }
 
     /// Keys of `operation` older than this, by the database's clock, are expired: the store's

@@ -2,7 +2,8 @@
 //! table the tests write to.
 //!
 //! Every store is new: a new SQLite file in a temporary directory, or a new schema in the
-//! PostgreSQL database that `DATABASE_URL` names. Tests count what the database holds with SQL.
+//! PostgreSQL database that `DATABASE_URL` names (inside [`through_pgbouncer`], a new database
+//! reached through PgBouncer). Tests count what the database holds with SQL.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +73,9 @@ pub struct TestStore<DB: Backend> {
     _dir: Option<tempfile::TempDir>,
     /// Opens a second store on the same database, as a second process would.
     reopen: Reopen,
+    /// The database itself, when the store reaches it through PgBouncer: migrations and counts
+    /// go there.
+    direct: Option<Pool<DB>>,
 }
 
 #[doc(hidden)]
@@ -86,7 +90,7 @@ pub trait TestDb: Backend + Sized {
     fn fresh(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
         Box::pin(async move {
             let db = Self::unmigrated(config).await;
-            db.store.migrate().await.expect("migrate the test database");
+            db.migrate().await;
             Self::create_business_tables(db.store.pool()).await;
             db
         })
@@ -117,7 +121,8 @@ pub trait TestDb: Backend + Sized {
         amount: i64,
     ) -> BoxFuture<'c, Result<i64, sqlx::Error>>;
 
-    /// Runs one statement and returns the rows it affected, or the database's refusal.
+    /// Runs one statement (no parameters) and returns the rows it affected, or the database's
+    /// refusal.
     fn execute<'a>(
         pool: &'a Pool<Self>,
         sql: &'static str,
@@ -135,12 +140,27 @@ impl<DB: TestDb> TestStore<DB> {
     /// Another store on the same database with its own in-process state, as a second replica
     /// of the service has.
     pub async fn second_process(&self, config: StoreConfig) -> IdempotencyStore<DB> {
+        let pooled = self.store.config().transaction_pooling();
+        let config = config.with_transaction_pooling(pooled);
         IdempotencyStore::new(DB::open_pool(&self.reopen).await, config)
+    }
+
+    /// Applies idem's migrations, on the database itself when the store is behind PgBouncer.
+    pub async fn migrate(&self) {
+        match &self.direct {
+            Some(direct) => {
+                IdempotencyStore::new(direct.clone(), StoreConfig::default())
+                    .migrate()
+                    .await
+            }
+            None => self.store.migrate().await,
+        }
+        .expect("migrate the test database");
     }
 
     /// Counts with SQL on the store's database.
     pub async fn count(&self, sql: &'static str, args: &[&str]) -> i64 {
-        DB::count(self.store.pool(), sql, args).await
+        DB::count(self.direct.as_ref().unwrap_or(self.store.pool()), sql, args).await
     }
 }
 
@@ -231,8 +251,9 @@ macro_rules! business_statements {
             pool: &'a Pool<Self>,
             sql: &'static str,
         ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+            // The simple protocol: one round trip, nothing prepared, through PgBouncer too.
             Box::pin(async move {
-                sqlx::query(sql)
+                sqlx::raw_sql(sql)
                     .execute(pool)
                     .await
                     .map(|done| done.rows_affected())
@@ -271,6 +292,7 @@ impl TestDb for Sqlite {
                 store,
                 _dir: Some(dir),
                 reopen: Reopen::Sqlite(url),
+                direct: None,
             }
         })
     }
@@ -302,7 +324,12 @@ impl TestDb for Sqlite {
 
 impl TestDb for Postgres {
     fn unmigrated(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
-        Box::pin(async move { postgres_store(postgres_test_schema().await, config).await })
+        Box::pin(async move {
+            if THROUGH_PGBOUNCER.try_with(|_| ()).is_ok() {
+                return pgbouncer_store(config).await;
+            }
+            postgres_store(postgres_test_schema().await, config).await
+        })
     }
 
     fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
@@ -338,6 +365,40 @@ async fn postgres_store(options: PgConnectOptions, config: StoreConfig) -> TestS
         store,
         _dir: None,
         reopen,
+        direct: None,
+    }
+}
+
+tokio::task_local! {
+    /// Set while a scenario runs [`through_pgbouncer`].
+    static THROUGH_PGBOUNCER: ();
+}
+
+/// Runs a scenario whose PostgreSQL stores ([`TestDb::fresh`], [`TestDb::unmigrated`]) reach a
+/// new database of [`TestServer::Tls`] through [`TestServer::PgBouncer`], in transaction
+/// pooling mode, with [`StoreConfig::with_transaction_pooling`]; their second processes too.
+/// Migrations and counts go to the database itself.
+pub async fn through_pgbouncer<F: Future>(scenario: F) -> F::Output {
+    THROUGH_PGBOUNCER.scope((), scenario).await
+}
+
+async fn pgbouncer_store(config: StoreConfig) -> TestStore<Postgres> {
+    let pooled: PgConnectOptions = test_server_database(TestServer::PgBouncer)
+        .await
+        .parse()
+        .expect("a valid URL");
+    let direct = pooled.clone().port(TestServer::Tls.port());
+    let reopen = Reopen::Postgres(Box::new(pooled));
+    let store = IdempotencyStore::new(
+        Postgres::open_pool(&reopen).await,
+        config.with_transaction_pooling(true),
+    );
+    let direct = Postgres::open_pool(&Reopen::Postgres(Box::new(direct))).await;
+    TestStore {
+        store,
+        _dir: None,
+        reopen,
+        direct: Some(direct),
     }
 }
 
@@ -489,6 +550,9 @@ pub enum TestServer {
     Standby,
     /// Port 5435: stopped and started by the crash test.
     Crash,
+    /// Port 6436: PgBouncer in transaction pooling mode, in front of [`TestServer::Tls`]'s
+    /// databases, with four server connections per database.
+    PgBouncer,
 }
 
 impl TestServer {
@@ -498,6 +562,7 @@ impl TestServer {
             Self::Tls => 5433,
             Self::Standby => 5434,
             Self::Crash => 5435,
+            Self::PgBouncer => 6436,
         }
     }
 
@@ -507,6 +572,7 @@ impl TestServer {
             Self::Tls => "idem_tls",
             Self::Standby => "(standby)",
             Self::Crash => "idem_crash",
+            Self::PgBouncer => "(pgbouncer)",
         }
     }
 }
@@ -536,13 +602,13 @@ pub fn start_test_servers() {
 /// Databases on the servers of `tests/servers/start` are named `idem_t_<unix seconds>_<random>`.
 const TEST_DATABASE_PREFIX: &str = "idem_t_";
 
-/// A new database on `server` (created on the primary for the standby), as a URL for the
-/// `postgres` user over 127.0.0.1. Databases of earlier runs, older than three hours, are
+/// A new database on `server` (created on the primary for the standby, and on the server behind
+/// PgBouncer for PgBouncer), as a URL for the `postgres` user over 127.0.0.1. Databases of earlier runs, older than three hours, are
 /// dropped first.
 pub async fn test_server_database(server: TestServer) -> String {
     start_test_servers();
     let primary = match server {
-        TestServer::Standby => TestServer::Tls,
+        TestServer::Standby | TestServer::PgBouncer => TestServer::Tls,
         other => other,
     };
     let admin_url = format!("postgres://postgres@127.0.0.1:{}/postgres", primary.port());

@@ -393,10 +393,18 @@ async fn expired_keys_stop_replaying_and_are_purged<DB: TestDb>() {
 
 async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>() {
     let db = DB::fresh(StoreConfig::default()).await;
-    db.store
-        .migrate()
-        .await
-        .expect("a second migrate is a no-op");
+    if db.store.config().transaction_pooling() {
+        let refused = db.store.migrate().await;
+        assert!(
+            matches!(
+                refused,
+                Err(idem_runtime::StoreError::MigrationsNeedADirectConnection)
+            ),
+            "behind a transaction pooler, migrations need a direct connection: {refused:?}"
+        );
+    }
+    // A second migrate is a no-op (on the database itself, behind a pooler).
+    db.migrate().await;
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
         6,
@@ -1084,14 +1092,18 @@ macro_rules! with_scenarios {
     };
 }
 
-/// One `#[tokio::test]` per scenario, on the backend `$db`, in the module `$backend`.
+/// One `#[tokio::test]` per scenario, on the backend `$db`, in the module `$backend`; each runs
+/// inside `$route` (a function that takes the scenario's future) when one is given.
 macro_rules! backend_suite {
-    ($backend:ident: $db:ty [$($threads:literal $scenario:ident,)*]) => {
+    ($backend:ident: $db:ty [$($scenarios:tt)*]) => {
+        backend_suite!($backend: $db, std::convert::identity [$($scenarios)*]);
+    };
+    ($backend:ident: $db:ty, $route:path [$($threads:literal $scenario:ident,)*]) => {
         mod $backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
                 async fn $scenario() {
-                    super::$scenario::<$db>().await;
+                    $route(super::$scenario::<$db>()).await;
                 }
             )*
         }
@@ -1102,6 +1114,10 @@ with_scenarios!(backend_suite!(sqlite: sqlx::Sqlite));
 
 #[cfg(postgres_suite)]
 with_scenarios!(backend_suite!(postgres: sqlx::Postgres));
+
+// Every scenario again, through PgBouncer in transaction pooling mode.
+#[cfg(postgres_suite)]
+with_scenarios!(backend_suite!(pgbouncer: sqlx::Postgres, idem_tests::through_pgbouncer));
 
 mod sqlite_only {
     use super::*;
@@ -1354,5 +1370,77 @@ mod sqlite_durability {
                 .await,
             1
         );
+    }
+}
+
+#[cfg(postgres_suite)]
+mod pgbouncer_only {
+    use super::*;
+    use sqlx::Connection as _;
+
+    /// A write abandoned mid-body (its request gone: the future dropped, no rollback of idem's)
+    /// leaves its connection's statement cache holding a name that the body prepared on a server
+    /// connection it no longer holds, and that server holding the statement. The next write
+    /// never starts its body on that connection (a body statement by that name would run
+    /// whatever another client prepared under it), and its body can prepare that name again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_write_leaves_no_statement_names_to_the_next() {
+        idem_tests::through_pgbouncer(async {
+            let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+            // One connection: the next write gets the abandoned write's, unless it is closed.
+            let options = db.store.pool().connect_options().as_ref().clone();
+            let one = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .unwrap();
+            let store = IdempotencyStore::new(one, db.store.config().clone());
+            let abandoned: Box<Body<sqlx::Postgres>> = Box::new(|write| {
+                Box::pin(async move {
+                    let id = write.entity_id();
+                    sqlx::Postgres::insert_payment(write.tx(), id, "acme", 1).await?;
+                    pending().await
+                })
+            });
+            let gone = tokio::time::timeout(
+                Duration::from_millis(500),
+                execute(&store, &tenant("acme"), &key("k-gone"), "{}", abandoned),
+            )
+            .await;
+            assert!(gone.is_err(), "the request went away mid-body");
+
+            // Its body prepares a statement under the name the abandoned one used, on the
+            // server connection the pooler lends it (the same one, when it is free).
+            let checks_its_connection: Box<Body<sqlx::Postgres>> = Box::new(|write| {
+                Box::pin(async move {
+                    let cached = write.tx().cached_statements_size();
+                    let id = write.entity_id();
+                    sqlx::Postgres::insert_payment(write.tx(), id, "acme", 2).await?;
+                    Ok(StoredResponse::new(201, cached.to_string()))
+                })
+            });
+            let next = execute(
+                &store,
+                &tenant("acme"),
+                &key("k-next"),
+                "{}",
+                checks_its_connection,
+            )
+            .await
+            .unwrap();
+            let Outcome::New { response, .. } = next else {
+                panic!("a new write: {next:?}")
+            };
+            assert_eq!(
+                response.body, b"0",
+                "the next body starts with no statement names cached"
+            );
+            assert_eq!(
+                db.count("SELECT amount_cents FROM payments", &[]).await,
+                2,
+                "the abandoned write rolled back, the next one wrote"
+            );
+        })
+        .await;
     }
 }

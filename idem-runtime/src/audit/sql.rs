@@ -102,12 +102,14 @@ macro_rules! bind_audit {
 /// costs no round trip).
 #[cfg(feature = "sqlite")]
 macro_rules! record_write_apart {
-    ($tx:expr, $scope:expr, $response:expr, $audit:expr) => {{
-        let (tx, scope, response, audit) = ($tx, $scope, $response, $audit);
-        bind_response!(sqlx::query(STORE_RESPONSE), scope, response)?
+    ($tx:expr, $statements:expr, $scope:expr, $response:expr, $audit:expr) => {{
+        let (tx, persistent, scope, response, audit) =
+            ($tx, $statements.persistent(), $scope, $response, $audit);
+        let store = sqlx::query(STORE_RESPONSE).persistent(persistent);
+        bind_response!(store, scope, response)?
             .execute(&mut **tx)
             .await?;
-        bind_audit!(sqlx::query(APPEND_AUDIT), audit)
+        bind_audit!(sqlx::query(APPEND_AUDIT).persistent(persistent), audit)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -118,9 +120,11 @@ macro_rules! record_write_apart {
 /// saved on every new write.
 #[cfg(feature = "postgres")]
 macro_rules! record_write_together {
-    ($tx:expr, $scope:expr, $response:expr, $audit:expr) => {{
-        let (tx, scope, response, audit) = ($tx, $scope, $response, $audit);
-        let query = bind_response!(sqlx::query(RECORD_WRITE_TOGETHER), scope, response)?;
+    ($tx:expr, $statements:expr, $scope:expr, $response:expr, $audit:expr) => {{
+        let (tx, persistent, scope, response, audit) =
+            ($tx, $statements.persistent(), $scope, $response, $audit);
+        let query = sqlx::query(RECORD_WRITE_TOGETHER).persistent(persistent);
+        let query = bind_response!(query, scope, response)?;
         bind_audit!(query, audit).execute(&mut **tx).await?;
         Ok(())
     }};

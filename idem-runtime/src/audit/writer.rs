@@ -51,7 +51,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         let broken_connections = self.pool.options().get_max_connections() + 1;
         let mut broken = 0;
         loop {
-            match DB::append_audit_batch(&self.pool, rows).await {
+            match DB::append_audit_batch(&self.pool, self.config.statements(), rows).await {
                 Err(sqlx::Error::Database(error))
                     if DB::is_transient(error.as_ref())
                         && attempt < self.config.retry().max_attempts() =>
@@ -82,7 +82,12 @@ impl<DB: Backend> IdempotencyStore<DB> {
     pub async fn purge_audit_older_than(&self, age: Duration) -> Result<u64, StoreError> {
         let older_than_ms = millis(age);
         let purged = purge_in_batches(&mut || false, || {
-            DB::purge_audit(&self.pool, older_than_ms, PURGE_BATCH)
+            DB::purge_audit(
+                &self.pool,
+                self.config.statements(),
+                older_than_ms,
+                PURGE_BATCH,
+            )
         })
         .await?;
         tracing::warn!(

@@ -68,22 +68,30 @@ impl sealed::Protocol for Any {
 
     async fn begin_write<'c>(
         conn: &'c mut Self::Connection,
+        statements: Statements,
         lock_timeout: Duration,
         tenant: &TenantId,
     ) -> Result<Transaction<'c, Self>, sqlx::Error> {
         match Dialect::of_connection(conn) {
             Dialect::Sqlite => conn.begin_with(SQLITE_BEGIN).await,
-            Dialect::Postgres => conn.begin_with(postgres_begin(lock_timeout, tenant)).await,
+            Dialect::Postgres => {
+                conn.begin_with(postgres_begin(lock_timeout, tenant, statements))
+                    .await
+            }
         }
     }
 
     async fn begin_for(
         pool: &Pool<Self>,
+        statements: Statements,
         tenant: &TenantId,
     ) -> Result<Transaction<'static, Self>, sqlx::Error> {
         match Dialect::of_pool(pool) {
             Dialect::Sqlite => pool.begin().await,
-            Dialect::Postgres => pool.begin_with(postgres_begin_for(tenant)).await,
+            Dialect::Postgres => {
+                pool.begin_with(postgres_begin_for(tenant, statements))
+                    .await
+            }
         }
     }
 
@@ -91,13 +99,14 @@ impl sealed::Protocol for Any {
 
     async fn record_write(
         tx: &mut Transaction<'_, Self>,
+        statements: Statements,
         scope: &KeyScope<'_>,
         response: &StoredResponse,
         audit: &AuditRecord,
     ) -> Result<(), sqlx::Error> {
         match Dialect::of_connection(tx) {
-            Dialect::Sqlite => record_write_apart!(tx, scope, response, audit),
-            Dialect::Postgres => record_write_together!(tx, scope, response, audit),
+            Dialect::Sqlite => record_write_apart!(tx, statements, scope, response, audit),
+            Dialect::Postgres => record_write_together!(tx, statements, scope, response, audit),
         }
     }
 

@@ -14,6 +14,7 @@ mod postgres;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+mod statements;
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 
 pub use dialect::Dialect;
 pub(crate) use sql::{DialectSql, dialect_sql, sql_with_now};
+pub(crate) use statements::{Session, Statements, close_named_statements};
 
 use crate::audit::AuditRecord;
 use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
@@ -117,7 +119,10 @@ pub(crate) mod sealed {
     use super::*;
 
     /// The backend-specific half of the protocol. Sealed: not nameable outside this crate.
-    pub trait Protocol: sqlx::Database {
+    ///
+    /// Every function that sends a statement is told how ([`Statements`]): a function on the
+    /// pool opens a [`Session`] for it, which behind a transaction pooler is a transaction.
+    pub trait Protocol: sqlx::Database + sqlx::database::HasStatementCache {
         /// Applies this backend's schema migrations, tracked in their own table
         /// ([`MIGRATIONS_TABLE`]) so they never mix with the application's.
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), MigrateError>> + Send;
@@ -128,6 +133,7 @@ pub(crate) mod sealed {
         /// The versions recorded as applied; none when the table does not exist yet.
         fn applied_migrations(
             pool: &Pool<Self>,
+            statements: Statements,
         ) -> impl Future<Output = Result<Vec<i64>, sqlx::Error>> + Send;
 
         /// A pool configured for the protocol: for SQLite, WAL and a busy timeout.
@@ -140,6 +146,7 @@ pub(crate) mod sealed {
         /// `idem.tenant_id` setting, which row-level security policies read).
         fn begin_write<'c>(
             conn: &'c mut Self::Connection,
+            statements: Statements,
             lock_timeout: Duration,
             tenant: &TenantId,
         ) -> impl Future<Output = Result<Transaction<'c, Self>, sqlx::Error>> + Send;
@@ -148,6 +155,7 @@ pub(crate) mod sealed {
         /// same setting as a write's.
         fn begin_for(
             pool: &Pool<Self>,
+            statements: Statements,
             tenant: &TenantId,
         ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
@@ -160,6 +168,7 @@ pub(crate) mod sealed {
         /// The committed record of a key, unless it is older than the retention.
         fn find_record(
             conn: &mut Self::Connection,
+            statements: Statements,
             scope: &KeyScope<'_>,
             retention_ms: i64,
         ) -> impl Future<Output = Result<Option<KeyRecord>, sqlx::Error>> + Send;
@@ -167,12 +176,14 @@ pub(crate) mod sealed {
         /// `true` when this attempt now holds the key.
         fn claim(
             tx: &mut Transaction<'_, Self>,
+            statements: Statements,
             claim: &Claim<'_>,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
         /// Deletes up to `limit` keys older than the retention.
         fn purge_expired(
             pool: &Pool<Self>,
+            statements: Statements,
             retention_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
@@ -180,12 +191,14 @@ pub(crate) mod sealed {
         /// Records an event in the write's transaction.
         fn record_event(
             tx: &mut Transaction<'_, Self>,
+            statements: Statements,
             event: &OutboxRecord<'_>,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
         /// The oldest events due for delivery at `now_ms`.
         fn due_events(
             pool: &Pool<Self>,
+            statements: Statements,
             now_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<Vec<EventRow>, sqlx::Error>> + Send;
@@ -193,29 +206,34 @@ pub(crate) mod sealed {
         /// Counts a failed delivery; `true` when the event is now parked.
         fn record_delivery_failure(
             pool: &Pool<Self>,
+            statements: Statements,
             failure: &DeliveryFailure<'_>,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
         /// The parked events, oldest parked first.
         fn parked_events(
             pool: &Pool<Self>,
+            statements: Statements,
             limit: i64,
         ) -> impl Future<Output = Result<Vec<ParkedRow>, sqlx::Error>> + Send;
 
         /// Makes a parked event due again; `false` if it is not parked.
         fn requeue_parked(
             pool: &Pool<Self>,
+            statements: Statements,
             event_id: &str,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
         /// Pending events, parked events, and the oldest pending event's recording instant.
         fn outbox_backlog(
             pool: &Pool<Self>,
+            statements: Statements,
         ) -> impl Future<Output = Result<(i64, i64, Option<i64>), sqlx::Error>> + Send;
 
         /// Deletes up to `limit` events delivered before `before_ms`.
         fn purge_delivered(
             pool: &Pool<Self>,
+            statements: Statements,
             before_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
@@ -223,6 +241,7 @@ pub(crate) mod sealed {
         /// Marks an event delivered; `false` if another dispatcher did first.
         fn mark_delivered(
             pool: &Pool<Self>,
+            statements: Statements,
             event_id: &str,
             now_ms: i64,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
@@ -231,6 +250,7 @@ pub(crate) mod sealed {
         /// in the write's transaction.
         fn record_write(
             tx: &mut Transaction<'_, Self>,
+            statements: Statements,
             scope: &KeyScope<'_>,
             response: &StoredResponse,
             audit: &AuditRecord,
@@ -240,6 +260,7 @@ pub(crate) mod sealed {
         /// one statement, one commit for the whole batch.
         fn append_audit_batch(
             pool: &Pool<Self>,
+            statements: Statements,
             records: &[AuditRecord],
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
@@ -248,6 +269,7 @@ pub(crate) mod sealed {
         /// through.
         fn purge_audit(
             pool: &Pool<Self>,
+            statements: Statements,
             older_than_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;

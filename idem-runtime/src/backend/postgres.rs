@@ -17,17 +17,36 @@ use crate::audit::sql::*;
 /// One round trip: the lock timeout bounds the wait on a twin's claim (and any other lock wait
 /// of the transaction), and the tenant is the transaction's `idem.tenant_id`, for row-level
 /// security policies (see [`tenant_setting`]); both vanish with the transaction.
-pub(super) fn postgres_begin(lock_timeout: Duration, tenant: &TenantId) -> AssertSqlSafe<String> {
+pub(super) fn postgres_begin(
+    lock_timeout: Duration,
+    tenant: &TenantId,
+    statements: Statements,
+) -> AssertSqlSafe<String> {
     AssertSqlSafe(format!(
-        "BEGIN; SET LOCAL lock_timeout = {}; {}",
+        "{}SET LOCAL lock_timeout = {}; {}",
+        begin(statements),
         lock_timeout.as_millis().max(1),
         tenant_setting(tenant)
     ))
 }
 
 /// `BEGIN` with only the tenant set: a transaction for the tenant's reads.
-pub(super) fn postgres_begin_for(tenant: &TenantId) -> AssertSqlSafe<String> {
-    AssertSqlSafe(format!("BEGIN; {}", tenant_setting(tenant)))
+pub(super) fn postgres_begin_for(
+    tenant: &TenantId,
+    statements: Statements,
+) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!("{}{}", begin(statements), tenant_setting(tenant)))
+}
+
+/// `BEGIN`, and behind a transaction pooler `DEALLOCATE ALL` in the same round trip: the server
+/// connection the pooler lent may hold named statements that a write abandoned mid-body (its
+/// request gone) prepared and never closed, and a statement of this transaction prepared under
+/// the same name would fail. Nobody else uses that server until the transaction ends.
+fn begin(statements: Statements) -> &'static str {
+    match statements {
+        Statements::Prepared => "BEGIN; ",
+        Statements::Unnamed => "BEGIN; DEALLOCATE ALL; ",
+    }
 }
 
 /// `SET LOCAL idem.tenant_id = E'…'`. The value goes into the simple query that begins the
@@ -65,28 +84,33 @@ impl sealed::Protocol for Postgres {
 
     async fn begin_write<'c>(
         conn: &'c mut Self::Connection,
+        statements: Statements,
         lock_timeout: Duration,
         tenant: &TenantId,
     ) -> Result<Transaction<'c, Self>, sqlx::Error> {
-        conn.begin_with(postgres_begin(lock_timeout, tenant)).await
+        conn.begin_with(postgres_begin(lock_timeout, tenant, statements))
+            .await
     }
 
     async fn begin_for(
         pool: &Pool<Self>,
+        statements: Statements,
         tenant: &TenantId,
     ) -> Result<Transaction<'static, Self>, sqlx::Error> {
-        pool.begin_with(postgres_begin_for(tenant)).await
+        pool.begin_with(postgres_begin_for(tenant, statements))
+            .await
     }
 
     shared_statements!();
 
     async fn record_write(
         tx: &mut Transaction<'_, Self>,
+        statements: Statements,
         scope: &KeyScope<'_>,
         response: &StoredResponse,
         audit: &AuditRecord,
     ) -> Result<(), sqlx::Error> {
-        record_write_together!(tx, scope, response, audit)
+        record_write_together!(tx, statements, scope, response, audit)
     }
 
     fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
@@ -118,7 +142,7 @@ mod tests {
     fn the_sql_cost_statements_are_the_protocols() {
         let statements = include_str!("../../../examples/sql-cost/statements.sql");
         let tenant = TenantId::new("sql-cost").unwrap();
-        let begin = postgres_begin(Duration::from_millis(5000), &tenant).0;
+        let begin = postgres_begin(Duration::from_millis(5000), &tenant, Statements::Prepared).0;
         let mirrored = [
             ("fast-path", sql::FIND_RECORD.postgres),
             ("begin", begin.as_str()),

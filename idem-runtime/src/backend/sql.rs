@@ -178,15 +178,29 @@ macro_rules! bind_response {
     }};
 }
 
+/// Runs `$body` on a [`Session`](super::Session) of `$pool`, with `$conn` its connection, and
+/// closes the session (behind a transaction pooler, commits its transaction).
+macro_rules! in_session {
+    ($pool:expr, $statements:expr, |$conn:ident| $body:expr) => {{
+        let mut session = Session::open($pool, $statements).await?;
+        let $conn = &mut *session;
+        let result = $body;
+        session.close().await?;
+        result
+    }};
+}
+
 /// The same statements on each backend; only the types differ.
 macro_rules! shared_statements {
     () => {
         async fn find_record(
             conn: &mut Self::Connection,
+            statements: Statements,
             scope: &KeyScope<'_>,
             retention_ms: i64,
         ) -> Result<Option<KeyRecord>, sqlx::Error> {
             sqlx::query_as::<_, RecordRow>(FIND_RECORD.get(Self::dialect(conn)))
+                .persistent(statements.persistent())
                 .bind(scope.tenant.as_str())
                 .bind(scope.operation)
                 .bind(scope.key.as_str())
@@ -199,9 +213,11 @@ macro_rules! shared_statements {
 
         async fn claim(
             tx: &mut Transaction<'_, Self>,
+            statements: Statements,
             claim: &Claim<'_>,
         ) -> Result<bool, sqlx::Error> {
             let claimed = sqlx::query_scalar::<_, i64>(CLAIM.get(Self::dialect(tx)))
+                .persistent(statements.persistent())
                 .bind(claim.scope.tenant.as_str())
                 .bind(claim.scope.operation)
                 .bind(claim.scope.key.as_str())
@@ -219,11 +235,17 @@ macro_rules! shared_statements {
             Ok(claimed.is_some())
         }
 
-        async fn applied_migrations(pool: &Pool<Self>) -> Result<Vec<i64>, sqlx::Error> {
-            match sqlx::query_scalar::<_, i64>(APPLIED_MIGRATIONS)
-                .fetch_all(pool)
-                .await
-            {
+        async fn applied_migrations(
+            pool: &Pool<Self>,
+            statements: Statements,
+        ) -> Result<Vec<i64>, sqlx::Error> {
+            let applied = in_session!(pool, statements, |conn| {
+                sqlx::query_scalar::<_, i64>(APPLIED_MIGRATIONS)
+                    .persistent(statements.persistent())
+                    .fetch_all(conn)
+                    .await
+            });
+            match applied {
                 // The table does not exist: nothing was applied. Any other failure (no
                 // permission, no connection) is reported as what it is.
                 Err(sqlx::Error::Database(error)) if is_missing_table(error.as_ref()) => {
@@ -235,9 +257,11 @@ macro_rules! shared_statements {
 
         async fn record_event(
             tx: &mut Transaction<'_, Self>,
+            statements: Statements,
             event: &OutboxRecord<'_>,
         ) -> Result<(), sqlx::Error> {
             sqlx::query(RECORD_EVENT)
+                .persistent(statements.persistent())
                 .bind(
                     &*event
                         .event_id
@@ -262,102 +286,145 @@ macro_rules! shared_statements {
 
         async fn due_events(
             pool: &Pool<Self>,
+            statements: Statements,
             now_ms: i64,
             limit: i64,
         ) -> Result<Vec<EventRow>, sqlx::Error> {
-            sqlx::query_as::<_, EventRow>(DUE_EVENTS)
-                .bind(now_ms)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_as::<_, EventRow>(DUE_EVENTS)
+                    .persistent(statements.persistent())
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await?
+            }))
         }
 
         async fn record_delivery_failure(
             pool: &Pool<Self>,
+            statements: Statements,
             failure: &DeliveryFailure<'_>,
         ) -> Result<bool, sqlx::Error> {
-            let parked: Option<Option<i64>> = sqlx::query_scalar(RECORD_DELIVERY_FAILURE)
-                .bind(failure.event_id)
-                .bind(failure.error)
-                .bind(failure.next_attempt_at_ms)
-                .bind(failure.park_after)
-                .bind(failure.now_ms)
-                .fetch_optional(pool)
-                .await?;
+            let parked: Option<Option<i64>> = in_session!(pool, statements, |conn| {
+                sqlx::query_scalar(RECORD_DELIVERY_FAILURE)
+                    .persistent(statements.persistent())
+                    .bind(failure.event_id)
+                    .bind(failure.error)
+                    .bind(failure.next_attempt_at_ms)
+                    .bind(failure.park_after)
+                    .bind(failure.now_ms)
+                    .fetch_optional(conn)
+                    .await?
+            });
             Ok(matches!(parked, Some(Some(_))))
         }
 
         async fn parked_events(
             pool: &Pool<Self>,
+            statements: Statements,
             limit: i64,
         ) -> Result<Vec<ParkedRow>, sqlx::Error> {
-            sqlx::query_as::<_, ParkedRow>(PARKED_EVENTS)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_as::<_, ParkedRow>(PARKED_EVENTS)
+                    .persistent(statements.persistent())
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await?
+            }))
         }
 
-        async fn requeue_parked(pool: &Pool<Self>, event_id: &str) -> Result<bool, sqlx::Error> {
-            let done = sqlx::query(REQUEUE_PARKED)
-                .bind(event_id)
-                .execute(pool)
-                .await?;
+        async fn requeue_parked(
+            pool: &Pool<Self>,
+            statements: Statements,
+            event_id: &str,
+        ) -> Result<bool, sqlx::Error> {
+            let done = in_session!(pool, statements, |conn| {
+                sqlx::query(REQUEUE_PARKED)
+                    .persistent(statements.persistent())
+                    .bind(event_id)
+                    .execute(conn)
+                    .await?
+            });
             Ok(done.rows_affected() == 1)
         }
 
-        async fn outbox_backlog(pool: &Pool<Self>) -> Result<(i64, i64, Option<i64>), sqlx::Error> {
-            sqlx::query_as(OUTBOX_BACKLOG).fetch_one(pool).await
+        async fn outbox_backlog(
+            pool: &Pool<Self>,
+            statements: Statements,
+        ) -> Result<(i64, i64, Option<i64>), sqlx::Error> {
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_as(OUTBOX_BACKLOG)
+                    .persistent(statements.persistent())
+                    .fetch_one(conn)
+                    .await?
+            }))
         }
 
         async fn purge_delivered(
             pool: &Pool<Self>,
+            statements: Statements,
             before_ms: i64,
             limit: i64,
         ) -> Result<u64, sqlx::Error> {
-            let done = sqlx::query(PURGE_DELIVERED)
-                .bind(before_ms)
-                .bind(limit)
-                .execute(pool)
-                .await?;
+            let done = in_session!(pool, statements, |conn| {
+                sqlx::query(PURGE_DELIVERED)
+                    .persistent(statements.persistent())
+                    .bind(before_ms)
+                    .bind(limit)
+                    .execute(conn)
+                    .await?
+            });
             Ok(done.rows_affected())
         }
 
         async fn mark_delivered(
             pool: &Pool<Self>,
+            statements: Statements,
             event_id: &str,
             now_ms: i64,
         ) -> Result<bool, sqlx::Error> {
-            let done = sqlx::query(MARK_DELIVERED)
-                .bind(event_id)
-                .bind(now_ms)
-                .execute(pool)
-                .await?;
+            let done = in_session!(pool, statements, |conn| {
+                sqlx::query(MARK_DELIVERED)
+                    .persistent(statements.persistent())
+                    .bind(event_id)
+                    .bind(now_ms)
+                    .execute(conn)
+                    .await?
+            });
             Ok(done.rows_affected() == 1)
         }
 
         async fn append_audit_batch(
             pool: &Pool<Self>,
+            statements: Statements,
             records: &[AuditRecord],
         ) -> Result<(), sqlx::Error> {
-            // One text per batch size: not worth a prepared statement each.
-            let mut insert = sqlx::query(append_audit_rows(records.len())).persistent(false);
-            for record in records {
-                insert = bind_audit!(insert, record);
-            }
-            insert.execute(pool).await.map(drop)
+            in_session!(pool, statements, |conn| {
+                // One text per batch size: not worth a prepared statement each.
+                let mut insert = sqlx::query(append_audit_rows(records.len())).persistent(false);
+                for record in records {
+                    insert = bind_audit!(insert, record);
+                }
+                insert.execute(conn).await?
+            });
+            Ok(())
         }
 
         async fn purge_audit(
             pool: &Pool<Self>,
+            statements: Statements,
             older_than_ms: i64,
             limit: i64,
         ) -> Result<u64, sqlx::Error> {
             if Self::pool_dialect(pool) == Dialect::Postgres {
-                let purged: i64 = sqlx::query_scalar(PURGE_AUDIT_AS_OWNER)
-                    .bind(older_than_ms)
-                    .bind(i32::try_from(limit).unwrap_or(i32::MAX))
-                    .fetch_one(pool)
-                    .await?;
+                let purged: i64 = in_session!(pool, statements, |conn| {
+                    sqlx::query_scalar(PURGE_AUDIT_AS_OWNER)
+                        .persistent(statements.persistent())
+                        .bind(older_than_ms)
+                        .bind(i32::try_from(limit).unwrap_or(i32::MAX))
+                        .fetch_one(conn)
+                        .await?
+                });
                 return Ok(u64::try_from(purged).unwrap_or(0));
             }
             let mut tx = pool.begin().await?;
@@ -379,17 +446,21 @@ macro_rules! shared_statements {
 
         async fn purge_expired(
             pool: &Pool<Self>,
+            statements: Statements,
             retention_ms: i64,
             limit: i64,
         ) -> Result<u64, sqlx::Error> {
-            let done = sqlx::query(PURGE_EXPIRED.get(Self::pool_dialect(pool)))
-                .bind(retention_ms)
-                .bind(limit)
-                .execute(pool)
-                .await?;
+            let done = in_session!(pool, statements, |conn| {
+                sqlx::query(PURGE_EXPIRED.get(Self::pool_dialect(pool)))
+                    .persistent(statements.persistent())
+                    .bind(retention_ms)
+                    .bind(limit)
+                    .execute(conn)
+                    .await?
+            });
             Ok(done.rows_affected())
         }
     };
 }
 
-pub(crate) use {bind_response, dialect_sql, shared_statements, sql_with_now};
+pub(crate) use {bind_response, dialect_sql, in_session, shared_statements, sql_with_now};

@@ -57,6 +57,7 @@ impl sealed::Protocol for Sqlite {
 
     async fn begin_write<'c>(
         conn: &'c mut Self::Connection,
+        _statements: Statements,
         _lock_timeout: Duration,
         _tenant: &TenantId,
     ) -> Result<Transaction<'c, Self>, sqlx::Error> {
@@ -65,6 +66,7 @@ impl sealed::Protocol for Sqlite {
 
     async fn begin_for(
         pool: &Pool<Self>,
+        _statements: Statements,
         _tenant: &TenantId,
     ) -> Result<Transaction<'static, Self>, sqlx::Error> {
         pool.begin().await
@@ -74,11 +76,12 @@ impl sealed::Protocol for Sqlite {
 
     async fn record_write(
         tx: &mut Transaction<'_, Self>,
+        statements: Statements,
         scope: &KeyScope<'_>,
         response: &StoredResponse,
         audit: &AuditRecord,
     ) -> Result<(), sqlx::Error> {
-        record_write_apart!(tx, scope, response, audit)
+        record_write_apart!(tx, statements, scope, response, audit)
     }
 
     fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
