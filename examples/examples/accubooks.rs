@@ -26,6 +26,8 @@ const USAGE: &str = "usage: accubooks [OPTIONS]
   --bind ADDR               where to listen (default 127.0.0.1:8080; port 0 picks a free one)
   --database-url URL        sqlite://FILE or postgres://USER@HOST/DB
                             (default: $DATABASE_URL, else sqlite://accubooks.db)
+  --pooler-url URL          serve through this PgBouncer in transaction mode (postgres://…);
+                            --database-url, the database itself, is used to migrate
   --shutdown-timeout SECS   the bound on a shutdown, from the signal to the exit (default 30)
   --drain-delay SECS        how long /readyz answers 503 before the server stops accepting
                             (default 0; set it to your load balancer's probe interval)
@@ -34,6 +36,7 @@ const USAGE: &str = "usage: accubooks [OPTIONS]
 struct Options {
     bind: String,
     database_url: String,
+    pooler_url: Option<String>,
     shutdown_timeout: Duration,
     drain_delay: Duration,
 }
@@ -49,6 +52,7 @@ fn command() -> Result<Command, String> {
         bind: "127.0.0.1:8080".to_owned(),
         database_url: std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "sqlite://accubooks.db".to_owned()),
+        pooler_url: None,
         shutdown_timeout: Duration::from_secs(30),
         drain_delay: Duration::ZERO,
     };
@@ -69,6 +73,7 @@ fn command() -> Result<Command, String> {
         match arg.as_str() {
             "--bind" => options.bind = value,
             "--database-url" => options.database_url = value,
+            "--pooler-url" => options.pooler_url = Some(value),
             "--shutdown-timeout" => options.shutdown_timeout = seconds(&value)?,
             "--drain-delay" => options.drain_delay = seconds(&value)?,
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -118,10 +123,25 @@ async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>>
     // Bind first: a taken port fails before anything is migrated.
     let listener = TcpListener::bind(&options.bind)?;
     let metrics = idem_actix::prometheus::install_recorder()?;
-    let accubooks = AccuBooks::open(&options.database_url, StoreConfig::default())
-        .await?
-        .with_metrics(metrics);
+    let accubooks = match &options.pooler_url {
+        None => AccuBooks::open(&options.database_url, StoreConfig::default()).await?,
+        Some(pooler_url) => {
+            AccuBooks::open_through_pooler(
+                &options.database_url,
+                pooler_url,
+                StoreConfig::default(),
+            )
+            .await?
+        }
+    }
+    .with_metrics(metrics);
     println!("AccuBooks on {}", redact(&options.database_url));
+    if let Some(pooler_url) = &options.pooler_url {
+        println!(
+            "served through the transaction pooler at {}",
+            redact(pooler_url)
+        );
+    }
     println!("{:<24} {:<10} {:<7} path", "operation", "class", "method");
     for operation in accubooks.operations() {
         let route = operation

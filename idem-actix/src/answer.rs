@@ -140,7 +140,7 @@ pub type Extraction<T> = LocalBoxFuture<'static, Result<T, actix_web::Error>>;
 /// The tag of the key parameter.
 pub struct KeyParam;
 
-/// Picks [`KeyParam`] for [`IdempotencyKey`].
+/// Picks `KeyParam` for [`IdempotencyKey`].
 pub trait KeyParamKind {
     /// The tag.
     fn idem_param_kind(&self) -> KeyParam {
@@ -178,7 +178,7 @@ impl<T: IsPool, E> IsPool for Result<T, E> {}
 /// The tag of a pool parameter.
 pub struct PoolParam;
 
-/// Picks [`PoolParam`] for a pool.
+/// Picks `PoolParam` for a pool.
 pub trait PoolParamKind {
     /// The tag.
     fn idem_param_kind(&self) -> PoolParam {
@@ -205,7 +205,7 @@ impl PoolParam {
 /// The tag of any other parameter: an actix-web extractor.
 pub struct ExtractorParam;
 
-/// Picks [`ExtractorParam`] for anything else (one autoref further away).
+/// Picks `ExtractorParam` for anything else (one autoref further away).
 pub trait ExtractorParamKind {
     /// The tag.
     fn idem_param_kind(&self) -> ExtractorParam {

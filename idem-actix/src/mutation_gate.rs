@@ -219,8 +219,13 @@ enum Route {
     Refused,
 }
 
-/// The default-deny middleware: `App::new().wrap(routes.mutation_gate())`. See the
-/// [module](self) for what it refuses.
+/// The default-deny middleware: `App::new().wrap(routes.mutation_gate())`. A mutation (any
+/// method but `GET`, `HEAD`, `OPTIONS` and `TRACE`) whose method and route pattern are neither
+/// a mounted protected operation's nor declared with
+/// [`unprotected_mutation!`](crate::unprotected_mutation) is answered `405` problem+json
+/// (`#unprotected-mutation`) and logged as an error, and no handler runs. Mount the protected
+/// routes at the root of the `App`, not in a `web::scope`: their patterns are matched as
+/// declared.
 #[derive(Clone)]
 pub struct MutationGate {
     allowed: Arc<AllowedMutations>,

@@ -1,8 +1,8 @@
 //! The `#[financial_mutation]` and `#[high_risk_mutation]` attributes of idem.
 //!
 //! Use them through `idem-actix`, which re-exports them and holds the code they expand to; the
-//! documentation and examples are there. This crate parses ([`attr`]), validates the handler
-//! ([`handler`]) and expands ([`expand`]).
+//! documentation and examples are there. This crate parses (`attr`), validates the handler
+//! (`handler`) and expands (`expand`).
 
 mod attr;
 mod errors;

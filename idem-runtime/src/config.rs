@@ -77,14 +77,18 @@ impl StoreConfig {
     }
 
     /// Set when PostgreSQL is reached through a pooler in transaction mode (PgBouncer's
-    /// `pool_mode = transaction`, before 1.21 or without `max_prepared_statements`): idem then
-    /// sends every statement unnamed (parsed on each use: one more round trip per statement)
-    /// and inside a transaction, skips the replay fast path outside one (the claim finds a
-    /// committed record instead), and before a write's transaction ends closes the named
-    /// statements its body prepared. Migrations need a session of their own:
-    /// [`IdempotencyStore::migrate`](crate::IdempotencyStore::migrate) refuses, run them on a
-    /// direct connection. Default `false`; README.md, "Behind PgBouncer", says what a handler's
-    /// own queries need.
+    /// `pool_mode = transaction`, before 1.21 or without `max_prepared_statements`), which
+    /// hands each transaction to any server connection. idem then sends its statements unnamed
+    /// (parsed on each use: one more round trip per statement) and only inside transactions;
+    /// claims a key this process is not already writing without reading it first (the claim
+    /// finds a committed record as well); begins each transaction with `DEALLOCATE ALL`, in the
+    /// same round trip, so that no statement left on the server by an abandoned request is in
+    /// the way; and, before a write's transaction ends, closes the named statements its body
+    /// prepared. Pools that [`IdempotencyStore::connect`](crate::IdempotencyStore::connect)
+    /// opens keep no statement cache; give your own pool `statement_cache_capacity(0)` too.
+    /// Migrations need a session of their own: [`IdempotencyStore::migrate`](crate::IdempotencyStore::migrate)
+    /// refuses, run them on a direct connection. Default `false`. README.md, "Behind PgBouncer",
+    /// says what a handler's own queries need.
     pub fn with_transaction_pooling(mut self, transaction_pooling: bool) -> Self {
         self.transaction_pooling = transaction_pooling;
         self

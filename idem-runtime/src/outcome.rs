@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::{RequestPart, StoredResponse};
 
-/// How one call of [`IdempotencyStore::execute`] ended.
+/// How one call of [`IdempotencyStore::execute`](crate::IdempotencyStore::execute) ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {

@@ -215,15 +215,17 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
         let deadline = Instant::now() + self.config.lock_timeout();
         // One connection serves the replay fast path and then, for a new write, its attempts:
-        // a pool round trip saved. A follower gives it back while it waits. Behind a
-        // transaction pooler nothing is read outside a transaction: the claim finds a committed
-        // record instead.
-        let statements = self.config.statements();
+        // a pool round trip saved. A follower gives it back while it waits, and reads the
+        // leader's record once it finished. Behind a transaction pooler, where a read needs a
+        // transaction of its own, a key no one in this process was writing is claimed without
+        // reading first: the claim finds a committed record as well.
+        let mut read_first = self.config.statements() == Statements::Prepared;
         let (_leadership, mut conn) = loop {
             let mut conn = self.acquire_for_write().await.map_err(StoreError::from)?;
-            if statements == Statements::Prepared {
+            if read_first {
                 let retention_ms = self.retention_ms(call.operation);
-                let record = DB::find_record(&mut conn, statements, &call.scope, retention_ms)
+                let record = self
+                    .read_record(&mut conn, &call.scope, retention_ms)
                     .await
                     .map_err(StoreError::from)?;
                 if let Some(record) = record {
@@ -237,6 +239,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
                     if timeout_at(deadline, leader_finished(leader)).await.is_err() {
                         return Ok(self.in_flight_outcome());
                     }
+                    read_first = true;
                 }
             }
         };

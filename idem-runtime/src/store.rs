@@ -10,7 +10,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, Pool};
 
 use crate::audit::AuditQueue;
-use crate::backend::{KeyRecord, KeyScope, Session, Statements};
+use crate::backend::{KeyRecord, KeyScope, Statements};
 use crate::in_flight::InFlightClaims;
 use crate::maintenance::{PURGE_BATCH, purge_in_batches};
 use crate::{Backend, Operation, StoreConfig, StoreError, TenantId};
@@ -223,10 +223,25 @@ impl<DB: Backend> IdempotencyStore<DB> {
         scope: &KeyScope<'_>,
         retention_ms: i64,
     ) -> Result<Option<KeyRecord>, sqlx::Error> {
+        let mut conn = pool.acquire().await?;
+        self.read_record(&mut conn, scope, retention_ms).await
+    }
+
+    /// The committed, unexpired record of a key, read on `conn` outside a write: on its own, or
+    /// behind a transaction pooler in a transaction of its own.
+    pub(crate) async fn read_record(
+        &self,
+        conn: &mut DB::Connection,
+        scope: &KeyScope<'_>,
+        retention_ms: i64,
+    ) -> Result<Option<KeyRecord>, sqlx::Error> {
         let statements = self.config.statements();
-        let mut session = Session::open(pool, statements).await?;
-        let record = DB::find_record(&mut session, statements, scope, retention_ms).await?;
-        session.close().await?;
+        if statements == Statements::Prepared {
+            return DB::find_record(conn, statements, scope, retention_ms).await;
+        }
+        let mut tx = conn.begin().await?;
+        let record = DB::find_record(&mut tx, statements, scope, retention_ms).await?;
+        tx.commit().await?;
         Ok(record)
     }
 

@@ -635,10 +635,69 @@ pub async fn test_server_database(server: TestServer) -> String {
                 .await;
         }
     }
+    // The roles of those databases (see `pgbouncer_test_database_as_app_role`) own nothing now.
+    let roles: Vec<String> = sqlx::query_scalar(
+        "SELECT rolname::text FROM pg_roles WHERE rolname LIKE 'idem\\_role\\_%'",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap_or_default();
+    for role in roles {
+        if is_stale(&role, TEST_ROLE_PREFIX, now) {
+            let drop = format!("DROP ROLE IF EXISTS {role}");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&admin)
+                .await;
+        }
+    }
     let name = format!("{TEST_DATABASE_PREFIX}{now}_{}", fastrand::u32(..));
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&admin)
         .await
         .unwrap_or_else(|error| panic!("CREATE DATABASE {name}: {error}"));
     format!("postgres://postgres@127.0.0.1:{}/{name}", server.port())
+}
+
+/// A new database behind PgBouncer for a new application role (neither a superuser nor
+/// `BYPASSRLS`, allowed to create in `public`): see [`pgbouncer_test_database_as_app_role`].
+pub struct PooledTestDatabase {
+    /// The database itself ([`TestServer::Tls`]), as the role: for migrations.
+    pub direct_url: String,
+    /// The database through [`TestServer::PgBouncer`], as the role: for serving.
+    pub pooler_url: String,
+    /// The database itself as its superuser, for counting every tenant's rows.
+    pub admin_url: String,
+}
+
+/// A new database on [`TestServer::Tls`] and a new role that serves from it through
+/// [`TestServer::PgBouncer`], as an application behind PgBouncer does.
+pub async fn pgbouncer_test_database_as_app_role() -> PooledTestDatabase {
+    let pooled: PgConnectOptions = test_server_database(TestServer::PgBouncer)
+        .await
+        .parse()
+        .expect("a valid URL");
+    let database = pooled.get_database().expect("the URL names its database");
+    let role = format!(
+        "{TEST_ROLE_PREFIX}{}",
+        database.trim_start_matches(TEST_DATABASE_PREFIX)
+    );
+    let (tls, bouncer) = (TestServer::Tls.port(), TestServer::PgBouncer.port());
+    let admin_url = format!("postgres://postgres@127.0.0.1:{tls}/{database}");
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .unwrap_or_else(|error| panic!("{admin_url}: {error}"));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS; GRANT USAGE, CREATE ON SCHEMA public TO {role}"
+    )))
+    .execute(&admin)
+    .await
+    .expect("create the application's role");
+    admin.close().await;
+    PooledTestDatabase {
+        direct_url: format!("postgres://{role}@127.0.0.1:{tls}/{database}"),
+        pooler_url: format!("postgres://{role}@127.0.0.1:{bouncer}/{database}"),
+        admin_url,
+    }
 }

@@ -58,18 +58,23 @@ fn post(path: impl Into<String>, body: Value) -> Call {
 }
 
 impl TestApp {
-    /// AccuBooks on `database_url`; the test counts rows through `admin_url` (on PostgreSQL the
-    /// database's owner, whom row-level security does not restrict; AccuBooks serves as a role
-    /// it does).
+    /// AccuBooks on `database_url` (served through `pooler_url` when there is one); the test
+    /// counts rows through `admin_url` (on PostgreSQL the database's owner, whom row-level
+    /// security does not restrict; AccuBooks serves as a role it does).
     async fn start(
         database_url: String,
+        pooler_url: Option<String>,
         admin_url: String,
         dir: Option<tempfile::TempDir>,
         config: StoreConfig,
     ) -> Self {
-        let accubooks = AccuBooks::open(&database_url, config)
-            .await
-            .expect("AccuBooks starts");
+        let accubooks = match pooler_url {
+            None => AccuBooks::open(&database_url, config).await,
+            Some(pooler_url) => {
+                AccuBooks::open_through_pooler(&database_url, &pooler_url, config).await
+            }
+        }
+        .expect("AccuBooks starts");
         sqlx::any::install_default_drivers();
         let admin = sqlx::AnyPool::connect(&admin_url)
             .await
@@ -93,14 +98,30 @@ impl TestApp {
     async fn sqlite(config: StoreConfig) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let url = format!("sqlite://{}", dir.path().join("accubooks.db").display());
-        Self::start(url.clone(), url, Some(dir), config).await
+        Self::start(url.clone(), None, url, Some(dir), config).await
     }
 
     /// AccuBooks as an application role under row-level security, never a superuser.
     #[cfg(postgres_suite)]
     async fn postgres(config: StoreConfig) -> Self {
         let (url, admin_url) = idem_tests::postgres_test_url_as_app_role().await;
-        Self::start(url, admin_url, None, config).await
+        Self::start(url, None, admin_url, None, config).await
+    }
+
+    /// AccuBooks as an application role under row-level security, through PgBouncer in
+    /// transaction pooling mode.
+    #[cfg(postgres_suite)]
+    async fn pgbouncer(config: StoreConfig) -> Self {
+        let database = idem_tests::pgbouncer_test_database_as_app_role().await;
+        let pooler = Some(database.pooler_url);
+        Self::start(
+            database.direct_url,
+            pooler,
+            database.admin_url,
+            None,
+            config,
+        )
+        .await
     }
 
     async fn company(base: &str, name: &str) -> Company {
@@ -1660,6 +1681,10 @@ with_operations!(per_operation!(sqlite));
 
 #[cfg(postgres_suite)]
 with_operations!(per_operation!(postgres));
+
+// The whole suite again, served through PgBouncer in transaction pooling mode.
+#[cfg(postgres_suite)]
+with_operations!(per_operation!(pgbouncer));
 
 /// On PostgreSQL every business table but the token hashes is under row-level security, forced
 /// on its owner, and AccuBooks serves as a role that does not bypass it (the suite above runs so).

@@ -48,14 +48,18 @@ pub async fn create_company(
     // The new company's own transaction: row-level security lets it create only its own rows.
     let tenant =
         TenantId::new(company_id.clone()).map_err(|error| ApiError::invalid(error.to_string()))?;
+    // Behind a transaction pooler a statement outside idem's writes must not be named.
+    let persistent = !store.config().transaction_pooling();
     let mut tx = store.begin_for(&tenant).await?;
     sqlx::query("INSERT INTO companies (id, name, created_at_ms) VALUES ($1, $2, $3)")
+        .persistent(persistent)
         .bind(&company_id)
         .bind(name)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
     sqlx::query("INSERT INTO users (id, company_id, email, created_at_ms) VALUES ($1, $2, $3, $4)")
+        .persistent(persistent)
         .bind(&user_id)
         .bind(&company_id)
         .bind(owner_email)
@@ -63,6 +67,7 @@ pub async fn create_company(
         .execute(&mut *tx)
         .await?;
     sqlx::query("INSERT INTO api_tokens (token_hash, company_id, user_id) VALUES ($1, $2, $3)")
+        .persistent(persistent)
         .bind(token_hash(&token))
         .bind(&company_id)
         .bind(&user_id)
@@ -88,12 +93,32 @@ struct TokenUser(String);
 /// it was issued to, for the audit log).
 pub struct BearerTokens {
     pool: Pool<Any>,
+    /// Behind a transaction pooler: the lookup is an unnamed statement in a transaction.
+    pooled: bool,
 }
 
 impl BearerTokens {
-    /// Looks tokens up in `api_tokens`.
-    pub fn new(pool: Pool<Any>) -> Self {
-        Self { pool }
+    /// Looks tokens up in `api_tokens`, on the store's database.
+    pub fn new(store: &IdempotencyStore<Any>) -> Self {
+        Self {
+            pool: store.pool().clone(),
+            pooled: store.config().transaction_pooling(),
+        }
+    }
+
+    /// The company and user a token hash belongs to.
+    async fn owner(&self, token_hash: String) -> Result<Option<(String, String)>, sqlx::Error> {
+        let lookup =
+            sqlx::query_as("SELECT company_id, user_id FROM api_tokens WHERE token_hash = $1")
+                .persistent(!self.pooled)
+                .bind(token_hash);
+        if !self.pooled {
+            return lookup.fetch_optional(&self.pool).await;
+        }
+        let mut tx = self.pool.begin().await?;
+        let owner = lookup.fetch_optional(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(owner)
     }
 
     /// The company of a request, as the protected routes and the read endpoints resolve it.
@@ -107,17 +132,12 @@ impl BearerTokens {
             TenantRejection::new("the token is not valid")
                 .with_challenge(format!("{CHALLENGE}, error=\"invalid_token\""))
         };
-        let owner: Option<(String, String)> =
-            sqlx::query_as("SELECT company_id, user_id FROM api_tokens WHERE token_hash = $1")
-                .bind(token_hash(token))
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(|error| {
-                    tracing::error!(%error, "checking a token failed");
-                    TenantRejection::unavailable(
-                        "the token could not be checked: retry with the same request",
-                    )
-                })?;
+        let owner = self.owner(token_hash(token)).await.map_err(|error| {
+            tracing::error!(%error, "checking a token failed");
+            TenantRejection::unavailable(
+                "the token could not be checked: retry with the same request",
+            )
+        })?;
         let (company, user) = owner.ok_or_else(invalid)?;
         request.extensions_mut().insert(TokenUser(user));
         TenantId::new(company).map_err(|_| invalid())

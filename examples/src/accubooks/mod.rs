@@ -65,6 +65,21 @@ pub enum OpenError {
     Startup(#[from] StartupError),
 }
 
+/// Applies idem's migrations and AccuBooks' own through `store`, which reaches `database_url`.
+async fn migrate(store: &IdempotencyStore<Any>, database_url: &str) -> Result<(), OpenError> {
+    store.migrate().await?;
+    sqlx::migrate!("./migrations/accubooks")
+        .run(store.pool())
+        .await?;
+    if !database_url.starts_with("sqlite:") {
+        // Row-level security, PostgreSQL's own: tracked apart, since SQLite has none.
+        let mut postgres_only = sqlx::migrate!("./migrations/accubooks-postgres");
+        postgres_only.dangerous_set_table_name("_accubooks_postgres_migrations");
+        postgres_only.run(store.pool()).await?;
+    }
+    Ok(())
+}
+
 /// An AccuBooks service on one database, ready to mount into an actix-web `App`.
 #[derive(Clone)]
 pub struct AccuBooks {
@@ -87,17 +102,28 @@ impl AccuBooks {
     /// migrations and AccuBooks' own, and runs idem's startup check.
     pub async fn open(database_url: &str, config: StoreConfig) -> Result<Self, OpenError> {
         let store = IdempotencyStore::<Any>::connect(database_url, config).await?;
-        store.migrate().await?;
-        sqlx::migrate!("./migrations/accubooks")
-            .run(store.pool())
-            .await?;
-        if !database_url.starts_with("sqlite:") {
-            // Row-level security, PostgreSQL's own: tracked apart, since SQLite has none.
-            let mut postgres_only = sqlx::migrate!("./migrations/accubooks-postgres");
-            postgres_only.dangerous_set_table_name("_accubooks_postgres_migrations");
-            postgres_only.run(store.pool()).await?;
-        }
-        let idem = Idempotency::new(store.clone(), auth::BearerTokens::new(store.pool().clone()))
+        migrate(&store, database_url).await?;
+        Self::serve_from(store).await
+    }
+
+    /// AccuBooks on PostgreSQL behind a transaction pooler (PgBouncer's `pool_mode =
+    /// transaction`): migrated on `database_url`, the database itself, and served through
+    /// `pooler_url` with [`StoreConfig::with_transaction_pooling`].
+    pub async fn open_through_pooler(
+        database_url: &str,
+        pooler_url: &str,
+        config: StoreConfig,
+    ) -> Result<Self, OpenError> {
+        let direct = IdempotencyStore::<Any>::connect(database_url, config.clone()).await?;
+        migrate(&direct, database_url).await?;
+        direct.pool().close().await;
+        let config = config.with_transaction_pooling(true);
+        Self::serve_from(IdempotencyStore::<Any>::connect(pooler_url, config).await?).await
+    }
+
+    /// Mounts the operations on `store` (migrated) and runs idem's startup check.
+    async fn serve_from(store: IdempotencyStore<Any>) -> Result<Self, OpenError> {
+        let idem = Idempotency::new(store.clone(), auth::BearerTokens::new(&store))
             .with_body_limit(error::BODY_LIMIT);
         let routes = ProtectedRoutes::new(idem)
             .financial(sales::create_invoice)

@@ -138,6 +138,7 @@ where
 {
     let mut tx = store.begin_for(&tenant.0).await?;
     let rows = sqlx::query_as::<_, T>(sql)
+        .persistent(!store.config().transaction_pooling())
         .bind(tenant.0.as_str())
         .fetch_all(&mut *tx)
         .await?;
@@ -180,6 +181,7 @@ async fn settings(
     let settings = sqlx::query_as::<_, CompanySettings>(
         "SELECT currency, invoice_prefix, payment_terms_days FROM company_settings WHERE company_id = $1",
     )
+    .persistent(!store.config().transaction_pooling())
     .bind(tenant.0.as_str())
     .fetch_optional(&mut *tx)
     .await?;

@@ -80,6 +80,7 @@ async fn run(
         "INSERT INTO workflow_runs (event_id, company_id, workflow, subject_id, ran_at_ms)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
     )
+    .persistent(!store.config().transaction_pooling())
     .bind(event.event_id.to_string())
     .bind(event.tenant.as_str())
     .bind(&event.topic)

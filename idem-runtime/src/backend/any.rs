@@ -28,9 +28,16 @@ impl sealed::Protocol for Any {
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
         sqlx::any::install_default_drivers();
         if Dialect::of_url(url) == Dialect::Postgres {
+            // Any's connections neither show nor clear their statement cache: behind a
+            // transaction pooler they keep none (see `postgres::connect`).
+            let url = if config.transaction_pooling() {
+                with_parameter(url, "statement-cache-capacity=0")
+            } else {
+                url.to_owned()
+            };
             return AnyPoolOptions::new()
                 .acquire_timeout(config.acquire_timeout())
-                .connect(url)
+                .connect(&url)
                 .await;
         }
         // What `SqliteConnectOptions` sets for the SQLite backend, said in SQL.
@@ -45,8 +52,7 @@ impl sealed::Protocol for Any {
         let url = if url.contains("mode=") {
             url.to_owned()
         } else {
-            let separator = if url.contains('?') { '&' } else { '?' };
-            format!("{url}{separator}mode=rwc")
+            with_parameter(url, "mode=rwc")
         };
         AnyPoolOptions::new()
             .acquire_timeout(config.acquire_timeout())
@@ -122,4 +128,10 @@ impl sealed::Protocol for Any {
     fn is_lock_timeout(error: &dyn DatabaseError) -> bool {
         Postgres::is_lock_timeout(error)
     }
+}
+
+/// `url` with one more query parameter.
+fn with_parameter(url: &str, parameter: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{parameter}")
 }

@@ -31,7 +31,7 @@ pub(crate) use statements::{Session, Statements, close_named_statements};
 use crate::audit::AuditRecord;
 use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
 
-/// A database the write protocol runs on: [`Postgres`] or [`Sqlite`].
+/// A database the write protocol runs on: [`Postgres`](sqlx::Postgres) or [`Sqlite`](sqlx::Sqlite).
 ///
 /// The trait is sealed: the protocol's correctness depends on each backend's locking, so a new
 /// backend belongs in this crate, with its tests.

@@ -2,11 +2,12 @@
 //! failures and deadlocks are retried; the response and the audit row are one statement.
 
 use std::error::Error as StdError;
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
-use sqlx::postgres::{PgDatabaseError, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, Pool, Postgres, Transaction};
 use uuid::Uuid;
 
@@ -68,9 +69,13 @@ impl sealed::Protocol for Postgres {
     }
 
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
+        let mut options = PgConnectOptions::from_str(url)?;
+        if config.transaction_pooling() {
+            options = options.statement_cache_capacity(0);
+        }
         PgPoolOptions::new()
             .acquire_timeout(config.acquire_timeout())
-            .connect(url)
+            .connect_with(options)
             .await
     }
 
