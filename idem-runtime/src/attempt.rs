@@ -120,7 +120,8 @@ impl<DB: Backend> IdempotencyStore<DB> {
         )
         .await
         .map_err(store_failure)?;
-        let attempt_id = fastrand::i64(..);
+        // Positive: MySQL hands it back through LAST_INSERT_ID, which is unsigned and 0 when unset.
+        let attempt_id = fastrand::i64(1..);
         let claim = Claim {
             scope: &call.scope,
             fingerprint,

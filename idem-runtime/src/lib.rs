@@ -57,9 +57,9 @@
 //! # Ok(()) }
 //! ```
 
-#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+#[cfg(not(any(feature = "postgres", feature = "sqlite", feature = "mysql")))]
 compile_error!(
-    "idem needs a database: enable the feature `postgres`, `sqlite` (the default) or `any` (both)"
+    "idem needs a database: enable the feature `postgres`, `sqlite` (the default), `mysql` or `any` (PostgreSQL and SQLite)"
 );
 
 mod attempt;

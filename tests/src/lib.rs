@@ -13,8 +13,9 @@ use actix_web::{App, HttpRequest, HttpServer};
 use futures_util::future::BoxFuture;
 use idem_actix::{MutationGate, TenantId, TenantRejection, TenantResolver};
 use idem_runtime::{Backend, IdempotencyStore, StoreConfig};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{Pool, Postgres, Sqlite};
+use sqlx::{MySql, Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
 /// Serves `configure` behind the mutation `gate` on a free loopback port with two workers, in
@@ -82,6 +83,7 @@ pub struct TestStore<DB: Backend> {
 pub enum Reopen {
     Sqlite(String),
     Postgres(Box<PgConnectOptions>),
+    MySql(Box<MySqlConnectOptions>),
 }
 
 /// What a test needs of a backend beyond the protocol: the business table and counting.
@@ -700,4 +702,186 @@ pub async fn pgbouncer_test_database_as_app_role() -> PooledTestDatabase {
         pooler_url: format!("postgres://{role}@127.0.0.1:{bouncer}/{database}"),
         admin_url,
     }
+}
+
+/// The business tables on MySQL: a UUID is bound as 16 bytes.
+const MYSQL_SCHEMA: &str = "
+CREATE TABLE payments (id BINARY(16) PRIMARY KEY, tenant_id VARCHAR(128) NOT NULL, amount_cents BIGINT NOT NULL) ENGINE = InnoDB;
+CREATE TABLE ledger (seq BIGINT AUTO_INCREMENT PRIMARY KEY, tenant_id VARCHAR(128) NOT NULL, amount BIGINT NOT NULL, balance BIGINT NOT NULL) ENGINE = InnoDB;";
+
+/// A statement written with `$1`, `$2`, … (as the suites write them for every database) in
+/// MySQL's `?`; each number must come once, in order, as MySQL binds by position.
+fn positional(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    let mut expected = 1;
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            let mut number = String::new();
+            while let Some(digit) = chars.next_if(char::is_ascii_digit) {
+                number.push(digit);
+            }
+            assert_eq!(
+                number.parse::<usize>().ok(),
+                Some(expected),
+                "{sql}: MySQL binds by position, so write $1, $2, … once each, in order"
+            );
+            expected += 1;
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl TestDb for MySql {
+    fn unmigrated(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
+        Box::pin(async move {
+            let reopen = Reopen::MySql(Box::new(mysql_test_database().await));
+            let store = IdempotencyStore::new(MySql::open_pool(&reopen).await, config);
+            TestStore {
+                store,
+                _dir: None,
+                reopen,
+                direct: None,
+            }
+        })
+    }
+
+    fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            sqlx::raw_sql(MYSQL_SCHEMA)
+                .execute(pool)
+                .await
+                .expect("create the business tables");
+        })
+    }
+
+    fn open_pool(how: &Reopen) -> BoxFuture<'_, Pool<Self>> {
+        let Reopen::MySql(options) = how else {
+            unreachable!("a MySQL test store reopens by options")
+        };
+        Box::pin(async move {
+            MySqlPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect_with((**options).clone())
+                .await
+                .expect("open a pool on the MySQL test database")
+        })
+    }
+
+    fn insert_payment<'c>(
+        conn: &'c mut Self::Connection,
+        id: Uuid,
+        tenant: &'c str,
+        amount_cents: i64,
+    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO payments (id, tenant_id, amount_cents) VALUES (?, ?, ?)")
+                .bind(id)
+                .bind(tenant)
+                .bind(amount_cents)
+                .execute(conn)
+                .await
+                .map(drop)
+        })
+    }
+
+    fn append_ledger<'c>(
+        conn: &'c mut Self::Connection,
+        tenant: &'c str,
+        amount: i64,
+    ) -> BoxFuture<'c, Result<i64, sqlx::Error>> {
+        Box::pin(async move {
+            let balance: i64 = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(MAX(balance), 0) AS SIGNED) FROM ledger WHERE tenant_id = ?",
+            )
+            .bind(tenant)
+            .fetch_one(&mut *conn)
+            .await?;
+            sqlx::query("INSERT INTO ledger (tenant_id, amount, balance) VALUES (?, ?, ?)")
+                .bind(tenant)
+                .bind(amount)
+                .bind(balance + amount)
+                .execute(&mut *conn)
+                .await?;
+            Ok(balance + amount)
+        })
+    }
+
+    fn execute<'a>(
+        pool: &'a Pool<Self>,
+        sql: &'static str,
+    ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+        Box::pin(async move {
+            sqlx::raw_sql(sql)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+    }
+
+    fn count<'a>(
+        pool: &'a Pool<Self>,
+        sql: &'static str,
+        args: &'a [&'a str],
+    ) -> BoxFuture<'a, i64> {
+        Box::pin(async move {
+            let positional = positional(sql);
+            let query = args.iter().fold(
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(positional.as_str())),
+                |query, arg| query.bind(*arg),
+            );
+            query
+                .fetch_one(pool)
+                .await
+                .unwrap_or_else(|error| panic!("{sql}: {error}"))
+        })
+    }
+}
+
+/// Databases for the MySQL suite are named `idem_t_<unix seconds>_<random>`, on the server
+/// that `MYSQL_URL` names.
+///
+/// A new database there, as connect options with the session settings idem's own pools
+/// use (`time_zone = '+00:00'`). Databases of earlier runs, older than three hours, are dropped
+/// first. Panics, never skips, when the server is unreachable.
+pub async fn mysql_test_database() -> MySqlConnectOptions {
+    let url = std::env::var("MYSQL_URL").expect(
+        "the MySQL suite was built with MYSQL_URL set, and now it is not: set it to the same mysql:// URL",
+    );
+    let base: MySqlConnectOptions = url.parse().expect("MYSQL_URL is a valid mysql:// URL");
+    let base = base.timezone(Some("+00:00".to_owned()));
+    let admin = MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect_with(base.clone())
+        .await
+        .unwrap_or_else(|error| panic!("MySQL at MYSQL_URL is unreachable: {error}"));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is past 1970")
+        .as_secs();
+    let old: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata WHERE schema_name LIKE 'idem\\_t\\_%'",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap_or_default();
+    for name in old {
+        if is_stale(&name, TEST_DATABASE_PREFIX, now) {
+            let drop = format!("DROP DATABASE IF EXISTS {name}");
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(drop))
+                .execute(&admin)
+                .await;
+        }
+    }
+    let name = format!("{TEST_DATABASE_PREFIX}{now}_{}", fastrand::u32(..));
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&admin)
+        .await
+        .unwrap_or_else(|error| panic!("CREATE DATABASE {name}: {error}"));
+    admin.close().await;
+    base.database(&name)
 }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use sqlx::AssertSqlSafe;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 use crate::backend::{DialectSql, dialect_sql};
 
 /// `INSERT INTO` the audit log with its column list, in the order [`bind_audit!`] binds.
@@ -39,32 +40,50 @@ pub(crate) const APPEND_AUDIT: &str = concat!(
 /// The columns of [`insert_audit!`], which [`bind_audit!`] binds.
 pub(crate) const AUDIT_COLUMNS: usize = 15;
 
-/// [`APPEND_AUDIT`] for `rows` rows. The placeholders are numbered by hand: every backend,
-/// `Any` on PostgreSQL included, reads `$n` (a `QueryBuilder<Any>` writes `?`, which
-/// PostgreSQL refuses).
-pub(crate) fn append_audit_rows(rows: usize) -> AssertSqlSafe<String> {
+/// How a statement writes its parameters.
+#[derive(Clone, Copy)]
+pub(crate) enum Placeholders {
+    /// `$1`, `$2`, …: PostgreSQL, SQLite, and `Any` on either (a `QueryBuilder<Any>` would
+    /// write `?`, which PostgreSQL refuses).
+    #[cfg(any(feature = "postgres", feature = "sqlite"))]
+    Numbered,
+    /// `?`, bound in order: MySQL.
+    #[cfg(feature = "mysql")]
+    Positional,
+}
+
+/// The audit insert for `rows` rows.
+pub(crate) fn append_audit_rows(rows: usize, placeholders: Placeholders) -> AssertSqlSafe<String> {
     let mut sql = String::from(insert_audit!());
     sql.push_str("VALUES ");
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for column in 0..AUDIT_COLUMNS {
             let separator = if column == 0 { "" } else { ", " };
-            let _ = write!(sql, "{separator}${}", row * AUDIT_COLUMNS + column + 1);
+            let _ = match placeholders {
+                #[cfg(any(feature = "postgres", feature = "sqlite"))]
+                Placeholders::Numbered => {
+                    write!(sql, "{separator}${}", row * AUDIT_COLUMNS + column + 1)
+                }
+                #[cfg(feature = "mysql")]
+                Placeholders::Positional => write!(sql, "{separator}?"),
+            };
         }
         sql.push(')');
     }
     AssertSqlSafe(sql)
 }
 
-/// PostgreSQL: the owner's function purges one batch, never younger than the retention floor
-/// (`idempotent_write_audit_settings`).
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) const PURGE_AUDIT_AS_OWNER: &str = "SELECT idempotent_write_audit_purge($1, $2)";
 
 /// SQLite: the maintenance transaction opens its horizon (the triggers let rows older than it
 /// go), deletes one batch, and closes it.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) const OPEN_AUDIT_MAINTENANCE: DialectSql = dialect_sql!(
     "INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES (" NOW " - $1)"
 );
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) const PURGE_AUDIT_BATCH: &str = "\
 DELETE FROM idempotent_write_audit_log WHERE id IN (
     SELECT id FROM idempotent_write_audit_log

@@ -16,6 +16,16 @@ use super::sqlite::SQLITE_BEGIN;
 use super::*;
 use crate::audit::sql::*;
 
+impl SharedSql for Any {
+    fn dialect(conn: &Self::Connection) -> Dialect {
+        Dialect::of_connection(conn)
+    }
+
+    fn pool_dialect(pool: &Pool<Self>) -> Dialect {
+        Dialect::of_pool(pool)
+    }
+}
+
 impl sealed::Protocol for Any {
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
         Dialect::of_pool(pool).migrator().run(pool).await
@@ -27,6 +37,11 @@ impl sealed::Protocol for Any {
 
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
         sqlx::any::install_default_drivers();
+        if url.starts_with("mysql:") || url.starts_with("mariadb:") {
+            return Err(sqlx::Error::Configuration(
+                "idem's Any backend runs PostgreSQL or SQLite: for MySQL and MariaDB, use IdempotencyStore<MySql> (feature `mysql`)".into(),
+            ));
+        }
         if Dialect::of_url(url) == Dialect::Postgres {
             // Any's connections neither show nor clear their statement cache: behind a
             // transaction pooler they keep none (see `postgres::connect`).
@@ -62,14 +77,6 @@ impl sealed::Protocol for Any {
             })
             .connect(&url)
             .await
-    }
-
-    fn dialect(conn: &Self::Connection) -> Dialect {
-        Dialect::of_connection(conn)
-    }
-
-    fn pool_dialect(pool: &Pool<Self>) -> Dialect {
-        Dialect::of_pool(pool)
     }
 
     async fn begin_write<'c>(
@@ -134,4 +141,27 @@ impl sealed::Protocol for Any {
 fn with_parameter(url: &str, parameter: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}{parameter}")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{IdempotencyStore, StoreConfig, StoreError};
+
+    /// `Any` would send PostgreSQL's SQL to MySQL: it refuses a MySQL URL before connecting,
+    /// and names the backend to use.
+    #[tokio::test]
+    async fn a_mysql_url_is_refused_with_the_backend_to_use() {
+        let refused = IdempotencyStore::<sqlx::Any>::connect(
+            "mysql://root@localhost/books",
+            StoreConfig::default(),
+        )
+        .await;
+        let Err(StoreError::Database(sqlx::Error::Configuration(reason))) = refused else {
+            panic!("refused as a configuration error: {refused:?}");
+        };
+        assert!(
+            reason.to_string().contains("IdempotencyStore<MySql>"),
+            "{reason}"
+        );
+    }
 }

@@ -8,9 +8,13 @@
 
 #[cfg(feature = "any")]
 mod any;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod dialect;
+#[cfg(feature = "mysql")]
+mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -24,14 +28,20 @@ use sqlx::migrate::MigrateError;
 use sqlx::{Pool, Transaction};
 use uuid::Uuid;
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub use dialect::Dialect;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) use sql::{DialectSql, dialect_sql, sql_with_now};
-pub(crate) use statements::{Session, Statements, close_named_statements};
+pub(crate) use statements::{
+    Session, Statements, close_named_statements, in_session, pool_statements,
+};
 
 use crate::audit::AuditRecord;
 use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
 
-/// A database the write protocol runs on: [`Postgres`](sqlx::Postgres) or [`Sqlite`](sqlx::Sqlite).
+/// A database the write protocol runs on: [`Postgres`](sqlx::Postgres),
+/// [`Sqlite`](sqlx::Sqlite), [`MySql`](sqlx::MySql) (MySQL and MariaDB), or
+/// [`Any`](sqlx::Any) (PostgreSQL or SQLite, chosen by the URL).
 ///
 /// The trait is sealed: the protocol's correctness depends on each backend's locking, so a new
 /// backend belongs in this crate, with its tests.
@@ -43,6 +53,9 @@ impl Backend for sqlx::Postgres {}
 /// SQLite (feature `sqlite`, on by default).
 #[cfg(feature = "sqlite")]
 impl Backend for sqlx::Sqlite {}
+/// MySQL 8 and MariaDB 10.6 or later, on InnoDB (feature `mysql`).
+#[cfg(feature = "mysql")]
+impl Backend for sqlx::MySql {}
 /// [`sqlx::Any`] picks PostgreSQL or SQLite from the URL at run time, for an application whose
 /// handlers run on either (the AnyConnection's types: integers, text, bytes; feature `any`).
 #[cfg(feature = "any")]
@@ -60,7 +73,7 @@ pub struct Claim<'a> {
     pub scope: &'a KeyScope<'a>,
     pub fingerprint: &'a Fingerprint,
     pub entity_id: Uuid,
-    /// Tells this attempt's row from a twin's after an ambiguous commit.
+    /// Tells this attempt's row from a twin's after an ambiguous commit. Positive.
     pub attempt_id: i64,
     /// A row older than this (by the database's clock) is expired and may be claimed again.
     pub retention_ms: i64,
@@ -87,6 +100,28 @@ pub struct KeyRecord {
 /// The raw row of a committed key; the response columns are never NULL once committed.
 pub type RecordRow = (Vec<u8>, i64, Option<i32>, Option<String>, Option<Vec<u8>>);
 
+pub(crate) fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
+    let (fingerprint, attempt_id, status, headers, body) = row;
+    let (Some(status), Some(headers), Some(body)) = (status, headers, body) else {
+        return Err(sqlx::Error::Protocol(
+            "a committed idempotency key has no stored response".into(),
+        ));
+    };
+    let status = u16::try_from(status).map_err(|_| {
+        sqlx::Error::Protocol(format!("stored status {status} is not an HTTP status"))
+    })?;
+    let headers = serde_json::from_str(&headers).map_err(|e| sqlx::Error::Decode(e.into()))?;
+    Ok(KeyRecord {
+        fingerprint,
+        attempt_id,
+        response: StoredResponse {
+            status,
+            headers,
+            body,
+        },
+    })
+}
+
 /// An outbox row as stored (ids as text), and its failed deliveries so far.
 pub type EventRow = (String, String, String, String, String, Vec<u8>, i32);
 
@@ -111,6 +146,17 @@ pub struct DeliveryFailure<'a> {
     /// The event is parked when this is its failed attempts' count; 0 parks it at once.
     pub park_after: i32,
     pub now_ms: i64,
+}
+
+/// A database that speaks the statements of [`sql`] (`$n` parameters, `ON CONFLICT`,
+/// `RETURNING`): PostgreSQL, SQLite, and `Any` over either. MySQL has statements of its own.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) trait SharedSql: sqlx::Database {
+    /// Which of the two dialects a connection speaks.
+    fn dialect(conn: &Self::Connection) -> Dialect;
+
+    /// Which of the two dialects a pool's connections speak.
+    fn pool_dialect(pool: &Pool<Self>) -> Dialect;
 }
 
 pub(crate) mod sealed {
@@ -158,12 +204,6 @@ pub(crate) mod sealed {
             statements: Statements,
             tenant: &TenantId,
         ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
-
-        /// Which SQL dialect a connection speaks.
-        fn dialect(conn: &Self::Connection) -> Dialect;
-
-        /// Which SQL dialect a pool's connections speak.
-        fn pool_dialect(pool: &Pool<Self>) -> Dialect;
 
         /// The committed record of a key, unless it is older than the retention.
         fn find_record(

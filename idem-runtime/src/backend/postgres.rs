@@ -59,6 +59,16 @@ fn tenant_setting(tenant: &TenantId) -> String {
     format!("SET LOCAL idem.tenant_id = E'{escaped}'")
 }
 
+impl SharedSql for Postgres {
+    fn dialect(_conn: &Self::Connection) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn pool_dialect(_pool: &Pool<Self>) -> Dialect {
+        Dialect::Postgres
+    }
+}
+
 impl sealed::Protocol for Postgres {
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
         Dialect::Postgres.migrator().run(pool).await
@@ -77,14 +87,6 @@ impl sealed::Protocol for Postgres {
             .acquire_timeout(config.acquire_timeout())
             .connect_with(options)
             .await
-    }
-
-    fn dialect(_conn: &Self::Connection) -> Dialect {
-        Dialect::Postgres
-    }
-
-    fn pool_dialect(_pool: &Pool<Self>) -> Dialect {
-        Dialect::Postgres
     }
 
     async fn begin_write<'c>(

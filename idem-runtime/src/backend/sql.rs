@@ -1,8 +1,8 @@
 //! The statements every database shares, and the macro that implements them once per
 //! database (only the types differ).
 
-use super::{Dialect, KeyRecord, RecordRow};
-use crate::StoredResponse;
+use super::Dialect;
+use crate::audit::sql::Placeholders;
 
 /// A statement that reads the database's clock, in each dialect's words. Expiry and takeover
 /// are decided by the one clock that every application node shares, never by a node's own.
@@ -123,7 +123,10 @@ DELETE FROM idem_outbox WHERE event_id IN (
 )";
 
 pub(crate) const MARK_DELIVERED: &str =
-    "UPDATE idem_outbox SET delivered_at_ms = $2 WHERE event_id = $1 AND delivered_at_ms IS NULL";
+    "UPDATE idem_outbox SET delivered_at_ms = $1 WHERE event_id = $2 AND delivered_at_ms IS NULL";
+
+/// How these statements write their parameters.
+pub(crate) const PLACEHOLDERS: Placeholders = Placeholders::Numbered;
 
 /// One bounded batch (`$2` rows) of keys older than the retention (`$1`, in ms).
 pub(crate) const PURGE_EXPIRED: DialectSql = dialect_sql!("\
@@ -136,28 +139,6 @@ DELETE FROM idempotency_keys WHERE (tenant_id, operation, idempotency_key) IN (
 /// PostgreSQL's `undefined_table`, or SQLite's "no such table".
 pub(crate) fn is_missing_table(error: &dyn sqlx::error::DatabaseError) -> bool {
     error.code().as_deref() == Some("42P01") || error.message().starts_with("no such table")
-}
-
-pub(crate) fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
-    let (fingerprint, attempt_id, status, headers, body) = row;
-    let (Some(status), Some(headers), Some(body)) = (status, headers, body) else {
-        return Err(sqlx::Error::Protocol(
-            "a committed idempotency key has no stored response".into(),
-        ));
-    };
-    let status = u16::try_from(status).map_err(|_| {
-        sqlx::Error::Protocol(format!("stored status {status} is not an HTTP status"))
-    })?;
-    let headers = serde_json::from_str(&headers).map_err(|e| sqlx::Error::Decode(e.into()))?;
-    Ok(KeyRecord {
-        fingerprint,
-        attempt_id,
-        response: StoredResponse {
-            status,
-            headers,
-            body,
-        },
-    })
 }
 
 /// Binds the key's scope and the response, in the parameter order of [`STORE_RESPONSE`].
@@ -175,18 +156,6 @@ macro_rules! bind_response {
                     .bind(headers)
                     .bind(response.body.as_slice())
             })
-    }};
-}
-
-/// Runs `$body` on a [`Session`](super::Session) of `$pool`, with `$conn` its connection, and
-/// closes the session (behind a transaction pooler, commits its transaction).
-macro_rules! in_session {
-    ($pool:expr, $statements:expr, |$conn:ident| $body:expr) => {{
-        let mut session = Session::open($pool, $statements).await?;
-        let $conn = &mut *session;
-        let result = $body;
-        session.close().await?;
-        result
     }};
 }
 
@@ -284,21 +253,7 @@ macro_rules! shared_statements {
                 .map(drop)
         }
 
-        async fn due_events(
-            pool: &Pool<Self>,
-            statements: Statements,
-            now_ms: i64,
-            limit: i64,
-        ) -> Result<Vec<EventRow>, sqlx::Error> {
-            Ok(in_session!(pool, statements, |conn| {
-                sqlx::query_as::<_, EventRow>(DUE_EVENTS)
-                    .persistent(statements.persistent())
-                    .bind(now_ms)
-                    .bind(limit)
-                    .fetch_all(conn)
-                    .await?
-            }))
-        }
+        pool_statements!();
 
         async fn record_delivery_failure(
             pool: &Pool<Self>,
@@ -317,97 +272,6 @@ macro_rules! shared_statements {
                     .await?
             });
             Ok(matches!(parked, Some(Some(_))))
-        }
-
-        async fn parked_events(
-            pool: &Pool<Self>,
-            statements: Statements,
-            limit: i64,
-        ) -> Result<Vec<ParkedRow>, sqlx::Error> {
-            Ok(in_session!(pool, statements, |conn| {
-                sqlx::query_as::<_, ParkedRow>(PARKED_EVENTS)
-                    .persistent(statements.persistent())
-                    .bind(limit)
-                    .fetch_all(conn)
-                    .await?
-            }))
-        }
-
-        async fn requeue_parked(
-            pool: &Pool<Self>,
-            statements: Statements,
-            event_id: &str,
-        ) -> Result<bool, sqlx::Error> {
-            let done = in_session!(pool, statements, |conn| {
-                sqlx::query(REQUEUE_PARKED)
-                    .persistent(statements.persistent())
-                    .bind(event_id)
-                    .execute(conn)
-                    .await?
-            });
-            Ok(done.rows_affected() == 1)
-        }
-
-        async fn outbox_backlog(
-            pool: &Pool<Self>,
-            statements: Statements,
-        ) -> Result<(i64, i64, Option<i64>), sqlx::Error> {
-            Ok(in_session!(pool, statements, |conn| {
-                sqlx::query_as(OUTBOX_BACKLOG)
-                    .persistent(statements.persistent())
-                    .fetch_one(conn)
-                    .await?
-            }))
-        }
-
-        async fn purge_delivered(
-            pool: &Pool<Self>,
-            statements: Statements,
-            before_ms: i64,
-            limit: i64,
-        ) -> Result<u64, sqlx::Error> {
-            let done = in_session!(pool, statements, |conn| {
-                sqlx::query(PURGE_DELIVERED)
-                    .persistent(statements.persistent())
-                    .bind(before_ms)
-                    .bind(limit)
-                    .execute(conn)
-                    .await?
-            });
-            Ok(done.rows_affected())
-        }
-
-        async fn mark_delivered(
-            pool: &Pool<Self>,
-            statements: Statements,
-            event_id: &str,
-            now_ms: i64,
-        ) -> Result<bool, sqlx::Error> {
-            let done = in_session!(pool, statements, |conn| {
-                sqlx::query(MARK_DELIVERED)
-                    .persistent(statements.persistent())
-                    .bind(event_id)
-                    .bind(now_ms)
-                    .execute(conn)
-                    .await?
-            });
-            Ok(done.rows_affected() == 1)
-        }
-
-        async fn append_audit_batch(
-            pool: &Pool<Self>,
-            statements: Statements,
-            records: &[AuditRecord],
-        ) -> Result<(), sqlx::Error> {
-            in_session!(pool, statements, |conn| {
-                // One text per batch size: not worth a prepared statement each.
-                let mut insert = sqlx::query(append_audit_rows(records.len())).persistent(false);
-                for record in records {
-                    insert = bind_audit!(insert, record);
-                }
-                insert.execute(conn).await?
-            });
-            Ok(())
         }
 
         async fn purge_audit(
@@ -463,4 +327,4 @@ macro_rules! shared_statements {
     };
 }
 
-pub(crate) use {bind_response, dialect_sql, in_session, shared_statements, sql_with_now};
+pub(crate) use {bind_response, dialect_sql, shared_statements, sql_with_now};

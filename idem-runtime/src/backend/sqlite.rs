@@ -22,6 +22,16 @@ use crate::audit::sql::*;
 /// waiting.
 pub(super) const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
 
+impl SharedSql for Sqlite {
+    fn dialect(_conn: &Self::Connection) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn pool_dialect(_pool: &Pool<Self>) -> Dialect {
+        Dialect::Sqlite
+    }
+}
+
 impl sealed::Protocol for Sqlite {
     async fn migrate(pool: &Pool<Self>) -> Result<(), MigrateError> {
         Dialect::Sqlite.migrator().run(pool).await
@@ -45,14 +55,6 @@ impl sealed::Protocol for Sqlite {
             .acquire_timeout(config.acquire_timeout())
             .connect_with(options)
             .await
-    }
-
-    fn dialect(_conn: &Self::Connection) -> Dialect {
-        Dialect::Sqlite
-    }
-
-    fn pool_dialect(_pool: &Pool<Self>) -> Dialect {
-        Dialect::Sqlite
     }
 
     async fn begin_write<'c>(

@@ -87,3 +87,127 @@ pub(crate) async fn close_named_statements<DB: Database + HasStatementCache>(
     }
     Ok(())
 }
+
+/// Runs `$body` on a [`Session`] of `$pool`, with `$conn` its connection, and
+/// closes the session (behind a transaction pooler, commits its transaction).
+macro_rules! in_session {
+    ($pool:expr, $statements:expr, |$conn:ident| $body:expr) => {{
+        let mut session = Session::open($pool, $statements).await?;
+        let $conn = &mut *session;
+        let result = $body;
+        session.close().await?;
+        result
+    }};
+}
+
+/// The statements on the pool that every database writes the same way, with only its own SQL:
+/// the constants of the same names in scope where the macro is used (`DUE_EVENTS`,
+/// `PARKED_EVENTS`, `REQUEUE_PARKED`, `OUTBOX_BACKLOG`, `PURGE_DELIVERED`, `MARK_DELIVERED`,
+/// and `PLACEHOLDERS` for the audit batch), bound in the same order.
+macro_rules! pool_statements {
+    () => {
+        async fn due_events(
+            pool: &Pool<Self>,
+            statements: Statements,
+            now_ms: i64,
+            limit: i64,
+        ) -> Result<Vec<EventRow>, sqlx::Error> {
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_as::<_, EventRow>(DUE_EVENTS)
+                    .persistent(statements.persistent())
+                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await?
+            }))
+        }
+        async fn parked_events(
+            pool: &Pool<Self>,
+            statements: Statements,
+            limit: i64,
+        ) -> Result<Vec<ParkedRow>, sqlx::Error> {
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_as::<_, ParkedRow>(PARKED_EVENTS)
+                    .persistent(statements.persistent())
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await?
+            }))
+        }
+        async fn requeue_parked(
+            pool: &Pool<Self>,
+            statements: Statements,
+            event_id: &str,
+        ) -> Result<bool, sqlx::Error> {
+            let done = in_session!(pool, statements, |conn| {
+                sqlx::query(REQUEUE_PARKED)
+                    .persistent(statements.persistent())
+                    .bind(event_id)
+                    .execute(conn)
+                    .await?
+            });
+            Ok(done.rows_affected() == 1)
+        }
+        async fn outbox_backlog(
+            pool: &Pool<Self>,
+            statements: Statements,
+        ) -> Result<(i64, i64, Option<i64>), sqlx::Error> {
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_as(OUTBOX_BACKLOG)
+                    .persistent(statements.persistent())
+                    .fetch_one(conn)
+                    .await?
+            }))
+        }
+        async fn purge_delivered(
+            pool: &Pool<Self>,
+            statements: Statements,
+            before_ms: i64,
+            limit: i64,
+        ) -> Result<u64, sqlx::Error> {
+            let done = in_session!(pool, statements, |conn| {
+                sqlx::query(PURGE_DELIVERED)
+                    .persistent(statements.persistent())
+                    .bind(before_ms)
+                    .bind(limit)
+                    .execute(conn)
+                    .await?
+            });
+            Ok(done.rows_affected())
+        }
+        async fn mark_delivered(
+            pool: &Pool<Self>,
+            statements: Statements,
+            event_id: &str,
+            now_ms: i64,
+        ) -> Result<bool, sqlx::Error> {
+            let done = in_session!(pool, statements, |conn| {
+                sqlx::query(MARK_DELIVERED)
+                    .persistent(statements.persistent())
+                    .bind(now_ms)
+                    .bind(event_id)
+                    .execute(conn)
+                    .await?
+            });
+            Ok(done.rows_affected() == 1)
+        }
+        async fn append_audit_batch(
+            pool: &Pool<Self>,
+            statements: Statements,
+            records: &[AuditRecord],
+        ) -> Result<(), sqlx::Error> {
+            in_session!(pool, statements, |conn| {
+                // One text per batch size: not worth a prepared statement each.
+                let mut insert =
+                    sqlx::query(append_audit_rows(records.len(), PLACEHOLDERS)).persistent(false);
+                for record in records {
+                    insert = bind_audit!(insert, record);
+                }
+                insert.execute(conn).await?
+            });
+            Ok(())
+        }
+    };
+}
+
+pub(crate) use {in_session, pool_statements};
