@@ -220,7 +220,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         // transaction of its own, a key no one in this process was writing is claimed without
         // reading first: the claim finds a committed record as well.
         let mut read_first = self.config.statements() == Statements::Prepared;
-        let (_leadership, mut conn) = loop {
+        let (leadership, mut conn) = loop {
             let mut conn = self.acquire_for_write().await.map_err(StoreError::from)?;
             if read_first {
                 let retention_ms = self.retention_ms(call.operation);
@@ -236,10 +236,15 @@ impl<DB: Backend> IdempotencyStore<DB> {
                 Turn::Lead(leadership) => break (leadership, conn),
                 Turn::Follow(leader) => {
                     drop(conn);
-                    if timeout_at(deadline, leader_finished(leader)).await.is_err() {
-                        return Ok(self.in_flight_outcome());
+                    match timeout_at(deadline, leader_finished(leader)).await {
+                        Err(_) => return Ok(self.in_flight_outcome()),
+                        Ok(Some(record)) => {
+                            let record = KeyRecord::clone(&record);
+                            return Ok(replay_or_mismatch(record, call.request.fingerprint()));
+                        }
+                        // The leader rolled back: read, then lead or follow again.
+                        Ok(None) => read_first = true,
                     }
-                    read_first = true;
                 }
             }
         };
@@ -248,7 +253,17 @@ impl<DB: Backend> IdempotencyStore<DB> {
             *attempts += 1;
             let attempt = self.attempt::<K, F, E>(call, *attempts, &mut conn, &mut body);
             let failure = match attempt.await {
-                Ok(outcome) => return Ok(outcome),
+                Ok(outcome) => {
+                    if let Outcome::New { response, .. } | Outcome::Replayed { response } = &outcome
+                    {
+                        leadership.settled(KeyRecord {
+                            fingerprint: call.request.fingerprint().to_stored(),
+                            attempt_id: 0,
+                            response: response.clone(),
+                        });
+                    }
+                    return Ok(outcome);
+                }
                 Err(AttemptFailure::Final(error)) => return Err(error),
                 Err(AttemptFailure::Transient(failure)) => failure,
             };

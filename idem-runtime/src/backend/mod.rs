@@ -91,6 +91,7 @@ pub struct OutboxRecord<'a> {
 }
 
 /// A committed key row.
+#[derive(Debug, Clone)]
 pub struct KeyRecord {
     pub fingerprint: Vec<u8>,
     pub attempt_id: i64,
