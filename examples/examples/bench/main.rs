@@ -17,8 +17,10 @@
 //! bare writes. A second table measures four operations (`createCustomer`, `createInvoice` with
 //! three lines, `createPayment`, `adjustInventory`) against bare twins that run the same
 //! statements (`idem_examples::accubooks::writes`) in one transaction without idem: saturated,
-//! and at rest (one client), where it gives the median milliseconds idem adds to one write. The
-//! machine is small and shared: read the ratios, not the absolute numbers.
+//! and at rest (one client), where it gives the median milliseconds idem adds to one write. On
+//! PostgreSQL a last table counts, through a proxy ([`wire`]), the statements and round trips
+//! each request sends: bare, protected new write, replay. The machine is small and shared: read
+//! the ratios, not the absolute numbers; the counts are exact.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -32,7 +34,7 @@ use awc::Client;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use idem_actix::SqliteSynchronous;
-use idem_actix::{StoreConfig, Tenant};
+use idem_actix::{IdempotencyStore, StoreConfig, Tenant};
 use idem_examples::accubooks::AccuBooks;
 use idem_examples::accubooks::error::ApiError;
 use idem_examples::accubooks::writes::{
@@ -40,8 +42,13 @@ use idem_examples::accubooks::writes::{
     record_invoice, record_payment,
 };
 use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Any, AnyConnection, Pool};
 use uuid::Uuid;
+
+use wire::{Wire, WireCounter};
+
+mod wire;
 
 /// Requests per measured scenario, in how many interleaved rounds, and how many run at once.
 const REQUESTS: usize = 2000;
@@ -174,6 +181,7 @@ impl Row {
 struct Target {
     base: String,
     token: String,
+    store: IdempotencyStore<Any>,
     pool: Pool<Any>,
     company: String,
 }
@@ -184,7 +192,8 @@ impl Target {
         config: StoreConfig,
     ) -> Result<(Self, actix_web::dev::ServerHandle), Box<dyn std::error::Error>> {
         let accubooks = AccuBooks::open(url, config).await?;
-        let pool = accubooks.store().pool().clone();
+        let store = accubooks.store().clone();
+        let pool = store.pool().clone();
         let app = accubooks.clone();
         let sessions = RedisSessionStore::new("redis://127.0.0.1:6379").await?;
         let cookie_key = Key::generate();
@@ -224,6 +233,7 @@ impl Target {
                 .as_str()
                 .unwrap_or_default()
                 .to_owned(),
+            store,
             pool,
         };
         Ok((target, handle))
@@ -750,6 +760,146 @@ async fn measure_operations(
     Ok(results)
 }
 
+/// Requests per side of one operation in the count of statements and round trips.
+const WIRE_REQUESTS: u64 = 200;
+
+/// What `WIRE_REQUESTS` requests of an operation send PostgreSQL: its bare twin, protected new
+/// writes, and replays of them (with the audit rows written after the answers).
+struct WireResult {
+    operation: Operation,
+    bare: Wire,
+    new: Wire,
+    replay: Wire,
+}
+
+impl Target {
+    /// Sends `WIRE_REQUESTS` requests of `operation` one at a time (request `i` with key
+    /// `{keys}-{i}` when `keys` is given), waits for their audit rows, and returns what the
+    /// counter saw.
+    async fn wire(
+        &self,
+        counter: &WireCounter,
+        operation: Operation,
+        prefix: &str,
+        keys: Option<&str>,
+        fixtures: &Fixtures,
+    ) -> Wire {
+        counter.take();
+        for i in 0..WIRE_REQUESTS as usize {
+            let (path, body) = operation.request(prefix, i, fixtures);
+            let mut sending = Client::default()
+                .post(format!("{}{path}", self.base))
+                .insert_header(("authorization", format!("Bearer {}", self.token)));
+            if let Some(keys) = keys {
+                sending = sending.insert_header(("idempotency-key", format!("{keys}-{i}")));
+            }
+            let response = sending.send_json(&body).await.expect("the server answers");
+            assert!(
+                response.status().is_success(),
+                "{path}: {}",
+                response.status()
+            );
+        }
+        self.store.flush_audit().await;
+        counter.take()
+    }
+}
+
+/// Counts the statements and round trips of every operation on PostgreSQL at `url`, through a
+/// [`WireCounter`] (one client; the counts are exact, whatever the machine's load).
+async fn count_wire(url: &str) -> Result<Vec<WireResult>, Box<dyn std::error::Error>> {
+    let options: PgConnectOptions = url.parse()?;
+    let (host, port) = (options.get_host().to_owned(), options.get_port());
+    let upstream = tokio::net::lookup_host((host.as_str(), port))
+        .await?
+        .next()
+        .ok_or("the PostgreSQL host has no address")?;
+    let counter = WireCounter::start(upstream).await?;
+    // The same database through the counter, in plaintext so that it can read the messages.
+    let at = format!("@{host}:{port}/");
+    let proxied = if url.contains(&at) {
+        url.replacen(&at, &format!("@127.0.0.1:{}/", counter.port()), 1)
+    } else {
+        return Err(
+            format!("give --postgres as postgres://user@host:port/database, not {url}").into(),
+        );
+    };
+    let separator = if proxied.contains('?') { '&' } else { '?' };
+    let proxied = format!("{proxied}{separator}sslmode=disable");
+    let (target, handle) = Target::start(&proxied, StoreConfig::default()).await?;
+    let run = format!("wire{:x}", std::process::id());
+    let fixtures = target.fixtures(&run).await;
+    let mut results = Vec::new();
+    for operation in Operation::ALL {
+        let keys = format!("{run}-{}", operation.table());
+        // Warm the statement caches of both paths first.
+        target
+            .wire(&counter, operation, "/bare", None, &fixtures)
+            .await;
+        target
+            .wire(
+                &counter,
+                operation,
+                "/api",
+                Some(&format!("{keys}-warm")),
+                &fixtures,
+            )
+            .await;
+        let bare = target
+            .wire(&counter, operation, "/bare", None, &fixtures)
+            .await;
+        let new = target
+            .wire(&counter, operation, "/api", Some(&keys), &fixtures)
+            .await;
+        let replay = target
+            .wire(&counter, operation, "/api", Some(&keys), &fixtures)
+            .await;
+        results.push(WireResult {
+            operation,
+            bare,
+            new,
+            replay,
+        });
+    }
+    handle.stop(true).await;
+    println!("PostgreSQL: statements and round trips counted");
+    Ok(results)
+}
+
+fn report_wire(results: &[WireResult]) -> (String, Value) {
+    let mut markdown = String::from(
+        "| operation | bare: statements | round trips | protected new write: statements | round trips | replay: statements | round trips |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let mut rows = Vec::new();
+    let per_request = |count: u64| count as f64 / WIRE_REQUESTS as f64;
+    for result in results {
+        let sides = [result.bare, result.new, result.replay];
+        let _ = write!(markdown, "| {} |", result.operation.name());
+        for side in sides {
+            let _ = write!(
+                markdown,
+                " {:.1} | {:.1} |",
+                per_request(side.statements),
+                per_request(side.round_trips)
+            );
+        }
+        markdown.push('\n');
+        let [bare, new, replay] = sides.map(|side| {
+            json!({
+                "statements": per_request(side.statements),
+                "round_trips": per_request(side.round_trips),
+            })
+        });
+        rows.push(json!({
+            "operation": result.operation.name(),
+            "bare": bare,
+            "new": new,
+            "replay": replay,
+        }));
+    }
+    (markdown, Value::Array(rows))
+}
+
 fn merge(total: &mut Option<Row>, row: Row) {
     match total {
         Some(total) => total.add(row),
@@ -964,7 +1114,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         markdown,
         "\nEvery operation against its bare twin (the same statements in one transaction, no key), at {CONCURRENCY} concurrent clients and at rest (one client):\n\n{operations_markdown}"
     );
-    let json = json!({ "scenarios": json, "operations": operations_json });
+    let mut json = json!({ "scenarios": json, "operations": operations_json });
+    if let Some(url) = &postgres {
+        let (wire_markdown, wire_json) = report_wire(&count_wire(url).await?);
+        let _ = write!(
+            markdown,
+            "\nWhat one request sends PostgreSQL, counted by a proxy (statements run, and round trips the client waits for; sqlx's ping when a pooled connection is handed out is a round trip; a protected request also looks its token up, which the bare twin does not; a replay's audit row is its share of a batch):\n\n{wire_markdown}"
+        );
+        json["wire"] = wire_json;
+    }
     println!("\n{markdown}");
     std::fs::create_dir_all("target/bench")?;
     std::fs::write("target/bench/results.md", &markdown)?;
