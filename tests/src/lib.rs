@@ -704,6 +704,22 @@ pub async fn pgbouncer_test_database_as_app_role() -> PooledTestDatabase {
     }
 }
 
+impl TestStore<MySql> {
+    /// A pool on this store's database that logs in as `user` (with the URL's password, over the
+    /// same socket or host) instead of the owner: what an application serving as a runtime user
+    /// has.
+    pub async fn pool_as(&self, user: &str) -> Pool<MySql> {
+        let Reopen::MySql(options) = &self.reopen else {
+            unreachable!("a MySQL test store reopens by options")
+        };
+        MySqlPoolOptions::new()
+            .max_connections(2)
+            .connect_with((**options).clone().username(user))
+            .await
+            .unwrap_or_else(|error| panic!("log in as {user}: {error}"))
+    }
+}
+
 /// The business tables on MySQL: a UUID is bound as 16 bytes.
 const MYSQL_SCHEMA: &str = "
 CREATE TABLE payments (id BINARY(16) PRIMARY KEY, tenant_id VARCHAR(128) NOT NULL, amount_cents BIGINT NOT NULL) ENGINE = InnoDB;

@@ -1569,6 +1569,54 @@ mod mysql_only {
         assert_eq!(db.count(KEYS, &[]).await, 2);
     }
 
+    /// The runtime user README.md describes (`SELECT, INSERT` on the audit log, what the
+    /// protocol needs on its other tables) serves writes, and cannot empty the log: `UPDATE` and
+    /// `DELETE` meet the triggers, `TRUNCATE` and the `DROP`s its missing privileges.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_runtime_user_cannot_empty_the_audit_log() {
+        let db = MySql::fresh(StoreConfig::default()).await;
+        let database: String = sqlx::query_scalar("SELECT DATABASE()")
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+        let user = format!("idem_rt_{}", fastrand::u32(..));
+        let account = format!("'{user}'@'localhost'");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "CREATE USER {account};
+             GRANT SELECT, INSERT ON {database}.idempotent_write_audit_log TO {account};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON {database}.idempotency_keys TO {account};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON {database}.idem_outbox TO {account};
+             GRANT SELECT, INSERT ON {database}.payments TO {account};"
+        )))
+        .execute(db.store.pool())
+        .await
+        .expect("the owner creates and grants the runtime user");
+        let runtime = IdempotencyStore::new(db.pool_as(&user).await, StoreConfig::default());
+        for k in ["k-1", "k-1", "k-2"] {
+            let outcome = execute(&runtime, &tenant("acme"), &key(k), "{}", pay::<MySql>(1)).await;
+            assert!(outcome.is_ok(), "the runtime user serves: {outcome:?}");
+        }
+        runtime.flush_audit().await;
+        let audit = "SELECT COUNT(*) FROM idempotent_write_audit_log";
+        assert_eq!(db.count(audit, &[]).await, 3, "new, replayed, new");
+        for attack in [
+            "UPDATE idempotent_write_audit_log SET outcome = 'failed'",
+            "DELETE FROM idempotent_write_audit_log",
+            "TRUNCATE TABLE idempotent_write_audit_log",
+            "DROP TRIGGER idempotent_write_audit_log_no_delete",
+            "DROP TABLE idempotent_write_audit_log",
+            "ALTER TABLE idempotent_write_audit_log RENAME TO emptied",
+        ] {
+            let refused = MySql::execute(runtime.pool(), attack).await;
+            assert!(refused.is_err(), "{attack} was allowed");
+        }
+        assert_eq!(db.count(audit, &[]).await, 3, "every row is still there");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP USER {account}")))
+            .execute(db.store.pool())
+            .await
+            .unwrap();
+    }
+
     /// A twin in another process that reached the claim while the winner's row was uncommitted
     /// waits on the row (InnoDB's lock on the unique key), then replays the winner's answer:
     /// `LAST_INSERT_ID` hands back the winner's attempt id, not this one's.
