@@ -204,12 +204,54 @@ const POSTGRES_SCHEMA: &str = "
 CREATE TABLE payments (id UUID PRIMARY KEY, tenant_id TEXT NOT NULL, amount_cents BIGINT NOT NULL);
 CREATE TABLE ledger (seq BIGSERIAL PRIMARY KEY, tenant_id TEXT NOT NULL, amount BIGINT NOT NULL, balance BIGINT NOT NULL);";
 
-const LEDGER_BALANCE: &str = "SELECT COALESCE(MAX(balance), 0) FROM ledger WHERE tenant_id = $1";
-const LEDGER_APPEND: &str = "INSERT INTO ledger (tenant_id, amount, balance) VALUES ($1, $2, $3)";
+/// The business statements in one database's words: the test-only methods are otherwise the
+/// same on every backend ([`business_statements!`]); only the types differ.
+struct BusinessSql {
+    /// The `payments` and `ledger` tables.
+    schema: &'static str,
+    insert_payment: &'static str,
+    ledger_balance: &'static str,
+    ledger_append: &'static str,
+    /// A counting statement as the suites write it (`$1`, `$2`, …), in this database's words.
+    counting: fn(&str) -> String,
+}
 
-/// The test-only methods are the same text on both backends; only the types differ.
+/// SQLite: `$n` parameters, as the suites write them.
+const SQLITE_SQL: BusinessSql = BusinessSql {
+    schema: SQLITE_SCHEMA,
+    ..POSTGRES_SQL
+};
+
+/// PostgreSQL: `$n` parameters, as the suites write them.
+const POSTGRES_SQL: BusinessSql = BusinessSql {
+    schema: POSTGRES_SCHEMA,
+    insert_payment: "INSERT INTO payments (id, tenant_id, amount_cents) VALUES ($1, $2, $3)",
+    ledger_balance: "SELECT COALESCE(MAX(balance), 0) FROM ledger WHERE tenant_id = $1",
+    ledger_append: "INSERT INTO ledger (tenant_id, amount, balance) VALUES ($1, $2, $3)",
+    counting: str::to_owned,
+};
+
+/// MySQL: `?` parameters; `COALESCE` over `MAX` cast back to a BIGINT.
+const MYSQL_SQL: BusinessSql = BusinessSql {
+    schema: MYSQL_SCHEMA,
+    insert_payment: "INSERT INTO payments (id, tenant_id, amount_cents) VALUES (?, ?, ?)",
+    ledger_balance: "SELECT CAST(COALESCE(MAX(balance), 0) AS SIGNED) FROM ledger WHERE tenant_id = ?",
+    ledger_append: "INSERT INTO ledger (tenant_id, amount, balance) VALUES (?, ?, ?)",
+    counting: positional,
+};
+
+/// The test-only methods, written once for every backend over its [`BusinessSql`].
 macro_rules! business_statements {
-    () => {
+    ($sql:expr) => {
+        fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
+            Box::pin(async move {
+                sqlx::raw_sql($sql.schema)
+                    .execute(pool)
+                    .await
+                    .expect("create the business tables");
+            })
+        }
+
         fn insert_payment<'c>(
             conn: &'c mut Self::Connection,
             id: Uuid,
@@ -217,15 +259,13 @@ macro_rules! business_statements {
             amount_cents: i64,
         ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
             Box::pin(async move {
-                sqlx::query(
-                    "INSERT INTO payments (id, tenant_id, amount_cents) VALUES ($1, $2, $3)",
-                )
-                .bind(id)
-                .bind(tenant)
-                .bind(amount_cents)
-                .execute(conn)
-                .await
-                .map(drop)
+                sqlx::query($sql.insert_payment)
+                    .bind(id)
+                    .bind(tenant)
+                    .bind(amount_cents)
+                    .execute(conn)
+                    .await
+                    .map(drop)
             })
         }
 
@@ -235,11 +275,11 @@ macro_rules! business_statements {
             amount: i64,
         ) -> BoxFuture<'c, Result<i64, sqlx::Error>> {
             Box::pin(async move {
-                let balance: i64 = sqlx::query_scalar(LEDGER_BALANCE)
+                let balance: i64 = sqlx::query_scalar($sql.ledger_balance)
                     .bind(tenant)
                     .fetch_one(&mut *conn)
                     .await?;
-                sqlx::query(LEDGER_APPEND)
+                sqlx::query($sql.ledger_append)
                     .bind(tenant)
                     .bind(amount)
                     .bind(balance + amount)
@@ -268,9 +308,10 @@ macro_rules! business_statements {
             args: &'a [&'a str],
         ) -> BoxFuture<'a, i64> {
             Box::pin(async move {
+                let counting = sqlx::AssertSqlSafe(($sql.counting)(sql));
                 let query = args
                     .iter()
-                    .fold(sqlx::query_scalar::<_, i64>(sql), |query, arg| {
+                    .fold(sqlx::query_scalar::<_, i64>(counting), |query, arg| {
                         query.bind(*arg)
                     });
                 query
@@ -299,15 +340,6 @@ impl TestDb for Sqlite {
         })
     }
 
-    fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            sqlx::raw_sql(SQLITE_SCHEMA)
-                .execute(pool)
-                .await
-                .expect("create the business tables");
-        })
-    }
-
     fn open_pool(how: &Reopen) -> BoxFuture<'_, Pool<Self>> {
         let Reopen::Sqlite(url) = how else {
             unreachable!("a SQLite test store reopens by URL")
@@ -321,7 +353,7 @@ impl TestDb for Sqlite {
         })
     }
 
-    business_statements!();
+    business_statements!(SQLITE_SQL);
 }
 
 impl TestDb for Postgres {
@@ -331,15 +363,6 @@ impl TestDb for Postgres {
                 return pgbouncer_store(config).await;
             }
             postgres_store(postgres_test_schema().await, config).await
-        })
-    }
-
-    fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            sqlx::raw_sql(POSTGRES_SCHEMA)
-                .execute(pool)
-                .await
-                .expect("create the business tables");
         })
     }
 
@@ -357,7 +380,7 @@ impl TestDb for Postgres {
         })
     }
 
-    business_statements!();
+    business_statements!(POSTGRES_SQL);
 }
 
 async fn postgres_store(options: PgConnectOptions, config: StoreConfig) -> TestStore<Postgres> {
@@ -765,15 +788,6 @@ impl TestDb for MySql {
         })
     }
 
-    fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
-        Box::pin(async move {
-            sqlx::raw_sql(MYSQL_SCHEMA)
-                .execute(pool)
-                .await
-                .expect("create the business tables");
-        })
-    }
-
     fn open_pool(how: &Reopen) -> BoxFuture<'_, Pool<Self>> {
         let Reopen::MySql(options) = how else {
             unreachable!("a MySQL test store reopens by options")
@@ -788,74 +802,7 @@ impl TestDb for MySql {
         })
     }
 
-    fn insert_payment<'c>(
-        conn: &'c mut Self::Connection,
-        id: Uuid,
-        tenant: &'c str,
-        amount_cents: i64,
-    ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            sqlx::query("INSERT INTO payments (id, tenant_id, amount_cents) VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(tenant)
-                .bind(amount_cents)
-                .execute(conn)
-                .await
-                .map(drop)
-        })
-    }
-
-    fn append_ledger<'c>(
-        conn: &'c mut Self::Connection,
-        tenant: &'c str,
-        amount: i64,
-    ) -> BoxFuture<'c, Result<i64, sqlx::Error>> {
-        Box::pin(async move {
-            let balance: i64 = sqlx::query_scalar(
-                "SELECT CAST(COALESCE(MAX(balance), 0) AS SIGNED) FROM ledger WHERE tenant_id = ?",
-            )
-            .bind(tenant)
-            .fetch_one(&mut *conn)
-            .await?;
-            sqlx::query("INSERT INTO ledger (tenant_id, amount, balance) VALUES (?, ?, ?)")
-                .bind(tenant)
-                .bind(amount)
-                .bind(balance + amount)
-                .execute(&mut *conn)
-                .await?;
-            Ok(balance + amount)
-        })
-    }
-
-    fn execute<'a>(
-        pool: &'a Pool<Self>,
-        sql: &'static str,
-    ) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
-        Box::pin(async move {
-            sqlx::raw_sql(sql)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })
-    }
-
-    fn count<'a>(
-        pool: &'a Pool<Self>,
-        sql: &'static str,
-        args: &'a [&'a str],
-    ) -> BoxFuture<'a, i64> {
-        Box::pin(async move {
-            let positional = positional(sql);
-            let query = args.iter().fold(
-                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(positional.as_str())),
-                |query, arg| query.bind(*arg),
-            );
-            query
-                .fetch_one(pool)
-                .await
-                .unwrap_or_else(|error| panic!("{sql}: {error}"))
-        })
-    }
+    business_statements!(MYSQL_SQL);
 }
 
 /// Databases for the MySQL suite are named `idem_t_<unix seconds>_<random>`, on the server
