@@ -46,12 +46,12 @@ RETURNING attempt_id;
 -- @ write: the protected handler's INSERT
 INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ('entity-' || :client_id::text || '-' || :n::text, 'sql-cost', 'Ada Lovelace', NULL, 1767225600000);
 -- @ record: idem's stored response and audit row, one statement (RECORD_WRITE_TOGETHER)
--- $1: 'sql-cost'
--- $2: 'createCustomer'
--- $3: 'key-' || :client_id::text || '-' || :n::text
--- $4: 201
--- $5: '[["content-type","application/json"]]'
--- $6: convert_to('{"id":"entity-' || :client_id::text || '-' || :n::text || '","name":"Ada Lovelace","email": null}', 'UTF8')
+-- $1: 201
+-- $2: '[["content-type","application/json"]]'
+-- $3: convert_to('{"id":"entity-' || :client_id::text || '-' || :n::text || '","name":"Ada Lovelace","email": null}', 'UTF8')
+-- $4: 'sql-cost'
+-- $5: 'createCustomer'
+-- $6: 'key-' || :client_id::text || '-' || :n::text
 -- $7: 'audit-' || :client_id::text || '-' || :n::text
 -- $8: 'createCustomer'
 -- $9: 'high_risk'
@@ -69,8 +69,8 @@ INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ('enti
 -- $21: 1767225600000
 WITH stored AS (
     UPDATE idempotency_keys
-    SET response_status = $4, response_headers = $5, response_body = $6
-    WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3
+    SET response_status = $1, response_headers = $2, response_body = $3
+    WHERE tenant_id = $4 AND operation = $5 AND idempotency_key = $6
     RETURNING 1
 )
 INSERT INTO idempotent_write_audit_log

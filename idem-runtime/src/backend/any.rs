@@ -1,5 +1,5 @@
-//! `Any`: PostgreSQL or SQLite, picked from the URL at run time; each statement goes out in
-//! the dialect of the connection at hand.
+//! `Any`: PostgreSQL, SQLite, or (with the feature `mysql`) MySQL and MariaDB, picked from the
+//! URL at run time; each statement goes out in the dialect of the connection at hand.
 
 use std::error::Error as StdError;
 use std::time::Duration;
@@ -7,22 +7,31 @@ use std::time::Duration;
 use sqlx::any::AnyPoolOptions;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
+use sqlx::postgres::PgDatabaseError;
 use sqlx::{Any, AssertSqlSafe, Connection as _, Pool, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
+#[cfg(feature = "mysql")]
+use super::mysql::mysql_begin;
 use super::postgres::{postgres_begin, postgres_begin_for};
 use super::sql::*;
 use super::sqlite::SQLITE_BEGIN;
 use super::*;
 use crate::audit::sql::*;
 
-impl SharedSql for Any {
+impl SqlDialect for Any {
     fn dialect(conn: &Self::Connection) -> Dialect {
         Dialect::of_connection(conn)
     }
 
     fn pool_dialect(pool: &Pool<Self>) -> Dialect {
         Dialect::of_pool(pool)
+    }
+
+    #[cfg(feature = "mysql")]
+    fn last_insert_id(result: &sqlx::any::AnyQueryResult) -> Option<u64> {
+        // The driver hands MySQL's unsigned id over as an `i64`, bit for bit.
+        result.last_insert_id().map(i64::cast_unsigned)
     }
 }
 
@@ -37,12 +46,23 @@ impl sealed::Protocol for Any {
 
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
         sqlx::any::install_default_drivers();
+        #[cfg(not(feature = "mysql"))]
         if url.starts_with("mysql:") || url.starts_with("mariadb:") {
             return Err(sqlx::Error::Configuration(
-                "idem's Any backend runs PostgreSQL or SQLite: for MySQL and MariaDB, use IdempotencyStore<MySql> (feature `mysql`)".into(),
+                "idem runs MySQL and MariaDB with the feature `mysql`: enable it next to `any`"
+                    .into(),
             ));
         }
-        if Dialect::of_url(url) == Dialect::Postgres {
+        let dialect = Dialect::of_url(url);
+        #[cfg(feature = "mysql")]
+        if dialect == Dialect::MySql {
+            // sqlx's MySQL connections set `time_zone = '+00:00'`, the clock idem reads.
+            return AnyPoolOptions::new()
+                .acquire_timeout(config.acquire_timeout())
+                .connect(url)
+                .await;
+        }
+        if dialect == Dialect::Postgres {
             // Any's connections neither show nor clear their statement cache: behind a
             // transaction pooler they keep none (see `postgres::connect`).
             let url = if config.transaction_pooling() {
@@ -91,6 +111,8 @@ impl sealed::Protocol for Any {
                 conn.begin_with(postgres_begin(lock_timeout, tenant, statements))
                     .await
             }
+            #[cfg(feature = "mysql")]
+            Dialect::MySql => conn.begin_with(mysql_begin(lock_timeout)).await,
         }
     }
 
@@ -100,68 +122,60 @@ impl sealed::Protocol for Any {
         tenant: &TenantId,
     ) -> Result<Transaction<'static, Self>, sqlx::Error> {
         match Dialect::of_pool(pool) {
-            Dialect::Sqlite => pool.begin().await,
             Dialect::Postgres => {
                 pool.begin_with(postgres_begin_for(tenant, statements))
                     .await
             }
+            _ => pool.begin().await,
         }
     }
 
     shared_statements!();
 
-    async fn record_write(
-        tx: &mut Transaction<'_, Self>,
-        statements: Statements,
-        scope: &KeyScope<'_>,
-        response: &StoredResponse,
-        audit: &AuditRecord,
-    ) -> Result<(), sqlx::Error> {
-        match Dialect::of_connection(tx) {
-            Dialect::Sqlite => record_write_apart!(tx, statements, scope, response, audit),
-            Dialect::Postgres => record_write_together!(tx, statements, scope, response, audit),
-        }
-    }
-
     fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
-        Postgres::driver_error(error).or_else(|| Sqlite::driver_error(error))
+        let driver_error = Postgres::driver_error(error).or_else(|| Sqlite::driver_error(error));
+        #[cfg(feature = "mysql")]
+        let driver_error = driver_error.or_else(|| sqlx::MySql::driver_error(error));
+        driver_error
     }
 
     fn is_transient(error: &dyn DatabaseError) -> bool {
-        // The two code sets do not overlap: SQLSTATEs are five characters, SQLite's are numbers.
-        Postgres::is_transient(error) || Sqlite::is_transient(error)
+        match driver_of(error) {
+            Dialect::Postgres => Postgres::is_transient(error),
+            Dialect::Sqlite => Sqlite::is_transient(error),
+            #[cfg(feature = "mysql")]
+            Dialect::MySql => sqlx::MySql::is_transient(error),
+        }
     }
 
     fn is_lock_timeout(error: &dyn DatabaseError) -> bool {
-        Postgres::is_lock_timeout(error)
+        match driver_of(error) {
+            Dialect::Postgres => Postgres::is_lock_timeout(error),
+            Dialect::Sqlite => Sqlite::is_lock_timeout(error),
+            #[cfg(feature = "mysql")]
+            Dialect::MySql => sqlx::MySql::is_lock_timeout(error),
+        }
     }
+}
+
+/// Which driver raised a database error: their codes overlap (MySQL reports SQLSTATEs too), so
+/// each is read by its own driver's rules.
+fn driver_of(error: &dyn DatabaseError) -> Dialect {
+    if error.try_downcast_ref::<PgDatabaseError>().is_some() {
+        return Dialect::Postgres;
+    }
+    #[cfg(feature = "mysql")]
+    if error
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .is_some()
+    {
+        return Dialect::MySql;
+    }
+    Dialect::Sqlite
 }
 
 /// `url` with one more query parameter.
 fn with_parameter(url: &str, parameter: &str) -> String {
     let separator = if url.contains('?') { '&' } else { '?' };
     format!("{url}{separator}{parameter}")
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::{IdempotencyStore, StoreConfig, StoreError};
-
-    /// `Any` would send PostgreSQL's SQL to MySQL: it refuses a MySQL URL before connecting,
-    /// and names the backend to use.
-    #[tokio::test]
-    async fn a_mysql_url_is_refused_with_the_backend_to_use() {
-        let refused = IdempotencyStore::<sqlx::Any>::connect(
-            "mysql://root@localhost/books",
-            StoreConfig::default(),
-        )
-        .await;
-        let Err(StoreError::Database(sqlx::Error::Configuration(reason))) = refused else {
-            panic!("refused as a configuration error: {refused:?}");
-        };
-        assert!(
-            reason.to_string().contains("IdempotencyStore<MySql>"),
-            "{reason}"
-        );
-    }
 }

@@ -1,20 +1,20 @@
-//! The SQL of the write protocol, once per database: a new database is a new file here.
+//! The SQL of the write protocol, once per database: a new database is a new file here, and a
+//! new column of [`sql`].
 //!
-//! The statements are the same text on PostgreSQL and SQLite (both accept `$n` parameters,
-//! `ON CONFLICT ... DO UPDATE ... WHERE` and `RETURNING`), but for the database's clock; what
-//! differs is how a write transaction begins, which errors are worth retrying, and the
-//! migrations. [`sql`] holds the shared statements, [`dialect`] tells the databases apart, and
-//! each database implements the sealed [`sealed::Protocol`] in a file of its own.
+//! [`sql`] holds the statements, each in every dialect's words (PostgreSQL and SQLite share
+//! theirs but for the clock; MySQL binds the same values in the same order), and implements
+//! them once for every backend; [`dialect`] tells the databases apart. What differs beyond words
+//! (how a write transaction begins, which errors are worth retrying, the connection's settings,
+//! the migrations) is in each database's own file, which implements the sealed
+//! [`sealed::Protocol`]. `Any` dispatches on the dialect of the connection at hand.
 
 #[cfg(feature = "any")]
 mod any;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod dialect;
 #[cfg(feature = "mysql")]
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -28,13 +28,9 @@ use sqlx::migrate::MigrateError;
 use sqlx::{Pool, Transaction};
 use uuid::Uuid;
 
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub use dialect::Dialect;
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
+pub(crate) use dialect::Dialect;
 pub(crate) use sql::{DialectSql, dialect_sql, sql_with_now};
-pub(crate) use statements::{
-    Session, Statements, close_named_statements, in_session, pool_statements,
-};
+pub(crate) use statements::{Session, Statements, close_named_statements, in_session};
 
 use crate::audit::AuditRecord;
 use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
@@ -56,8 +52,9 @@ impl Backend for sqlx::Sqlite {}
 /// MySQL 8 and MariaDB 10.6 or later, on InnoDB (feature `mysql`).
 #[cfg(feature = "mysql")]
 impl Backend for sqlx::MySql {}
-/// [`sqlx::Any`] picks PostgreSQL or SQLite from the URL at run time, for an application whose
-/// handlers run on either (the AnyConnection's types: integers, text, bytes; feature `any`).
+/// [`sqlx::Any`] picks PostgreSQL or SQLite (and MySQL or MariaDB, with the feature `mysql`)
+/// from the URL at run time, for an application whose handlers run on either (the
+/// AnyConnection's types: integers, text, bytes; feature `any`).
 #[cfg(feature = "any")]
 impl Backend for sqlx::Any {}
 
@@ -149,15 +146,20 @@ pub struct DeliveryFailure<'a> {
     pub now_ms: i64,
 }
 
-/// A database that speaks the statements of [`sql`] (`$n` parameters, `ON CONFLICT`,
-/// `RETURNING`): PostgreSQL, SQLite, and `Any` over either. MySQL has statements of its own.
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-pub(crate) trait SharedSql: sqlx::Database {
-    /// Which of the two dialects a connection speaks.
+/// Which dialect of the statements of [`sql`] a database's connections speak: one for each
+/// database, the connection's own for `Any`.
+pub(crate) trait SqlDialect: sqlx::Database {
+    /// The dialect a connection speaks.
     fn dialect(conn: &Self::Connection) -> Dialect;
 
-    /// Which of the two dialects a pool's connections speak.
+    /// The dialect a pool's connections speak.
     fn pool_dialect(pool: &Pool<Self>) -> Dialect;
+
+    /// The `LAST_INSERT_ID()` that MySQL returns with a statement's result; none elsewhere.
+    #[cfg(feature = "mysql")]
+    fn last_insert_id(_result: &Self::QueryResult) -> Option<u64> {
+        None
+    }
 }
 
 pub(crate) mod sealed {

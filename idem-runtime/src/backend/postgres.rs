@@ -59,7 +59,7 @@ fn tenant_setting(tenant: &TenantId) -> String {
     format!("SET LOCAL idem.tenant_id = E'{escaped}'")
 }
 
-impl SharedSql for Postgres {
+impl SqlDialect for Postgres {
     fn dialect(_conn: &Self::Connection) -> Dialect {
         Dialect::Postgres
     }
@@ -109,16 +109,6 @@ impl sealed::Protocol for Postgres {
     }
 
     shared_statements!();
-
-    async fn record_write(
-        tx: &mut Transaction<'_, Self>,
-        statements: Statements,
-        scope: &KeyScope<'_>,
-        response: &StoredResponse,
-        audit: &AuditRecord,
-    ) -> Result<(), sqlx::Error> {
-        record_write_together!(tx, statements, scope, response, audit)
-    }
 
     fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
         error

@@ -22,7 +22,7 @@ use crate::audit::sql::*;
 /// waiting.
 pub(super) const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
 
-impl SharedSql for Sqlite {
+impl SqlDialect for Sqlite {
     fn dialect(_conn: &Self::Connection) -> Dialect {
         Dialect::Sqlite
     }
@@ -75,16 +75,6 @@ impl sealed::Protocol for Sqlite {
     }
 
     shared_statements!();
-
-    async fn record_write(
-        tx: &mut Transaction<'_, Self>,
-        statements: Statements,
-        scope: &KeyScope<'_>,
-        response: &StoredResponse,
-        audit: &AuditRecord,
-    ) -> Result<(), sqlx::Error> {
-        record_write_apart!(tx, statements, scope, response, audit)
-    }
 
     fn driver_error<'e>(error: &'e (dyn StdError + 'static)) -> Option<&'e dyn DatabaseError> {
         error
