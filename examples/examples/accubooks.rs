@@ -1,8 +1,8 @@
 //! The AccuBooks server: `cargo run --example accubooks [-- OPTIONS]` (`--help` lists them).
 //!
 //! Serves on `127.0.0.1:8080` from `sqlite://accubooks.db` unless told otherwise
-//! (`--database-url`, or `DATABASE_URL`, takes `sqlite://…` or `postgres://…`). Prometheus
-//! scrapes `GET /metrics`; orchestrators probe `GET /healthz` and `GET /readyz`.
+//! (`--database-url`, or `DATABASE_URL`, takes `sqlite://…`, `postgres://…` or `mysql://…`).
+//! Prometheus scrapes `GET /metrics`; orchestrators probe `GET /healthz` and `GET /readyz`.
 //!
 //! On SIGTERM or Ctrl-C it shuts down in bounded time: `/readyz` answers 503 for the drain
 //! delay, then the server stops accepting, in-flight writes finish (or, past the bound, are
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 const USAGE: &str = "usage: accubooks [OPTIONS]
   --bind ADDR               where to listen (default 127.0.0.1:8080; port 0 picks a free one)
-  --database-url URL        sqlite://FILE or postgres://USER@HOST/DB
+  --database-url URL        sqlite://FILE, postgres://USER@HOST/DB or mysql://USER@HOST/DB
                             (default: $DATABASE_URL, else sqlite://accubooks.db)
   --pooler-url URL          serve through this PgBouncer in transaction mode (postgres://…);
                             --database-url, the database itself, is used to migrate

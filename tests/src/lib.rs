@@ -750,7 +750,11 @@ CREATE TABLE ledger (seq BIGINT AUTO_INCREMENT PRIMARY KEY, tenant_id VARCHAR(12
 
 /// A statement written with `$1`, `$2`, … (as the suites write them for every database) in
 /// MySQL's `?`; each number must come once, in order, as MySQL binds by position.
-fn positional(sql: &str) -> String {
+///
+/// AccuBooks has the same rule (`idem_examples::accubooks::sql::positional`), but a harness
+/// that called it would link AccuBooks' protected operations into every test binary, whose
+/// registries would then hold them.
+pub fn positional(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len());
     let mut chars = sql.chars().peekable();
     let mut expected = 1;
@@ -847,4 +851,18 @@ pub async fn mysql_test_database() -> MySqlConnectOptions {
         .unwrap_or_else(|error| panic!("CREATE DATABASE {name}: {error}"));
     admin.close().await;
     base.database(&name)
+}
+
+/// A new database for the MySQL suite ([`mysql_test_database`]), as a `mysql://` URL: `MYSQL_URL`
+/// with the new database's name for its own, for an application that takes a URL.
+pub async fn mysql_test_database_url() -> String {
+    let options = mysql_test_database().await;
+    let name = options
+        .get_database()
+        .expect("the test database has a name");
+    let url = std::env::var("MYSQL_URL").expect("MYSQL_URL is set");
+    let (scheme, rest) = url.split_once("://").expect("MYSQL_URL is a mysql:// URL");
+    let (authority, rest) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let query = rest.find('?').map_or("", |start| &rest[start..]);
+    format!("{scheme}://{authority}/{name}{query}")
 }

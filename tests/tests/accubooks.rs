@@ -1,4 +1,5 @@
-//! AccuBooks end to end, per operation, over real HTTP, on SQLite and on PostgreSQL: a new
+//! AccuBooks end to end, per operation, over real HTTP, on SQLite, PostgreSQL (directly and
+//! through PgBouncer) and MySQL/MariaDB: a new
 //! write, its replay (same bytes, the replay header, no second row, no second workflow), the
 //! same key with another request (422), no key (400), a business-rule refusal that leaves the
 //! key free for the corrected request, and tenant isolation.
@@ -18,6 +19,8 @@ struct TestApp {
     accubooks: AccuBooks,
     /// Counts every tenant's rows (row-level security does not apply to it).
     admin: sqlx::AnyPool,
+    /// The database is MySQL or MariaDB, whose parameters are `?`.
+    mysql: bool,
     handle: actix_web::dev::ServerHandle,
     _dir: Option<tempfile::TempDir>,
     a: Company,
@@ -88,6 +91,7 @@ impl TestApp {
             base,
             accubooks,
             admin,
+            mysql: admin_url.starts_with("mysql:"),
             handle,
             _dir: dir,
             a,
@@ -122,6 +126,22 @@ impl TestApp {
             config,
         )
         .await
+    }
+
+    /// AccuBooks on a new MySQL or MariaDB database at `MYSQL_URL`.
+    #[cfg(mysql_suite)]
+    async fn mysql(config: StoreConfig) -> Self {
+        let url = idem_tests::mysql_test_database_url().await;
+        Self::start(url.clone(), None, url, None, config).await
+    }
+
+    /// `sql` with its `$1, $2, …` (in bind order, each once) written for this database.
+    fn sql(&self, sql: &str) -> String {
+        if self.mysql {
+            idem_tests::positional(sql)
+        } else {
+            sql.to_owned()
+        }
     }
 
     async fn company(base: &str, name: &str) -> Company {
@@ -173,9 +193,18 @@ impl TestApp {
         answer.json()["id"].as_str().expect("an id").to_owned()
     }
 
+    /// The number `sql` counts, whose every `$1` is the company's id.
     async fn count(&self, sql: &str, company: &Company) -> i64 {
-        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql.to_owned()))
-            .bind(&company.id)
+        let (text, binds) = if self.mysql {
+            (sql.replace("$1", "?"), sql.matches("$1").count())
+        } else {
+            (sql.to_owned(), 1)
+        };
+        let mut query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(text));
+        for _ in 0..binds {
+            query = query.bind(&company.id);
+        }
+        query
             .fetch_one(&self.admin)
             .await
             .unwrap_or_else(|error| panic!("{sql}: {error}"))
@@ -201,10 +230,10 @@ impl TestApp {
         self.accubooks.store().flush_audit().await;
         let tenant = idem_runtime::TenantId::new(company.id.clone()).expect("a tenant id");
         let key = idem_runtime::IdempotencyKey::parse(key).expect("a key");
-        sqlx::query_scalar(
+        sqlx::query_scalar(sqlx::AssertSqlSafe(self.sql(
             "SELECT outcome FROM idempotent_write_audit_log
              WHERE company_id = $1 AND entity_id = $2 ORDER BY outcome",
-        )
+        )))
         .bind(&company.id)
         .bind(idem_runtime::entity_id(&tenant, operation, &key).to_string())
         .fetch_all(&self.admin)
@@ -1128,11 +1157,15 @@ async fn money_arithmetic_is_checked(app: TestApp) {
         "UPDATE inventory_items SET quantity = -1 WHERE company_id = $1",
         "INSERT INTO payroll_runs (id, company_id, period, currency, total_cents, created_at_ms) VALUES ('neg', $1, '2026-01', 'EUR', -2, 0)",
     ] {
-        let refused = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let refused = sqlx::query(sqlx::AssertSqlSafe(app.sql(sql)))
             .bind(&app.a.id)
             .execute(&app.admin)
-            .await;
-        assert!(refused.is_err(), "the schema refuses: {sql}");
+            .await
+            .expect_err(sql);
+        assert!(
+            refused.to_string().to_lowercase().contains("constraint"),
+            "a constraint refuses {sql}: {refused}"
+        );
     }
     app.stop().await;
 }
@@ -1686,6 +1719,9 @@ with_operations!(per_operation!(postgres));
 // The whole suite again, served through PgBouncer in transaction pooling mode.
 #[cfg(postgres_suite)]
 with_operations!(per_operation!(pgbouncer));
+
+#[cfg(mysql_suite)]
+with_operations!(per_operation!(mysql));
 
 /// On PostgreSQL every business table but the token hashes is under row-level security, forced
 /// on its owner, and AccuBooks serves as a role that does not bypass it (the suite above runs so).

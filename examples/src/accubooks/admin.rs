@@ -7,7 +7,8 @@ use serde_json::json;
 use sqlx::Any;
 
 use crate::accubooks::error::ApiError;
-use crate::accubooks::{money, now_ms};
+use crate::accubooks::sql::sql;
+use crate::accubooks::{indexable, money, now_ms};
 
 /// The roles a user can be granted.
 pub const ROLES: [&str; 3] = ["viewer", "accountant", "admin"];
@@ -38,14 +39,18 @@ pub async fn update_company_settings(
         return Err(ApiError::invalid("payment terms are 0 to 365 days"));
     }
     let company = write.tenant().to_string();
-    sqlx::query(
-        "INSERT INTO company_settings (company_id, currency, invoice_prefix, payment_terms_days, updated_at_ms)
+    sqlx::query(sql!("INSERT INTO company_settings (company_id, currency, invoice_prefix, payment_terms_days, updated_at_ms)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (company_id) DO UPDATE SET currency = excluded.currency,
              invoice_prefix = excluded.invoice_prefix,
              payment_terms_days = excluded.payment_terms_days,
              updated_at_ms = excluded.updated_at_ms",
-    )
+        mysql: "INSERT INTO company_settings (company_id, currency, invoice_prefix, payment_terms_days, updated_at_ms)
+         VALUES (?, ?, ?, ?, ?)
+         ON DUPLICATE KEY UPDATE currency = VALUES(currency),
+             invoice_prefix = VALUES(invoice_prefix),
+             payment_terms_days = VALUES(payment_terms_days),
+             updated_at_ms = VALUES(updated_at_ms)").on(write.tx()))
     .bind(&company)
     .bind(currency)
     .bind(prefix)
@@ -71,29 +76,33 @@ pub async fn create_user(
     write: &mut WriteContext<'_, Any>,
     user: web::Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
-    let email = user.email.trim();
+    let email = indexable("email", user.email.trim())?;
     if !email.contains('@') {
         return Err(ApiError::invalid(format!(
             "{email:?} is not an email address"
         )));
     }
     let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
-    let taken: Option<String> =
-        sqlx::query_scalar("SELECT id FROM users WHERE company_id = $1 AND email = $2")
-            .bind(&company)
-            .bind(email)
-            .fetch_optional(write.tx())
-            .await?;
+    let taken: Option<String> = sqlx::query_scalar(
+        sql!("SELECT id FROM users WHERE company_id = $1 AND email = $2").on(write.tx()),
+    )
+    .bind(&company)
+    .bind(email)
+    .fetch_optional(write.tx())
+    .await?;
     if taken.is_some() {
         return Err(ApiError::conflict(format!("{email} is already a user")));
     }
-    sqlx::query("INSERT INTO users (id, company_id, email, created_at_ms) VALUES ($1, $2, $3, $4)")
-        .bind(&id)
-        .bind(&company)
-        .bind(email)
-        .bind(now_ms())
-        .execute(write.tx())
-        .await?;
+    sqlx::query(
+        sql!("INSERT INTO users (id, company_id, email, created_at_ms) VALUES ($1, $2, $3, $4)")
+            .on(write.tx()),
+    )
+    .bind(&id)
+    .bind(&company)
+    .bind(email)
+    .bind(now_ms())
+    .execute(write.tx())
+    .await?;
     Ok(HttpResponse::Created().json(json!({ "id": id, "email": email })))
 }
 
@@ -119,28 +128,28 @@ pub async fn grant_user_access(
         )));
     }
     let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
-    let user: Option<String> =
-        sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND company_id = $2")
-            .bind(&grant.user_id)
-            .bind(&company)
-            .fetch_optional(write.tx())
-            .await?;
+    let user: Option<String> = sqlx::query_scalar(
+        sql!("SELECT id FROM users WHERE id = $1 AND company_id = $2").on(write.tx()),
+    )
+    .bind(&grant.user_id)
+    .bind(&company)
+    .fetch_optional(write.tx())
+    .await?;
     user.ok_or(ApiError::NotFound("user"))?;
-    let granted: Option<String> =
-        sqlx::query_scalar("SELECT id FROM access_grants WHERE user_id = $1 AND role = $2")
-            .bind(&grant.user_id)
-            .bind(&grant.role)
-            .fetch_optional(write.tx())
-            .await?;
+    let granted: Option<String> = sqlx::query_scalar(
+        sql!("SELECT id FROM access_grants WHERE user_id = $1 AND role = $2").on(write.tx()),
+    )
+    .bind(&grant.user_id)
+    .bind(&grant.role)
+    .fetch_optional(write.tx())
+    .await?;
     if granted.is_some() {
         return Err(ApiError::conflict(format!(
             "the user already has the {} role",
             grant.role
         )));
     }
-    sqlx::query(
-        "INSERT INTO access_grants (id, company_id, user_id, role, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
-    )
+    sqlx::query(sql!("INSERT INTO access_grants (id, company_id, user_id, role, created_at_ms) VALUES ($1, $2, $3, $4, $5)").on(write.tx()))
     .bind(&id)
     .bind(&company)
     .bind(&grant.user_id)

@@ -9,7 +9,8 @@ use sqlx::{Any, Pool};
 use uuid::Uuid;
 
 use crate::accubooks::error::ApiError;
-use crate::accubooks::now_ms;
+use crate::accubooks::sql::sql;
+use crate::accubooks::{indexable, now_ms};
 
 idem_actix::unprotected_mutation!(
     POST "/api/companies",
@@ -43,6 +44,7 @@ pub async fn create_company(
     if owner_email.is_empty() {
         return Err(ApiError::invalid("owner_email, when given, is not empty"));
     }
+    let owner_email = indexable("owner_email", owner_email)?;
     let (company_id, user_id) = (Uuid::new_v4().to_string(), Uuid::new_v4().to_string());
     let token = format!("ab_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     // The new company's own transaction: row-level security lets it create only its own rows.
@@ -51,28 +53,36 @@ pub async fn create_company(
     // Behind a transaction pooler a statement outside idem's writes must not be named.
     let persistent = !store.config().transaction_pooling();
     let mut tx = store.begin_for(&tenant).await?;
-    sqlx::query("INSERT INTO companies (id, name, created_at_ms) VALUES ($1, $2, $3)")
-        .persistent(persistent)
-        .bind(&company_id)
-        .bind(name)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO users (id, company_id, email, created_at_ms) VALUES ($1, $2, $3, $4)")
-        .persistent(persistent)
-        .bind(&user_id)
-        .bind(&company_id)
-        .bind(owner_email)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO api_tokens (token_hash, company_id, user_id) VALUES ($1, $2, $3)")
-        .persistent(persistent)
-        .bind(token_hash(&token))
-        .bind(&company_id)
-        .bind(&user_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        sql!("INSERT INTO companies (id, name, created_at_ms) VALUES ($1, $2, $3)").on(&tx),
+    )
+    .persistent(persistent)
+    .bind(&company_id)
+    .bind(name)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        sql!("INSERT INTO users (id, company_id, email, created_at_ms) VALUES ($1, $2, $3, $4)")
+            .on(&tx),
+    )
+    .persistent(persistent)
+    .bind(&user_id)
+    .bind(&company_id)
+    .bind(owner_email)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(
+        sql!("INSERT INTO api_tokens (token_hash, company_id, user_id) VALUES ($1, $2, $3)")
+            .on(&tx),
+    )
+    .persistent(persistent)
+    .bind(token_hash(&token))
+    .bind(&company_id)
+    .bind(&user_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(HttpResponse::Created()
         .json(json!({ "company_id": company_id, "user_id": user_id, "token": token })))
@@ -108,10 +118,12 @@ impl BearerTokens {
 
     /// The company and user a token hash belongs to.
     async fn owner(&self, token_hash: String) -> Result<Option<(String, String)>, sqlx::Error> {
-        let lookup =
-            sqlx::query_as("SELECT company_id, user_id FROM api_tokens WHERE token_hash = $1")
-                .persistent(!self.pooled)
-                .bind(token_hash);
+        let lookup = sqlx::query_as(
+            sql!("SELECT company_id, user_id FROM api_tokens WHERE token_hash = $1")
+                .on_pool(&self.pool),
+        )
+        .persistent(!self.pooled)
+        .bind(token_hash);
         if !self.pooled {
             return lookup.fetch_optional(&self.pool).await;
         }

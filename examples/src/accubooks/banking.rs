@@ -7,6 +7,7 @@ use serde_json::json;
 use sqlx::Any;
 
 use crate::accubooks::error::ApiError;
+use crate::accubooks::sql::sql;
 use crate::accubooks::{money, now_ms};
 
 /// What `POST /api/bank-transactions` takes: a line of a bank statement.
@@ -28,10 +29,8 @@ pub async fn import_bank_transaction(
     let currency = money::currency(&transaction.currency)?;
     money::non_zero("amount_cents", transaction.amount_cents)?;
     let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
-    sqlx::query(
-        "INSERT INTO bank_transactions (id, company_id, amount_cents, currency, description, status, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, 'unreconciled', $6)",
-    )
+    sqlx::query(sql!("INSERT INTO bank_transactions (id, company_id, amount_cents, currency, description, status, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, 'unreconciled', $6)").on(write.tx()))
     .bind(&id)
     .bind(&company)
     .bind(transaction.amount_cents)
@@ -54,17 +53,21 @@ pub async fn reconcile_ledger(
 ) -> Result<HttpResponse, ApiError> {
     let company = write.tenant().to_string();
     let reconciled = sqlx::query(
-        "UPDATE bank_transactions SET status = 'reconciled', reconciled_at_ms = $3
-         WHERE id = $1 AND company_id = $2 AND status = 'unreconciled'",
+        sql!(
+            "UPDATE bank_transactions SET status = 'reconciled', reconciled_at_ms = $1
+         WHERE id = $2 AND company_id = $3 AND status = 'unreconciled'"
+        )
+        .on(write.tx()),
     )
+    .bind(now_ms())
     .bind(transaction_id.as_str())
     .bind(&company)
-    .bind(now_ms())
     .execute(write.tx())
     .await?;
     if reconciled.rows_affected() == 0 {
         let exists: Option<String> = sqlx::query_scalar(
-            "SELECT id FROM bank_transactions WHERE id = $1 AND company_id = $2",
+            sql!("SELECT id FROM bank_transactions WHERE id = $1 AND company_id = $2")
+                .on(write.tx()),
         )
         .bind(transaction_id.as_str())
         .bind(&company)

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use crate::accubooks::error::ApiError;
 use crate::accubooks::money;
-use crate::accubooks::now_ms;
+use crate::accubooks::sql::sql;
+use crate::accubooks::{indexable, now_ms};
 
 /// What `POST /api/inventory` takes.
 #[derive(Deserialize)]
@@ -29,21 +30,26 @@ pub async fn create_inventory_item(
     if sku.is_empty() || name.is_empty() {
         return Err(ApiError::invalid("an item needs a sku and a name"));
     }
+    let sku = indexable("sku", sku)?;
     let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
-    let taken: Option<String> =
-        sqlx::query_scalar("SELECT id FROM inventory_items WHERE company_id = $1 AND sku = $2")
-            .bind(&company)
-            .bind(sku)
-            .fetch_optional(write.tx())
-            .await?;
+    let taken: Option<String> = sqlx::query_scalar(
+        sql!("SELECT id FROM inventory_items WHERE company_id = $1 AND sku = $2").on(write.tx()),
+    )
+    .bind(&company)
+    .bind(sku)
+    .fetch_optional(write.tx())
+    .await?;
     if let Some(taken) = taken {
         return Err(ApiError::conflict(format!(
             "sku {sku} is already item {taken}"
         )));
     }
     sqlx::query(
-        "INSERT INTO inventory_items (id, company_id, sku, name, quantity, created_at_ms)
-         VALUES ($1, $2, $3, $4, 0, $5)",
+        sql!(
+            "INSERT INTO inventory_items (id, company_id, sku, name, quantity, created_at_ms)
+         VALUES ($1, $2, $3, $4, 0, $5)"
+        )
+        .on(write.tx()),
     )
     .bind(&id)
     .bind(&company)
@@ -96,17 +102,21 @@ pub async fn record_adjustment(
     let id = id.to_string();
     // One conditional statement: concurrent withdrawals cannot take stock below zero together.
     let applied = sqlx::query(
-        "UPDATE inventory_items SET quantity = quantity + $1
-         WHERE id = $2 AND company_id = $3 AND quantity + $1 >= 0 AND quantity + $1 <= $4",
+        sql!(
+            "UPDATE inventory_items SET quantity = quantity + $1
+         WHERE id = $2 AND company_id = $3 AND quantity + $4 BETWEEN 0 AND $5"
+        )
+        .on(tx),
     )
     .bind(adjustment.delta)
     .bind(item_id)
     .bind(company)
+    .bind(adjustment.delta)
     .bind(money::MAX_STOCK)
     .execute(&mut *tx)
     .await?;
     let quantity: Option<i64> = sqlx::query_scalar(
-        "SELECT quantity FROM inventory_items WHERE id = $1 AND company_id = $2",
+        sql!("SELECT quantity FROM inventory_items WHERE id = $1 AND company_id = $2").on(tx),
     )
     .bind(item_id)
     .bind(company)
@@ -127,10 +137,8 @@ pub async fn record_adjustment(
             )
         }));
     }
-    sqlx::query(
-        "INSERT INTO inventory_adjustments (id, company_id, item_id, delta, reason, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
+    sqlx::query(sql!("INSERT INTO inventory_adjustments (id, company_id, item_id, delta, reason, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)").on(tx))
     .bind(&id)
     .bind(company)
     .bind(item_id)

@@ -9,8 +9,9 @@
 //! of record can be read back with a `GET`. Workflows (sending an invoice, a receipt, a payroll
 //! report) run after the commit, only for new writes, through idem's outbox.
 //!
-//! It runs on a SQLite file or on PostgreSQL, chosen by the database URL, through sqlx's `Any`
-//! driver: one schema and one set of handlers serve both.
+//! It runs on a SQLite file, on PostgreSQL, or on MySQL or MariaDB, chosen by the database URL,
+//! through sqlx's `Any` driver: one set of handlers serves the three ([`sql`] writes each
+//! statement once), on one schema in two dialects (MySQL's own, for its keys and foreign keys).
 
 mod admin;
 mod auth;
@@ -30,6 +31,7 @@ mod payroll;
 mod reads;
 mod routes;
 mod sales;
+pub mod sql;
 mod workflows;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -68,14 +70,18 @@ pub enum OpenError {
 /// Applies idem's migrations and AccuBooks' own through `store`, which reaches `database_url`.
 async fn migrate(store: &IdempotencyStore<Any>, database_url: &str) -> Result<(), OpenError> {
     store.migrate().await?;
-    sqlx::migrate!("./migrations/accubooks")
-        .run(store.pool())
-        .await?;
+    let pool = store.pool();
+    if database_url.starts_with("mysql:") || database_url.starts_with("mariadb:") {
+        return Ok(sqlx::migrate!("./migrations/accubooks-mysql")
+            .run(pool)
+            .await?);
+    }
+    sqlx::migrate!("./migrations/accubooks").run(pool).await?;
     if !database_url.starts_with("sqlite:") {
         // Row-level security, PostgreSQL's own: tracked apart, since SQLite has none.
         let mut postgres_only = sqlx::migrate!("./migrations/accubooks-postgres");
         postgres_only.dangerous_set_table_name("_accubooks_postgres_migrations");
-        postgres_only.run(store.pool()).await?;
+        postgres_only.run(pool).await?;
     }
     Ok(())
 }
@@ -98,7 +104,8 @@ const OTHER_ROUTES: [(&str, &str); 4] = [
 ];
 
 impl AccuBooks {
-    /// Opens the database (`sqlite://accubooks.db`, `postgres://user@host/db`), applies idem's
+    /// Opens the database (`sqlite://accubooks.db`, `postgres://user@host/db`,
+    /// `mysql://user@host/db`), applies idem's
     /// migrations and AccuBooks' own, and runs idem's startup check.
     pub async fn open(database_url: &str, config: StoreConfig) -> Result<Self, OpenError> {
         let store = IdempotencyStore::<Any>::connect(database_url, config).await?;
@@ -222,6 +229,20 @@ impl AccuBooks {
     pub fn store(&self) -> &IdempotencyStore<Any> {
         &self.store
     }
+}
+
+/// The longest SKU or email: an indexed text column's length on MySQL, said the same way on
+/// every database.
+pub(crate) const MAX_INDEXED_CHARS: usize = 255;
+
+/// `Err` (a `422` naming `what`) when `text` is longer than [`MAX_INDEXED_CHARS`].
+pub(crate) fn indexable<'a>(what: &str, text: &'a str) -> Result<&'a str, ApiError> {
+    if text.chars().count() > MAX_INDEXED_CHARS {
+        return Err(ApiError::invalid(format!(
+            "{what} is at most {MAX_INDEXED_CHARS} characters"
+        )));
+    }
+    Ok(text)
 }
 
 /// Now, in Unix milliseconds.

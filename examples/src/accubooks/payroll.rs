@@ -8,6 +8,7 @@ use sqlx::Any;
 use uuid::Uuid;
 
 use crate::accubooks::error::ApiError;
+use crate::accubooks::sql::sql;
 use crate::accubooks::{money, now_ms, workflows};
 
 /// What `POST /api/employees` takes.
@@ -32,10 +33,8 @@ pub async fn create_employee(
     let salary = money::positive("monthly_salary_cents", employee.monthly_salary_cents)?;
     let currency = money::currency(&employee.currency)?;
     let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
-    sqlx::query(
-        "INSERT INTO employees (id, company_id, name, monthly_salary_cents, currency, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
+    sqlx::query(sql!("INSERT INTO employees (id, company_id, name, monthly_salary_cents, currency, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)").on(write.tx()))
     .bind(&id)
     .bind(&company)
     .bind(name)
@@ -73,7 +72,8 @@ pub async fn execute_payroll(
     }
     let (id, company) = (write.entity_id(), write.tenant().to_string());
     let already: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM payroll_runs WHERE company_id = $1 AND period = $2 AND currency = $3",
+        sql!("SELECT id FROM payroll_runs WHERE company_id = $1 AND period = $2 AND currency = $3")
+            .on(write.tx()),
     )
     .bind(&company)
     .bind(&run.period)
@@ -86,9 +86,7 @@ pub async fn execute_payroll(
             run.period
         )));
     }
-    let employees: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT id, monthly_salary_cents FROM employees WHERE company_id = $1 AND currency = $2 ORDER BY id",
-    )
+    let employees: Vec<(String, i64)> = sqlx::query_as(sql!("SELECT id, monthly_salary_cents FROM employees WHERE company_id = $1 AND currency = $2 ORDER BY id").on(write.tx()))
     .bind(&company)
     .bind(currency)
     .fetch_all(write.tx())
@@ -101,10 +99,8 @@ pub async fn execute_payroll(
     let total = employees.iter().try_fold(0, |total, (_, salary)| {
         money::add("total_cents", total, *salary)
     })?;
-    sqlx::query(
-        "INSERT INTO payroll_runs (id, company_id, period, currency, total_cents, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
+    sqlx::query(sql!("INSERT INTO payroll_runs (id, company_id, period, currency, total_cents, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)").on(write.tx()))
     .bind(id.to_string())
     .bind(&company)
     .bind(&run.period)
@@ -115,7 +111,7 @@ pub async fn execute_payroll(
     .await?;
     for (employee, salary) in &employees {
         let line = Uuid::new_v5(&id, employee.as_bytes());
-        sqlx::query("INSERT INTO payroll_lines (id, run_id, employee_id, amount_cents) VALUES ($1, $2, $3, $4)")
+        sqlx::query(sql!("INSERT INTO payroll_lines (id, run_id, employee_id, amount_cents) VALUES ($1, $2, $3, $4)").on(write.tx()))
             .bind(line.to_string())
             .bind(id.to_string())
             .bind(employee)

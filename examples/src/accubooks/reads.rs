@@ -8,6 +8,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, FromRow};
 
 use crate::accubooks::error::ApiError;
+use crate::accubooks::sql::{Sql, sql};
 
 /// A customer.
 #[derive(Serialize, FromRow)]
@@ -131,13 +132,13 @@ pub struct WorkflowRun {
 async fn list<T>(
     store: &IdempotencyStore<Any>,
     tenant: Tenant,
-    sql: &'static str,
+    sql: &'static Sql,
 ) -> Result<web::Json<Vec<T>>, ApiError>
 where
     T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
 {
     let mut tx = store.begin_for(&tenant.0).await?;
-    let rows = sqlx::query_as::<_, T>(sql)
+    let rows = sqlx::query_as::<_, T>(sql.on(&tx))
         .persistent(!store.config().transaction_pooling())
         .bind(tenant.0.as_str())
         .fetch_all(&mut *tx)
@@ -156,7 +157,7 @@ macro_rules! reads {
                 config.route(
                     $path,
                     web::get().to(|store: web::Data<IdempotencyStore<Any>>, tenant: Tenant| async move {
-                        list::<$record>(&store, tenant, $sql).await
+                        list::<$record>(&store, tenant, sql!($sql)).await
                     }),
                 );
             )*
@@ -178,9 +179,7 @@ async fn settings(
     tenant: Tenant,
 ) -> Result<web::Json<CompanySettings>, ApiError> {
     let mut tx = store.begin_for(&tenant.0).await?;
-    let settings = sqlx::query_as::<_, CompanySettings>(
-        "SELECT currency, invoice_prefix, payment_terms_days FROM company_settings WHERE company_id = $1",
-    )
+    let settings = sqlx::query_as::<_, CompanySettings>(sql!("SELECT currency, invoice_prefix, payment_terms_days FROM company_settings WHERE company_id = $1").on(&tx))
     .persistent(!store.config().transaction_pooling())
     .bind(tenant.0.as_str())
     .fetch_optional(&mut *tx)

@@ -8,6 +8,7 @@ use sqlx::{Any, AnyConnection};
 use uuid::Uuid;
 
 use crate::accubooks::error::ApiError;
+use crate::accubooks::sql::sql;
 use crate::accubooks::{money, now_ms, workflows};
 
 /// What `POST /api/customers` takes.
@@ -42,9 +43,7 @@ pub async fn record_customer(
         return Err(ApiError::invalid("a customer needs a name"));
     }
     let id = id.to_string();
-    sqlx::query(
-        "INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ($1, $2, $3, $4, $5)",
-    )
+    sqlx::query(sql!("INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ($1, $2, $3, $4, $5)").on(tx))
     .bind(&id)
     .bind(company)
     .bind(name)
@@ -93,12 +92,13 @@ pub async fn record_invoice(
     if invoice.lines.is_empty() {
         return Err(ApiError::invalid("an invoice needs at least one line"));
     }
-    let customer: Option<String> =
-        sqlx::query_scalar("SELECT id FROM customers WHERE id = $1 AND company_id = $2")
-            .bind(&invoice.customer_id)
-            .bind(company)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let customer: Option<String> = sqlx::query_scalar(
+        sql!("SELECT id FROM customers WHERE id = $1 AND company_id = $2").on(tx),
+    )
+    .bind(&invoice.customer_id)
+    .bind(company)
+    .fetch_optional(&mut *tx)
+    .await?;
     customer.ok_or(ApiError::NotFound("customer"))?;
 
     let mut total: i64 = 0;
@@ -122,10 +122,8 @@ pub async fn record_invoice(
         total = money::add("total_cents", total, amount)?;
         lines.push((position, line, amount));
     }
-    sqlx::query(
-        "INSERT INTO invoices (id, company_id, customer_id, currency, status, total_cents, paid_cents, created_at_ms)
-         VALUES ($1, $2, $3, $4, 'draft', $5, 0, $6)",
-    )
+    sqlx::query(sql!("INSERT INTO invoices (id, company_id, customer_id, currency, status, total_cents, paid_cents, created_at_ms)
+         VALUES ($1, $2, $3, $4, 'draft', $5, 0, $6)").on(tx))
     .bind(id.to_string())
     .bind(company)
     .bind(&invoice.customer_id)
@@ -137,10 +135,8 @@ pub async fn record_invoice(
     for (position, line, amount) in &lines {
         // Line ids derive from the invoice's deterministic id, so they are deterministic too.
         let line_id = Uuid::new_v5(&id, format!("line:{position}").as_bytes());
-        sqlx::query(
-            "INSERT INTO invoice_lines (id, invoice_id, position, description, quantity, unit_price_cents, amount_cents)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
+        sqlx::query(sql!("INSERT INTO invoice_lines (id, invoice_id, position, description, quantity, unit_price_cents, amount_cents)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)").on(tx))
         .bind(line_id.to_string())
         .bind(id.to_string())
         .bind(i64::try_from(*position).unwrap_or(i64::MAX))
@@ -165,9 +161,7 @@ pub async fn finalize_invoice(
     invoice_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let company = write.tenant().to_string();
-    let finalized = sqlx::query(
-        "UPDATE invoices SET status = 'final' WHERE id = $1 AND company_id = $2 AND status = 'draft'",
-    )
+    let finalized = sqlx::query(sql!("UPDATE invoices SET status = 'final' WHERE id = $1 AND company_id = $2 AND status = 'draft'").on(write.tx()))
     .bind(invoice_id.as_str())
     .bind(&company)
     .execute(write.tx())
@@ -187,12 +181,13 @@ async fn invoice_status(
     invoice_id: &str,
     company: &str,
 ) -> Result<String, ApiError> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM invoices WHERE id = $1 AND company_id = $2")
-            .bind(invoice_id)
-            .bind(company)
-            .fetch_optional(write.tx())
-            .await?;
+    let status: Option<String> = sqlx::query_scalar(
+        sql!("SELECT status FROM invoices WHERE id = $1 AND company_id = $2").on(write.tx()),
+    )
+    .bind(invoice_id)
+    .bind(company)
+    .fetch_optional(write.tx())
+    .await?;
     status.ok_or(ApiError::NotFound("invoice"))
 }
 
@@ -230,20 +225,24 @@ pub async fn record_payment(
     let amount = money::positive("amount_cents", payment.amount_cents)?;
     let id = id.to_string();
     // One conditional statement: two payments racing for the last open cents cannot both pass.
+    // `status` is assigned first: MySQL's later assignments read the new `paid_cents`.
     let applied = sqlx::query(
-        "UPDATE invoices
-         SET paid_cents = paid_cents + $1,
-             status = CASE WHEN paid_cents + $1 = total_cents THEN 'paid' ELSE status END
-         WHERE id = $2 AND company_id = $3 AND status = 'final' AND paid_cents + $1 <= total_cents",
+        sql!(
+            "UPDATE invoices
+         SET status = CASE WHEN paid_cents + $1 = total_cents THEN 'paid' ELSE status END,
+             paid_cents = paid_cents + $2
+         WHERE id = $3 AND company_id = $4 AND status = 'final' AND paid_cents + $5 <= total_cents"
+        )
+        .on(tx),
     )
+    .bind(amount)
     .bind(amount)
     .bind(&payment.invoice_id)
     .bind(company)
+    .bind(amount)
     .execute(&mut *tx)
     .await?;
-    let (status, currency, total, paid): (String, String, i64, i64) = sqlx::query_as(
-        "SELECT status, currency, total_cents, paid_cents FROM invoices WHERE id = $1 AND company_id = $2",
-    )
+    let (status, currency, total, paid): (String, String, i64, i64) = sqlx::query_as(sql!("SELECT status, currency, total_cents, paid_cents FROM invoices WHERE id = $1 AND company_id = $2").on(tx))
     .bind(&payment.invoice_id)
     .bind(company)
     .fetch_optional(&mut *tx)
@@ -261,10 +260,8 @@ pub async fn record_payment(
             )),
         });
     }
-    sqlx::query(
-        "INSERT INTO payments (id, company_id, invoice_id, amount_cents, currency, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
+    sqlx::query(sql!("INSERT INTO payments (id, company_id, invoice_id, amount_cents, currency, created_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6)").on(tx))
     .bind(&id)
     .bind(company)
     .bind(&payment.invoice_id)

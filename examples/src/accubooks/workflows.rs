@@ -8,6 +8,7 @@ use sqlx::Any;
 
 use crate::accubooks::error::ApiError;
 use crate::accubooks::now_ms;
+use crate::accubooks::sql::sql;
 
 /// Sends a finalized invoice to its customer.
 pub const SEND_INVOICE: &str = "send_invoice";
@@ -45,7 +46,7 @@ pub async fn trigger_workflow(
         )));
     };
     let (id, company) = (write.entity_id().to_string(), write.tenant().to_string());
-    sqlx::query("INSERT INTO workflow_requests (id, company_id, workflow, created_at_ms) VALUES ($1, $2, $3, $4)")
+    sqlx::query(sql!("INSERT INTO workflow_requests (id, company_id, workflow, created_at_ms) VALUES ($1, $2, $3, $4)").on(write.tx()))
         .bind(&id)
         .bind(&company)
         .bind(*workflow)
@@ -77,8 +78,11 @@ async fn run(
     let subject = String::from_utf8(event.payload)?;
     tracing::info!(workflow = %event.topic, %subject, event = %event.event_id, "running workflow");
     sqlx::query(
-        "INSERT INTO workflow_runs (event_id, company_id, workflow, subject_id, ran_at_ms)
+        sql!("INSERT INTO workflow_runs (event_id, company_id, workflow, subject_id, ran_at_ms)
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING",
+        mysql: "INSERT INTO workflow_runs (event_id, company_id, workflow, subject_id, ran_at_ms)
+         VALUES (?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE event_id = event_id")
+        .on(&tx),
     )
     .persistent(!store.config().transaction_pooling())
     .bind(event.event_id.to_string())
