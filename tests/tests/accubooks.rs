@@ -1398,6 +1398,32 @@ async fn hostile_input_is_refused_and_writes_nothing(app: TestApp) {
             ),
         ),
         (
+            "a 256-character email (MySQL's index holds 255)",
+            Refused::Problem(422),
+            raw_post(
+                "/api/users",
+                &a,
+                &[b"h-long-email"],
+                json_type,
+                json!({ "email": format!("{}@example.com", "é".repeat(244)) })
+                    .to_string()
+                    .as_bytes(),
+            ),
+        ),
+        (
+            "a 256-character SKU",
+            Refused::Problem(422),
+            raw_post(
+                "/api/inventory",
+                &a,
+                &[b"h-long-sku"],
+                json_type,
+                json!({ "sku": "S".repeat(256), "name": "Bolt" })
+                    .to_string()
+                    .as_bytes(),
+            ),
+        ),
+        (
             "not JSON at all",
             Refused::Problem(415),
             raw_post("/api/payments", &a, &[b"h-7"], "text/plain", b"pay me"),
@@ -1496,6 +1522,8 @@ async fn hostile_input_is_refused_and_writes_nothing(app: TestApp) {
     ];
     let written = "SELECT (SELECT COUNT(*) FROM payments WHERE company_id = $1)
                         + (SELECT COUNT(*) FROM inventory_adjustments WHERE company_id = $1)
+                        + (SELECT COUNT(*) FROM users WHERE company_id = $1)
+                        + (SELECT COUNT(*) FROM inventory_items WHERE company_id = $1)
                         + (SELECT COUNT(*) FROM idempotency_keys WHERE tenant_id = $1)
                         + (SELECT COUNT(*) FROM companies)";
     let (a_before, b_before) = (
