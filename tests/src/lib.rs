@@ -731,6 +731,14 @@ impl TestStore<MySql> {
     /// A pool on this store's database that logs in as `user` (with the URL's password, over the
     /// same socket or host) instead of the owner: what an application serving as a runtime user
     /// has.
+    /// How this store's database is reached (the server, the user, the database).
+    pub fn connect_options(&self) -> MySqlConnectOptions {
+        let Reopen::MySql(options) = &self.reopen else {
+            unreachable!("a MySQL test store reopens by options")
+        };
+        (**options).clone()
+    }
+
     pub async fn pool_as(&self, user: &str) -> Pool<MySql> {
         let Reopen::MySql(options) = &self.reopen else {
             unreachable!("a MySQL test store reopens by options")

@@ -1669,4 +1669,118 @@ mod mysql_only {
         );
         assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 1);
     }
+
+    /// The server is unreachable for a while, then back: writes meanwhile fail as store errors
+    /// with nothing written and their keys free, and once it is back each writes exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_server_unreachable_then_back_writes_once() {
+        let db = MySql::fresh(StoreConfig::default()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let relay = Relay::start(dir.path().join("mysql.sock"), db.connect_options()).await;
+        let pool = sqlx::mysql::MySqlPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_lazy_with(db.connect_options().socket(&relay.path));
+        let store = IdempotencyStore::new(pool, StoreConfig::default());
+        let acme = tenant("acme");
+        let before = execute(&store, &acme, &key("k-before"), "{}", pay::<MySql>(1)).await;
+        assert!(matches!(before, Ok(Outcome::New { .. })), "{before:?}");
+
+        relay.set(false);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for k in ["k-down-1", "k-down-2"] {
+            let down = execute(&store, &acme, &key(k), "{}", pay::<MySql>(2)).await;
+            assert!(matches!(down, Err(WriteError::Store(_))), "{k}: {down:?}");
+        }
+        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 1);
+        assert_eq!(
+            db.count(KEYS, &[]).await,
+            1,
+            "the keys written while down are free"
+        );
+
+        relay.set(true);
+        let mut back = None;
+        for _ in 0..40 {
+            match execute(&store, &acme, &key("k-down-1"), "{}", pay::<MySql>(2)).await {
+                Ok(outcome) => {
+                    back = Some(outcome);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+        assert!(
+            matches!(back, Some(Outcome::New { .. })),
+            "the write lands once the server is back: {back:?}"
+        );
+        let replay = execute(&store, &acme, &key("k-down-1"), "{}", pay::<MySql>(2)).await;
+        assert!(matches!(replay, Ok(Outcome::Replayed { .. })), "{replay:?}");
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM payments", &[]).await,
+            2,
+            "k-before and k-down-1, once each"
+        );
+        assert_eq!(db.count(KEYS, &[]).await, 2);
+    }
+
+    /// A relay on a Unix socket in front of the MySQL server (its own socket, or its TCP port)
+    /// that can be cut and restored like a network partition: cut, it closes the connections
+    /// it carries and refuses new ones.
+    struct Relay {
+        path: std::path::PathBuf,
+        up: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl Relay {
+        async fn start(path: std::path::PathBuf, server: sqlx::mysql::MySqlConnectOptions) -> Self {
+            use std::sync::atomic::{AtomicBool, Ordering};
+            let listener = tokio::net::UnixListener::bind(&path).unwrap();
+            let up = Arc::new(AtomicBool::new(true));
+            let relay_up = up.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let (server, up) = (server.clone(), relay_up.clone());
+                    tokio::spawn(async move {
+                        if !up.load(Ordering::SeqCst) {
+                            return; // refused: dropped at once
+                        }
+                        let upstream: Box<dyn Stream> = match server.get_socket() {
+                            Some(socket) => match tokio::net::UnixStream::connect(socket).await {
+                                Ok(stream) => Box::new(stream),
+                                Err(_) => return,
+                            },
+                            None => {
+                                let address = (server.get_host(), server.get_port());
+                                match tokio::net::TcpStream::connect(address).await {
+                                    Ok(stream) => Box::new(stream),
+                                    Err(_) => return,
+                                }
+                            }
+                        };
+                        let (mut client_read, mut client_write) = tokio::io::split(client);
+                        let (mut server_read, mut server_write) = tokio::io::split(upstream);
+                        let cut = async {
+                            while up.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+                            () = cut => {}
+                        }
+                    });
+                }
+            });
+            Self { path, up }
+        }
+
+        fn set(&self, up: bool) {
+            self.up.store(up, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// A connection to the server, by socket or TCP.
+    trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+    impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for S {}
 }

@@ -1,11 +1,12 @@
 //! What exactly-once costs: AccuBooks' protected `createCustomer` against a bare twin (the same
-//! INSERT in the same kind of transaction, with no key), side by side in one run, on SQLite and
-//! on PostgreSQL.
+//! INSERT in the same kind of transaction, with no key), side by side in one run, on SQLite, and
+//! on PostgreSQL and MySQL/MariaDB when given.
 //!
 //! ```text
 //! cargo run --release --example bench -- --help
 //! cargo run --release --example bench                       # SQLite only
 //! cargo run --release --example bench -- --postgres postgres://postgres@127.0.0.1:5432/idem_bench
+//! cargo run --release --example bench -- --mysql 'mysql://root@localhost/idem_bench?socket=/run/mysqld/mysqld.sock'
 //! ```
 //!
 //! Prints a Markdown table (throughput and p50/p99 latency of bare writes, protected new writes,
@@ -37,6 +38,7 @@ use idem_actix::SqliteSynchronous;
 use idem_actix::{IdempotencyStore, StoreConfig, Tenant};
 use idem_examples::accubooks::AccuBooks;
 use idem_examples::accubooks::error::ApiError;
+use idem_examples::accubooks::sql::positional;
 use idem_examples::accubooks::writes::{
     NewAdjustment, NewCustomer, NewInvoice, NewPayment, record_adjustment, record_customer,
     record_invoice, record_payment,
@@ -184,6 +186,8 @@ struct Target {
     store: IdempotencyStore<Any>,
     pool: Pool<Any>,
     company: String,
+    /// MySQL or MariaDB, whose parameters are `?`.
+    mysql: bool,
 }
 
 impl Target {
@@ -235,13 +239,17 @@ impl Target {
                 .to_owned(),
             store,
             pool,
+            mysql: url.starts_with("mysql:"),
         };
         Ok((target, handle))
     }
 
     /// The rows of the bench's company in `table`: the count that proves the writes happened.
     async fn rows_in(&self, table: &str) -> i64 {
-        let count = format!("SELECT COUNT(*) FROM {table} WHERE company_id = $1");
+        let mut count = format!("SELECT COUNT(*) FROM {table} WHERE company_id = $1");
+        if self.mysql {
+            count = positional(&count);
+        }
         sqlx::query_scalar(sqlx::AssertSqlSafe(count))
             .bind(&self.company)
             .fetch_one(&self.pool)
@@ -1017,8 +1025,9 @@ fn report(results: &[(&str, Measured)]) -> (String, Value) {
     )
 }
 
-const USAGE: &str = "usage: bench [--postgres URL]
+const USAGE: &str = "usage: bench [--postgres URL] [--mysql URL]
   --postgres URL   also measure PostgreSQL at URL (the database must exist)
+  --mysql URL      also measure MySQL or MariaDB at URL (the database must exist)
   --help           this text
 SQLite always runs (with synchronous = FULL, idem's default, and again with NORMAL);
 actix-idempotent's rows need Redis on 127.0.0.1:6379.";
@@ -1030,14 +1039,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("{USAGE}");
         return Ok(());
     }
-    let postgres = match args.as_slice() {
-        [] => None,
-        [flag, url] if flag == "--postgres" => Some(url.clone()),
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
+    let (mut postgres, mut mysql) = (None, None);
+    for pair in args.chunks(2) {
+        match pair {
+            [flag, url] if flag == "--postgres" => postgres = Some(url.clone()),
+            [flag, url] if flag == "--mysql" => mysql = Some(url.clone()),
+            _ => {
+                eprintln!("{USAGE}");
+                std::process::exit(2);
+            }
         }
-    };
+    }
+    // The servers measured besides SQLite, in the tables' order.
+    let servers: Vec<(&str, &String)> = [("PostgreSQL", &postgres), ("MySQL", &mysql)]
+        .into_iter()
+        .filter_map(|(name, url)| Some((name, url.as_ref()?)))
+        .collect();
 
     let dir = tempfile::tempdir()?;
     let sqlite = format!("sqlite://{}", dir.path().join("bench.db").display());
@@ -1045,16 +1062,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "SQLite",
         measure("SQLite", &sqlite, StoreConfig::default()).await?,
     )];
-    if let Some(url) = &postgres {
-        results.push((
-            "PostgreSQL",
-            measure("PostgreSQL", url, StoreConfig::default()).await?,
-        ));
+    for &(name, url) in &servers {
+        results.push((name, measure(name, url, StoreConfig::default()).await?));
     }
     // Every operation against its bare twin, saturated and at rest.
     let mut operations = vec![("SQLite", measure_operations("SQLite", &sqlite).await?)];
-    if let Some(url) = &postgres {
-        operations.push(("PostgreSQL", measure_operations("PostgreSQL", url).await?));
+    for &(name, url) in &servers {
+        operations.push((name, measure_operations(name, url).await?));
     }
     // What durability costs: the same run with synchronous = NORMAL, which a power loss can
     // undo answered writes under.
@@ -1079,11 +1093,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "SQLite, observed",
         measure("SQLite", &observed_sqlite, StoreConfig::default()).await?,
     ));
-    if let Some(url) = &postgres {
-        results.push((
-            "PostgreSQL, observed",
-            measure("PostgreSQL", url, StoreConfig::default()).await?,
-        ));
+    for &(name, url) in &servers {
+        let observed = match name {
+            "PostgreSQL" => "PostgreSQL, observed",
+            _ => "MySQL, observed",
+        };
+        results.push((observed, measure(name, url, StoreConfig::default()).await?));
     }
     results.push(("SQLite, synchronous=NORMAL", normal));
 
