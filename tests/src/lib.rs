@@ -728,9 +728,6 @@ pub async fn pgbouncer_test_database_as_app_role() -> PooledTestDatabase {
 }
 
 impl TestStore<MySql> {
-    /// A pool on this store's database that logs in as `user` (with the URL's password, over the
-    /// same socket or host) instead of the owner: what an application serving as a runtime user
-    /// has.
     /// How this store's database is reached (the server, the user, the database).
     pub fn connect_options(&self) -> MySqlConnectOptions {
         let Reopen::MySql(options) = &self.reopen else {
@@ -739,13 +736,13 @@ impl TestStore<MySql> {
         (**options).clone()
     }
 
+    /// A pool on this store's database that logs in as `user` (with the URL's password, over the
+    /// same socket or host) instead of the owner: what an application serving as a runtime user
+    /// has.
     pub async fn pool_as(&self, user: &str) -> Pool<MySql> {
-        let Reopen::MySql(options) = &self.reopen else {
-            unreachable!("a MySQL test store reopens by options")
-        };
         MySqlPoolOptions::new()
             .max_connections(2)
-            .connect_with((**options).clone().username(user))
+            .connect_with(self.connect_options().username(user))
             .await
             .unwrap_or_else(|error| panic!("log in as {user}: {error}"))
     }
