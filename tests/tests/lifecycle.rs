@@ -172,7 +172,12 @@ async fn create_company(base: &str) -> String {
 }
 
 async fn count(pool: &AnyPool, sql: &'static str, arg: Option<&str>) -> i64 {
-    let query = sqlx::query_scalar::<_, i64>(sql);
+    let text = if pool.connect_options().database_url.scheme() == "mysql" {
+        idem_tests::positional(sql)
+    } else {
+        sql.to_owned()
+    };
+    let query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(text));
     let query = match arg {
         Some(arg) => query.bind(arg.to_owned()),
         None => query,
@@ -380,10 +385,19 @@ async fn a_replay_just_before_sigterm_keeps_its_audit_row(url: String) {
     sqlx::any::install_default_drivers();
     let pool = AnyPool::connect(&url).await.expect("open the database");
     let mut holder = pool.acquire().await.unwrap();
-    let hold = if url.starts_with("sqlite:") {
-        "BEGIN IMMEDIATE"
+    // The audit table held against writers, in each database's words.
+    let (hold, release) = if url.starts_with("sqlite:") {
+        ("BEGIN IMMEDIATE", "COMMIT")
+    } else if url.starts_with("mysql:") {
+        (
+            "LOCK TABLES idempotent_write_audit_log READ",
+            "UNLOCK TABLES",
+        )
     } else {
-        "BEGIN; LOCK TABLE idempotent_write_audit_log IN SHARE MODE"
+        (
+            "BEGIN; LOCK TABLE idempotent_write_audit_log IN SHARE MODE",
+            "COMMIT",
+        )
     };
     sqlx::raw_sql(hold).execute(&mut *holder).await.unwrap();
     let replay = send(
@@ -402,7 +416,7 @@ async fn a_replay_just_before_sigterm_keeps_its_audit_row(url: String) {
     );
     process.signal("TERM");
     actix_web::rt::time::sleep(Duration::from_millis(500)).await;
-    sqlx::raw_sql("COMMIT").execute(&mut *holder).await.unwrap();
+    sqlx::raw_sql(release).execute(&mut *holder).await.unwrap();
     drop(holder);
 
     let (status, took) = process.exit_within(Duration::from_secs(25)).await;
@@ -829,5 +843,35 @@ mod postgres {
     #[actix_web::test]
     async fn a_database_crash_mid_burst_loses_no_acknowledged_write() {
         super::a_database_crash_mid_burst_loses_no_acknowledged_write().await;
+    }
+}
+
+#[cfg(mysql_suite)]
+mod mysql {
+    #[actix_web::test]
+    async fn a_replay_just_before_sigterm_keeps_its_audit_row() {
+        super::a_replay_just_before_sigterm_keeps_its_audit_row(
+            idem_tests::mysql_test_database_url().await,
+        )
+        .await;
+    }
+
+    #[actix_web::test]
+    async fn sigterm_mid_burst_loses_nothing() {
+        super::sigterm_mid_burst_loses_nothing(idem_tests::mysql_test_database_url().await).await;
+    }
+
+    #[actix_web::test]
+    async fn a_second_signal_ends_the_drain_at_once() {
+        super::a_second_signal_ends_the_drain_at_once(idem_tests::mysql_test_database_url().await)
+            .await;
+    }
+
+    #[actix_web::test]
+    async fn two_processes_on_one_database_write_each_key_once() {
+        super::two_processes_on_one_database_write_each_key_once(
+            idem_tests::mysql_test_database_url().await,
+        )
+        .await;
     }
 }
