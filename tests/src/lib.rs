@@ -871,3 +871,24 @@ pub async fn mysql_test_database_url() -> String {
     let query = rest.find('?').map_or("", |start| &rest[start..]);
     format!("{scheme}://{authority}/{name}{query}")
 }
+
+/// Carries one relayed connection between a client and its server, both ways, until either side
+/// closes or `up` turns false (a network partition): then both are dropped, closed.
+pub async fn pipe_until_cut<C, S>(client: C, server: S, up: &std::sync::atomic::AtomicBool)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    let (mut client_read, mut client_write) = tokio::io::split(client);
+    let (mut server_read, mut server_write) = tokio::io::split(server);
+    let cut = async {
+        while up.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+        _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
+        () = cut => {}
+    }
+}

@@ -316,26 +316,14 @@ impl Relay {
     async fn start(target: String) -> Self {
         let up = Arc::new(AtomicBool::new(true));
         let relay_up = up.clone();
-        let port = proxy(move |mut client| {
+        let port = proxy(move |client| {
             let (target, up) = (target.clone(), relay_up.clone());
             async move {
                 if !up.load(Ordering::SeqCst) {
                     return; // refused: dropped at once
                 }
-                let Ok(mut server) = TcpStream::connect(&target).await else {
-                    return;
-                };
-                let (mut client_read, mut client_write) = client.split();
-                let (mut server_read, mut server_write) = server.split();
-                let cut = async {
-                    while up.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
-                    _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
-                    () = cut => {}
+                if let Ok(server) = TcpStream::connect(&target).await {
+                    idem_tests::pipe_until_cut(client, server, &up).await;
                 }
             }
         })

@@ -1744,30 +1744,20 @@ mod mysql_only {
                         if !up.load(Ordering::SeqCst) {
                             return; // refused: dropped at once
                         }
-                        let upstream: Box<dyn Stream> = match server.get_socket() {
-                            Some(socket) => match tokio::net::UnixStream::connect(socket).await {
-                                Ok(stream) => Box::new(stream),
-                                Err(_) => return,
-                            },
-                            None => {
-                                let address = (server.get_host(), server.get_port());
-                                match tokio::net::TcpStream::connect(address).await {
-                                    Ok(stream) => Box::new(stream),
-                                    Err(_) => return,
+                        match server.get_socket() {
+                            Some(socket) => {
+                                if let Ok(upstream) = tokio::net::UnixStream::connect(socket).await
+                                {
+                                    idem_tests::pipe_until_cut(client, upstream, &up).await;
                                 }
                             }
-                        };
-                        let (mut client_read, mut client_write) = tokio::io::split(client);
-                        let (mut server_read, mut server_write) = tokio::io::split(upstream);
-                        let cut = async {
-                            while up.load(Ordering::SeqCst) {
-                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            None => {
+                                let address = (server.get_host(), server.get_port());
+                                if let Ok(upstream) = tokio::net::TcpStream::connect(address).await
+                                {
+                                    idem_tests::pipe_until_cut(client, upstream, &up).await;
+                                }
                             }
-                        };
-                        tokio::select! {
-                            _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
-                            _ = tokio::io::copy(&mut server_read, &mut client_write) => {}
-                            () = cut => {}
                         }
                     });
                 }
@@ -1779,8 +1769,4 @@ mod mysql_only {
             self.up.store(up, std::sync::atomic::Ordering::SeqCst);
         }
     }
-
-    /// A connection to the server, by socket or TCP.
-    trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
-    impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for S {}
 }

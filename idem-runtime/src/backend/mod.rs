@@ -37,7 +37,7 @@ use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
 
 /// A database the write protocol runs on: [`Postgres`](sqlx::Postgres),
 /// [`Sqlite`](sqlx::Sqlite), [`MySql`](sqlx::MySql) (MySQL and MariaDB), or
-/// [`Any`](sqlx::Any) (PostgreSQL or SQLite, chosen by the URL).
+/// [`Any`](sqlx::Any) (PostgreSQL, SQLite, and MySQL with the feature `mysql`, chosen by the URL).
 ///
 /// The trait is sealed: the protocol's correctness depends on each backend's locking, so a new
 /// backend belongs in this crate, with its tests.

@@ -6,7 +6,8 @@
 //!   the same order, and a `RETURNING` becomes a second statement or `LAST_INSERT_ID`.
 //! - There is no `ON CONFLICT ... DO UPDATE ... WHERE`: the claim is `INSERT ... ON DUPLICATE
 //!   KEY UPDATE` that hands the row's attempt id to `LAST_INSERT_ID(expr)` (MySQL and MariaDB
-//!   alike; neither's `RETURNING` serves here).
+//!   alike; neither's `RETURNING` serves here). It reads the new row through `VALUES(col)`: MySQL
+//!   8.0.20 deprecated it (warning 1287) for a row alias that MariaDB does not parse.
 //! - A write transaction runs at READ COMMITTED, as on PostgreSQL: no gap or next-key locks on
 //!   the keys' unique index between twins of different keys, and the read after a lost claim
 //!   sees the winner's commit. A twin's uncommitted row makes the claim wait, at most
