@@ -3,7 +3,7 @@
 //! sqlx's `Any` driver hands a statement's text to the database as it is, and the databases do
 //! not write parameters alike: PostgreSQL and SQLite take `$1, $2, …`, MySQL and MariaDB `?`,
 //! bound in the order they appear. So a statement is written with `$1, $2, …` numbered in the
-//! order its values are bound, each once ([`sql!`]), and MySQL gets each `$n` as `?`. The few
+//! order its values are bound, each once (`sql!`), and MySQL gets each `$n` as `?`. The few
 //! statements MySQL says in other words (an upsert) carry MySQL's text too.
 
 use std::sync::OnceLock;
