@@ -21,6 +21,8 @@ struct TestApp {
     admin: sqlx::AnyPool,
     /// The database is MySQL or MariaDB, whose parameters are `?`.
     mysql: bool,
+    /// AccuBooks serves through PgBouncer.
+    pooled: bool,
     handle: actix_web::dev::ServerHandle,
     _dir: Option<tempfile::TempDir>,
     a: Company,
@@ -71,6 +73,7 @@ impl TestApp {
         dir: Option<tempfile::TempDir>,
         config: StoreConfig,
     ) -> Self {
+        let pooled = pooler_url.is_some();
         let accubooks = match pooler_url {
             None => AccuBooks::open(&database_url, config).await,
             Some(pooler_url) => {
@@ -92,6 +95,7 @@ impl TestApp {
             accubooks,
             admin,
             mysql: admin_url.starts_with("mysql:"),
+            pooled,
             handle,
             _dir: dir,
             a,
@@ -243,6 +247,19 @@ impl TestApp {
 
     async fn stop(self) {
         self.handle.stop(true).await;
+        if self.pooled {
+            // PgBouncer keeps the test's server connections for its idle timeout, each test
+            // database a pool of its own: end them now, so that tests running one after another
+            // do not fill the server's connection slots.
+            self.accubooks.store().pool().close().await;
+            sqlx::query(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            )
+            .execute(&self.admin)
+            .await
+            .expect("the test database's server connections end");
+        }
     }
 }
 
