@@ -84,6 +84,8 @@ pub enum Reopen {
     Sqlite(String),
     Postgres(Box<PgConnectOptions>),
     MySql(Box<MySqlConnectOptions>),
+    /// A URL for sqlx's `Any` driver.
+    Any(String),
 }
 
 /// What a test needs of a backend beyond the protocol: the business table and counting.
@@ -243,6 +245,10 @@ const MYSQL_SQL: BusinessSql = BusinessSql {
 /// The test-only methods, written once for every backend over its [`BusinessSql`].
 macro_rules! business_statements {
     ($sql:expr) => {
+        business_statements!($sql, std::convert::identity);
+    };
+    // `$payment_id` turns the write's entity id into what the database binds.
+    ($sql:expr, $payment_id:expr) => {
         fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
             Box::pin(async move {
                 sqlx::raw_sql($sql.schema)
@@ -260,7 +266,7 @@ macro_rules! business_statements {
         ) -> BoxFuture<'c, Result<(), sqlx::Error>> {
             Box::pin(async move {
                 sqlx::query($sql.insert_payment)
-                    .bind(id)
+                    .bind($payment_id(id))
                     .bind(tenant)
                     .bind(amount_cents)
                     .execute(conn)
@@ -812,6 +818,42 @@ impl TestDb for MySql {
     }
 
     business_statements!(MYSQL_SQL);
+}
+
+/// `Any` in the suites is MySQL: AccuBooks serves PostgreSQL and SQLite through `Any` in its own
+/// suites, and MySQL is the dialect whose dispatch (its `BEGIN`, `LAST_INSERT_ID`, its errors)
+/// only the generic scenarios reach.
+impl TestDb for sqlx::Any {
+    fn unmigrated(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
+        Box::pin(async move {
+            let reopen = Reopen::Any(mysql_test_database_url().await);
+            let store = IdempotencyStore::new(sqlx::Any::open_pool(&reopen).await, config);
+            TestStore {
+                store,
+                _dir: None,
+                reopen,
+                direct: None,
+            }
+        })
+    }
+
+    fn open_pool(how: &Reopen) -> BoxFuture<'_, Pool<Self>> {
+        let Reopen::Any(url) = how else {
+            unreachable!("an Any test store reopens by URL")
+        };
+        Box::pin(async move {
+            sqlx::any::install_default_drivers();
+            sqlx::any::AnyPoolOptions::new()
+                .max_connections(10)
+                .acquire_timeout(Duration::from_secs(60))
+                .connect(url)
+                .await
+                .expect("open a pool on the MySQL test database")
+        })
+    }
+
+    // `Any` binds no UUID: its 16 bytes, as the MySQL driver binds one.
+    business_statements!(MYSQL_SQL, |id: Uuid| id.as_bytes().to_vec());
 }
 
 /// Databases for the MySQL suite are named `idem_t_<unix seconds>_<random>`, on the server

@@ -1118,6 +1118,10 @@ with_scenarios!(backend_suite!(postgres: sqlx::Postgres));
 #[cfg(mysql_suite)]
 with_scenarios!(backend_suite!(mysql: sqlx::MySql));
 
+// Every scenario again on `Any` over MySQL (see `TestDb for Any`).
+#[cfg(mysql_suite)]
+with_scenarios!(backend_suite!(any_mysql: sqlx::Any));
+
 // Every scenario again, through PgBouncer in transaction pooling mode.
 #[cfg(postgres_suite)]
 with_scenarios!(backend_suite!(pgbouncer: sqlx::Postgres, idem_tests::through_pgbouncer));
@@ -1448,126 +1452,144 @@ mod pgbouncer_only {
     }
 }
 
+/// The scenarios of MySQL's own faults, on a backend that speaks MySQL: `IdempotencyStore<MySql>`
+/// and `IdempotencyStore<Any>` over MySQL, whose driver errors `Any` must classify alike.
+macro_rules! mysql_faults {
+    ($backend:ident: $db:ty) => {
+        mod $backend {
+            use super::*;
+
+            type Db = $db;
+
+            /// A second process has its own in-process coalescing, so its twin waits on the
+            /// key's row, and `innodb_lock_wait_timeout` (the lock timeout rounded up to a
+            /// second) turns the wait into `InFlight` (error 1205).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn twin_in_another_process_past_the_lock_timeout_is_in_flight() {
+                twin_past_the_lock_timeout_is_in_flight::<Db>(true).await;
+            }
+
+            /// The server kills the write's connection (`KILL`) while its transaction is open: the
+            /// write fails as a lost connection, nothing of it is written, its key is free, and the
+            /// retry writes exactly once.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_connection_killed_mid_transaction_writes_nothing() {
+                let db = Db::fresh(StoreConfig::default()).await;
+                let connection = Arc::new(std::sync::atomic::AtomicI64::new(0));
+                let (entered, killed) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+                let (id_out, inside, gone) = (connection.clone(), entered.clone(), killed.clone());
+                let doomed: Box<Body<Db>> = Box::new(move |write| {
+                    let (id_out, inside, gone) = (id_out.clone(), inside.clone(), gone.clone());
+                    Box::pin(async move {
+                        let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+                        Db::insert_payment(write.tx(), id, &tenant, 1).await?;
+                        let own: i64 = sqlx::query_scalar("SELECT CAST(CONNECTION_ID() AS SIGNED)")
+                            .fetch_one(&mut *write.tx())
+                            .await?;
+                        id_out.store(own, std::sync::atomic::Ordering::SeqCst);
+                        inside.notify_one();
+                        gone.notified().await;
+                        sqlx::query("SELECT 1").execute(write.tx()).await?;
+                        Ok(StoredResponse::new(201, "unreachable"))
+                    })
+                });
+                let store = db.store.clone();
+                let write = tokio::spawn(async move {
+                    execute(&store, &tenant("acme"), &key("k-kill"), "{}", doomed).await
+                });
+                entered.notified().await;
+                let victim = connection.load(std::sync::atomic::Ordering::SeqCst);
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {victim}")))
+                    .execute(db.store.pool())
+                    .await
+                    .unwrap();
+                killed.notify_one();
+                let failed = write.await.unwrap();
+                assert!(
+                    matches!(
+                        failed,
+                        Err(WriteError::Store(
+                            idem_runtime::StoreError::ConnectionLost { .. }
+                        ))
+                    ),
+                    "{failed:?}"
+                );
+                assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 0);
+                assert_eq!(db.count(KEYS, &[]).await, 0, "the key is free");
+                let retry = execute(
+                    &db.store,
+                    &tenant("acme"),
+                    &key("k-kill"),
+                    "{}",
+                    pay::<Db>(1),
+                )
+                .await;
+                assert!(matches!(retry, Ok(Outcome::New { .. })), "{retry:?}");
+                assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 1);
+            }
+
+            /// Two writes lock two rows in opposite orders: InnoDB picks one as the deadlock's
+            /// victim (error 1213) and rolls it back, and the protocol retries it on a fresh
+            /// transaction; both land, once each.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn deadlocked_writes_are_retried_and_land_once() {
+                let db = Db::fresh(StoreConfig::default()).await;
+                Db::execute(
+                    db.store.pool(),
+                    "INSERT INTO ledger (seq, tenant_id, amount, balance) VALUES (1, 'a', 0, 0), (2, 'b', 0, 0)",
+                )
+                .await
+                .unwrap();
+                let both_hold_one = Arc::new(tokio::sync::Barrier::new(2));
+                let lock_in_order = |first: i64, second: i64| -> Box<Body<Db>> {
+                    let both_hold_one = both_hold_one.clone();
+                    Box::new(move |write| {
+                        let both_hold_one = both_hold_one.clone();
+                        Box::pin(async move {
+                            let lock = "SELECT balance FROM ledger WHERE seq = ? FOR UPDATE";
+                            sqlx::query(lock).bind(first).execute(write.tx()).await?;
+                            if write.attempt() == 1 {
+                                both_hold_one.wait().await;
+                            }
+                            sqlx::query(lock).bind(second).execute(write.tx()).await?;
+                            let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+                            Db::insert_payment(write.tx(), id, &tenant, 1).await?;
+                            Ok(StoredResponse::new(201, format!("{first} then {second}")))
+                        })
+                    })
+                };
+                let (one, two) = (lock_in_order(1, 2), lock_in_order(2, 1));
+                let (acme, k1, k2) = (tenant("acme"), key("k-one"), key("k-two"));
+                let (one, two) = tokio::join!(
+                    execute(&db.store, &acme, &k1, "{}", one),
+                    execute(&db.store, &acme, &k2, "{}", two),
+                );
+                let attempts = [one, two].map(|outcome| match outcome {
+                    Ok(Outcome::New { attempts, .. }) => attempts,
+                    other => panic!("both writes land: {other:?}"),
+                });
+                assert_eq!(
+                    attempts.iter().sum::<u32>(),
+                    3,
+                    "one of them was the deadlock's victim and ran twice: {attempts:?}"
+                );
+                assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 2);
+                assert_eq!(db.count(KEYS, &[]).await, 2);
+            }
+        }
+    };
+}
+
+#[cfg(mysql_suite)]
+mysql_faults!(mysql_faults: sqlx::MySql);
+
+#[cfg(mysql_suite)]
+mysql_faults!(any_mysql_faults: sqlx::Any);
+
 #[cfg(mysql_suite)]
 mod mysql_only {
     use super::*;
     use sqlx::MySql;
-
-    /// A second process has its own in-process coalescing, so its twin waits on the key's row,
-    /// and `innodb_lock_wait_timeout` (the lock timeout rounded up to a second) turns the wait
-    /// into `InFlight` (error 1205).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn twin_in_another_process_past_the_lock_timeout_is_in_flight() {
-        twin_past_the_lock_timeout_is_in_flight::<MySql>(true).await;
-    }
-
-    /// The server kills the write's connection (`KILL`) while its transaction is open: the
-    /// write fails as a lost connection, nothing of it is written, its key is free, and the
-    /// retry writes exactly once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_connection_killed_mid_transaction_writes_nothing() {
-        let db = MySql::fresh(StoreConfig::default()).await;
-        let connection = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (entered, killed) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let (id_out, inside, gone) = (connection.clone(), entered.clone(), killed.clone());
-        let doomed: Box<Body<MySql>> = Box::new(move |write| {
-            let (id_out, inside, gone) = (id_out.clone(), inside.clone(), gone.clone());
-            Box::pin(async move {
-                let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
-                MySql::insert_payment(write.tx(), id, &tenant, 1).await?;
-                let own: u64 = sqlx::query_scalar("SELECT CONNECTION_ID()")
-                    .fetch_one(&mut *write.tx())
-                    .await?;
-                id_out.store(own, std::sync::atomic::Ordering::SeqCst);
-                inside.notify_one();
-                gone.notified().await;
-                sqlx::query("SELECT 1").execute(write.tx()).await?;
-                Ok(StoredResponse::new(201, "unreachable"))
-            })
-        });
-        let store = db.store.clone();
-        let write = tokio::spawn(async move {
-            execute(&store, &tenant("acme"), &key("k-kill"), "{}", doomed).await
-        });
-        entered.notified().await;
-        let victim = connection.load(std::sync::atomic::Ordering::SeqCst);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {victim}")))
-            .execute(db.store.pool())
-            .await
-            .unwrap();
-        killed.notify_one();
-        let failed = write.await.unwrap();
-        assert!(
-            matches!(
-                failed,
-                Err(WriteError::Store(
-                    idem_runtime::StoreError::ConnectionLost { .. }
-                ))
-            ),
-            "{failed:?}"
-        );
-        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 0);
-        assert_eq!(db.count(KEYS, &[]).await, 0, "the key is free");
-        let retry = execute(
-            &db.store,
-            &tenant("acme"),
-            &key("k-kill"),
-            "{}",
-            pay::<MySql>(1),
-        )
-        .await;
-        assert!(matches!(retry, Ok(Outcome::New { .. })), "{retry:?}");
-        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 1);
-    }
-
-    /// Two writes lock two rows in opposite orders: InnoDB picks one as the deadlock's victim
-    /// (error 1213) and rolls it back, and the protocol retries it on a fresh transaction; both
-    /// land, once each.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-    async fn deadlocked_writes_are_retried_and_land_once() {
-        let db = MySql::fresh(StoreConfig::default()).await;
-        MySql::execute(
-            db.store.pool(),
-            "INSERT INTO ledger (seq, tenant_id, amount, balance) VALUES (1, 'a', 0, 0), (2, 'b', 0, 0)",
-        )
-        .await
-        .unwrap();
-        let both_hold_one = Arc::new(tokio::sync::Barrier::new(2));
-        let lock_in_order = |first: i64, second: i64| -> Box<Body<MySql>> {
-            let both_hold_one = both_hold_one.clone();
-            Box::new(move |write| {
-                let both_hold_one = both_hold_one.clone();
-                Box::pin(async move {
-                    let lock = "SELECT balance FROM ledger WHERE seq = ? FOR UPDATE";
-                    sqlx::query(lock).bind(first).execute(write.tx()).await?;
-                    if write.attempt() == 1 {
-                        both_hold_one.wait().await;
-                    }
-                    sqlx::query(lock).bind(second).execute(write.tx()).await?;
-                    let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
-                    MySql::insert_payment(write.tx(), id, &tenant, 1).await?;
-                    Ok(StoredResponse::new(201, format!("{first} then {second}")))
-                })
-            })
-        };
-        let (one, two) = (lock_in_order(1, 2), lock_in_order(2, 1));
-        let (acme, k1, k2) = (tenant("acme"), key("k-one"), key("k-two"));
-        let (one, two) = tokio::join!(
-            execute(&db.store, &acme, &k1, "{}", one),
-            execute(&db.store, &acme, &k2, "{}", two),
-        );
-        let attempts = [one, two].map(|outcome| match outcome {
-            Ok(Outcome::New { attempts, .. }) => attempts,
-            other => panic!("both writes land: {other:?}"),
-        });
-        assert_eq!(
-            attempts.iter().sum::<u32>(),
-            3,
-            "one of them was the deadlock's victim and ran twice: {attempts:?}"
-        );
-        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 2);
-        assert_eq!(db.count(KEYS, &[]).await, 2);
-    }
 
     /// The runtime user README.md describes (`SELECT, INSERT` on the audit log, what the
     /// protocol needs on its other tables) serves writes, and cannot empty the log: `UPDATE` and
