@@ -141,6 +141,17 @@ pub trait TestDb: Backend + Sized {
 }
 
 impl<DB: TestDb> TestStore<DB> {
+    /// A store on a new pool of the test database `reopen` names.
+    async fn opened(reopen: Reopen, config: StoreConfig) -> Self {
+        let store = IdempotencyStore::new(DB::open_pool(&reopen).await, config);
+        Self {
+            store,
+            _dir: None,
+            reopen,
+            direct: None,
+        }
+    }
+
     /// Another store on the same database with its own in-process state, as a second replica
     /// of the service has.
     pub async fn second_process(&self, config: StoreConfig) -> IdempotencyStore<DB> {
@@ -390,14 +401,7 @@ impl TestDb for Postgres {
 }
 
 async fn postgres_store(options: PgConnectOptions, config: StoreConfig) -> TestStore<Postgres> {
-    let reopen = Reopen::Postgres(Box::new(options));
-    let store = IdempotencyStore::new(Postgres::open_pool(&reopen).await, config);
-    TestStore {
-        store,
-        _dir: None,
-        reopen,
-        direct: None,
-    }
+    TestStore::opened(Reopen::Postgres(Box::new(options)), config).await
 }
 
 tokio::task_local! {
@@ -793,13 +797,7 @@ impl TestDb for MySql {
     fn unmigrated(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
         Box::pin(async move {
             let reopen = Reopen::MySql(Box::new(mysql_test_database().await));
-            let store = IdempotencyStore::new(MySql::open_pool(&reopen).await, config);
-            TestStore {
-                store,
-                _dir: None,
-                reopen,
-                direct: None,
-            }
+            TestStore::opened(reopen, config).await
         })
     }
 
@@ -827,13 +825,7 @@ impl TestDb for sqlx::Any {
     fn unmigrated(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {
         Box::pin(async move {
             let reopen = Reopen::Any(mysql_test_database_url().await);
-            let store = IdempotencyStore::new(sqlx::Any::open_pool(&reopen).await, config);
-            TestStore {
-                store,
-                _dir: None,
-                reopen,
-                direct: None,
-            }
+            TestStore::opened(reopen, config).await
         })
     }
 
