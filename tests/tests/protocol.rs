@@ -1454,6 +1454,7 @@ mod pgbouncer_only {
 
 /// The scenarios of MySQL's own faults, on a backend that speaks MySQL: `IdempotencyStore<MySql>`
 /// and `IdempotencyStore<Any>` over MySQL, whose driver errors `Any` must classify alike.
+#[cfg(mysql_suite)]
 macro_rules! mysql_faults {
     ($backend:ident: $db:ty) => {
         mod $backend {
