@@ -1,4 +1,4 @@
-//! The engine of idem: exactly-once writes over sqlx, on PostgreSQL and SQLite.
+//! The engine of idem: exactly-once writes over sqlx, on PostgreSQL, MySQL/MariaDB and SQLite.
 //!
 //! A client retries a payment because its request timed out; the retry must not charge twice.
 //! [`IdempotencyStore::execute`] runs a write's body inside one database transaction that first
@@ -59,7 +59,7 @@
 
 #[cfg(not(any(feature = "postgres", feature = "sqlite", feature = "mysql")))]
 compile_error!(
-    "idem needs a database: enable the feature `postgres`, `sqlite` (the default), `mysql` or `any` (PostgreSQL and SQLite)"
+    "idem needs a database: enable the feature `postgres`, `sqlite` (the default), `mysql` or `any` (PostgreSQL and SQLite, and MySQL with `mysql`)"
 );
 
 mod attempt;
