@@ -1142,6 +1142,40 @@ mod postgres_only {
     use super::*;
     use idem_runtime::RetryPolicy;
 
+    /// `Any` over PostgreSQL reads PostgreSQL's errors by PostgreSQL's rules (MySQL reports
+    /// SQLSTATEs too, SQLite numbers): a serialization failure in the body is retried, and the
+    /// write lands once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn any_retries_a_serialization_failure_of_postgres() {
+        let url = idem_tests::postgres_test_url().await;
+        let store = IdempotencyStore::<sqlx::Any>::connect(&url, StoreConfig::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let conflicted: Box<Body<sqlx::Any>> = Box::new(|write| {
+            Box::pin(async move {
+                if write.attempt() == 1 {
+                    sqlx::raw_sql(
+                        "DO $$ BEGIN RAISE EXCEPTION 'conflict' USING ERRCODE = 'serialization_failure'; END $$",
+                    )
+                    .execute(write.tx())
+                    .await?;
+                }
+                Ok(StoredResponse::new(201, "landed"))
+            })
+        });
+        let outcome = execute(&store, &tenant("acme"), &key("k-any"), "{}", conflicted).await;
+        assert!(
+            matches!(outcome, Ok(Outcome::New { attempts: 2, .. })),
+            "retried once, then landed: {outcome:?}"
+        );
+        let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(keys, 1);
+    }
+
     /// A second replica has its own in-process coalescing, so its twin waits on the key's row
     /// in PostgreSQL, and `lock_timeout` turns the wait into `InFlight`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
 use sqlx::postgres::PgDatabaseError;
+use sqlx::sqlite::SqliteError;
 use sqlx::{Any, AssertSqlSafe, Connection as _, Pool, Postgres, Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -141,37 +142,42 @@ impl sealed::Protocol for Any {
 
     fn is_transient(error: &dyn DatabaseError) -> bool {
         match driver_of(error) {
-            Dialect::Postgres => Postgres::is_transient(error),
-            Dialect::Sqlite => Sqlite::is_transient(error),
+            Some(Dialect::Postgres) => Postgres::is_transient(error),
+            Some(Dialect::Sqlite) => Sqlite::is_transient(error),
             #[cfg(feature = "mysql")]
-            Dialect::MySql => sqlx::MySql::is_transient(error),
+            Some(Dialect::MySql) => sqlx::MySql::is_transient(error),
+            None => false,
         }
     }
 
     fn is_lock_timeout(error: &dyn DatabaseError) -> bool {
         match driver_of(error) {
-            Dialect::Postgres => Postgres::is_lock_timeout(error),
-            Dialect::Sqlite => Sqlite::is_lock_timeout(error),
+            Some(Dialect::Postgres) => Postgres::is_lock_timeout(error),
+            Some(Dialect::Sqlite) => Sqlite::is_lock_timeout(error),
             #[cfg(feature = "mysql")]
-            Dialect::MySql => sqlx::MySql::is_lock_timeout(error),
+            Some(Dialect::MySql) => sqlx::MySql::is_lock_timeout(error),
+            None => false,
         }
     }
 }
 
 /// Which driver raised a database error: their codes overlap (MySQL reports SQLSTATEs too), so
-/// each is read by its own driver's rules.
-fn driver_of(error: &dyn DatabaseError) -> Dialect {
+/// each is read by its own driver's rules, and an error of none of them is not retried.
+fn driver_of(error: &dyn DatabaseError) -> Option<Dialect> {
     if error.try_downcast_ref::<PgDatabaseError>().is_some() {
-        return Dialect::Postgres;
+        return Some(Dialect::Postgres);
+    }
+    if error.try_downcast_ref::<SqliteError>().is_some() {
+        return Some(Dialect::Sqlite);
     }
     #[cfg(feature = "mysql")]
     if error
         .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
         .is_some()
     {
-        return Dialect::MySql;
+        return Some(Dialect::MySql);
     }
-    Dialect::Sqlite
+    None
 }
 
 /// `url` with one more query parameter.
