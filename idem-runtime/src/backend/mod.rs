@@ -2,8 +2,8 @@
 //! new column of [`sql`].
 //!
 //! [`sql`] holds the statements, each in every dialect's words (PostgreSQL and SQLite share
-//! theirs but for the clock; MySQL binds the same values in the same order), and implements
-//! them once for every backend; [`dialect`] tells the databases apart. What differs beyond words
+//! theirs but for the clock; MySQL binds the same values in the same order), [`shared`]
+//! implements them once for every backend, and [`dialect`] tells the databases apart. What differs beyond words
 //! (how a write transaction begins, which errors are worth retrying, the connection's settings,
 //! the migrations) is in each database's own file, which implements the sealed
 //! [`sealed::Protocol`]. `Any` dispatches on the dialect of the connection at hand.
@@ -15,6 +15,7 @@ mod dialect;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod shared;
 mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
@@ -29,6 +30,7 @@ use sqlx::{Pool, Transaction};
 use uuid::Uuid;
 
 pub(crate) use dialect::Dialect;
+pub(crate) use shared::{bind_response, shared_statements};
 pub(crate) use sql::{DialectSql, dialect_sql, sql_with_now};
 pub(crate) use statements::{Session, Statements, close_named_statements, in_session};
 
