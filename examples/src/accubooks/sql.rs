@@ -36,7 +36,8 @@ impl Sql {
 
     /// The text for the database `pool` reaches.
     pub(crate) fn on_pool(&'static self, pool: &AnyPool) -> &'static str {
-        let scheme = pool.connect_options().database_url.scheme().to_owned();
+        let options = pool.connect_options();
+        let scheme = options.database_url.scheme();
         self.text(scheme == "mysql" || scheme == "mariadb")
     }
 

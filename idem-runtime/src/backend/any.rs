@@ -55,18 +55,11 @@ impl sealed::Protocol for Any {
             ));
         }
         let dialect = Dialect::of_url(url);
-        #[cfg(feature = "mysql")]
-        if dialect == Dialect::MySql {
-            // sqlx's MySQL connections set `time_zone = '+00:00'`, the clock idem reads.
-            return AnyPoolOptions::new()
-                .acquire_timeout(config.acquire_timeout())
-                .connect(url)
-                .await;
-        }
-        if dialect == Dialect::Postgres {
+        if dialect != Dialect::Sqlite {
             // Any's connections neither show nor clear their statement cache: behind a
-            // transaction pooler they keep none (see `postgres::connect`).
-            let url = if config.transaction_pooling() {
+            // transaction pooler (PostgreSQL's) they keep none (see `postgres::connect`).
+            // sqlx's MySQL connections set `time_zone = '+00:00'`, the clock idem reads there.
+            let url = if dialect == Dialect::Postgres && config.transaction_pooling() {
                 with_parameter(url, "statement-cache-capacity=0")
             } else {
                 url.to_owned()
