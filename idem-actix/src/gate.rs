@@ -125,8 +125,10 @@ impl<DB: Backend> ProtectedRoutes<DB> {
         }
         idem_runtime::register_metrics();
         let mut allowed = AllowedMutations::default();
-        for route in self.mounts.iter().filter_map(|m| m.operation.route()) {
-            allowed.protect(route.method, route.path);
+        for operation in self.mounts.iter().map(|mounted| mounted.operation) {
+            if let Some(route) = operation.route() {
+                allowed.protect(route.method, route.path, operation.name());
+            }
         }
         for exemption in exemptions() {
             tracing::info!(%exemption, "mutation served without idem");

@@ -10,11 +10,7 @@
 //! problem+json (`#unprotected-mutation`) and logged as an error, and no handler runs.
 //! Protected handlers refuse to run when the gate is not installed, so it cannot be forgotten.
 //!
-//! The gate sees the request before actix-web routes it, so it knows the path's pattern (the
-//! first resource of the `App` whose path matches, as `HttpRequest::match_pattern` finds it)
-//! but not which methods the application's other resources serve: a mutation on a path that
-//! is only read (`DELETE` on a `GET` route) gets the same `405`. Mount the protected routes at
-//! the root of the `App` (not in a `web::scope`): their patterns are matched as declared.
+//! The rules by which the gate decides, and their limits, are [`MutationGate`]'s.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -23,7 +19,9 @@ use std::sync::Arc;
 
 use actix_web::HttpMessage;
 use actix_web::body::EitherBody;
-use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+use actix_web::dev::{
+    ResourceDef, ResourceMap, Service, ServiceRequest, ServiceResponse, Transform, forward_ready,
+};
 use actix_web::http::Method;
 use futures_util::future::{LocalBoxFuture, Ready, ready};
 use linkme::distributed_slice;
@@ -185,47 +183,205 @@ pub(crate) struct GatePassed;
 #[derive(Clone, Copy)]
 pub(crate) struct ServedByIdem;
 
-/// The routes a mutation may take, by method and pattern.
+/// The safe methods, which the gate lets through to any route: the start of every `Allow`.
+const SAFE_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+
+/// The mutations the gate lets through: the protected operations' routes and the declared
+/// exemptions, by method and pattern.
 #[derive(Debug, Default)]
-pub(crate) struct AllowedMutations(HashMap<(Method, String), Route>);
+pub(crate) struct AllowedMutations {
+    /// `(method, pattern)` of each protected operation, and the operation's name, which is
+    /// also the name of the resource that idem mounts for it.
+    protected: HashMap<(Method, String), &'static str>,
+    /// The declared exemptions, with their pattern compiled the way the router compiles it.
+    exempt: Vec<(Method, ResourceDef)>,
+}
 
 impl AllowedMutations {
-    pub(crate) fn protect(&mut self, method: &str, path: &str) {
-        self.allow(method, path, Route::Protected);
+    pub(crate) fn protect(&mut self, method: &str, path: &str, operation: &'static str) {
+        self.protected
+            .insert((mutation_method(method), path.to_owned()), operation);
     }
 
     pub(crate) fn exempt(&mut self, method: &str, path: &str) {
-        self.allow(method, path, Route::Exempt);
+        self.exempt
+            .push((mutation_method(method), ResourceDef::new(path)));
     }
 
-    fn allow(&mut self, method: &str, path: &str, route: Route) {
-        let method = Method::from_bytes(method.as_bytes())
-            .expect("a declared route's method is POST, PUT, PATCH or DELETE");
-        self.0.insert((method, path.to_owned()), route);
-    }
-
-    /// The route of a mutation with this method and pattern, and the pattern, handed back.
-    fn route(&self, method: &Method, pattern: String) -> (Route, String) {
+    /// What the gate does with a request: decided on the path the router will route, as the
+    /// application's resource map resolves it.
+    fn decide(&self, method: &Method, resources: &ResourceMap, path: &str) -> Decision {
+        if !is_mutation(method) {
+            return Decision::Pass;
+        }
+        let Some(pattern) = resources.match_pattern(path) else {
+            return if self.exempts_path(method, path) {
+                Decision::Pass
+            } else {
+                Decision::Refuse(Refusal::NotRouted)
+            };
+        };
         let key = (method.clone(), pattern);
-        let route = self.0.get(&key).copied().unwrap_or(Route::Refused);
-        (route, key.1)
+        if self.protected.contains_key(&key) {
+            let (_, pattern) = key;
+            // The router runs the first resource that matches: it must be one of idem's.
+            return match resources.match_name(path) {
+                Some(name) if self.is_protected_resource(name) => Decision::Protected(pattern),
+                _ => Decision::Refuse(Refusal::Shadowed { pattern }),
+            };
+        }
+        let (_, pattern) = key;
+        if self.exempt.iter().any(|(exempt_method, def)| {
+            exempt_method == method && def.pattern() == Some(pattern.as_str())
+        }) {
+            return Decision::Pass;
+        }
+        let allow = self.allow_on_pattern(&pattern);
+        Decision::Refuse(Refusal::NotDeclared { pattern, allow })
+    }
+
+    fn is_protected_resource(&self, name: &str) -> bool {
+        self.protected.values().any(|operation| *operation == name)
+    }
+
+    fn exempts_path(&self, method: &Method, path: &str) -> bool {
+        self.exempt
+            .iter()
+            .any(|(exempt_method, def)| exempt_method == method && def.is_match(path))
+    }
+
+    /// `Allow` for a pattern: the safe methods and the mutations declared on it.
+    fn allow_on_pattern(&self, pattern: &str) -> String {
+        let protected = self
+            .protected
+            .keys()
+            .filter(|(_, path)| path == pattern)
+            .map(|(method, _)| method);
+        let exempt = self
+            .exempt
+            .iter()
+            .filter(|(_, def)| def.pattern() == Some(pattern))
+            .map(|(method, _)| method);
+        allow(protected.chain(exempt))
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Route {
-    Protected,
-    Exempt,
-    Refused,
+/// A declared route's method, which the macros and `unprotected_mutation!` have checked.
+fn mutation_method(method: &str) -> Method {
+    Method::from_bytes(method.as_bytes())
+        .expect("a declared route's method is POST, PUT, PATCH or DELETE")
+}
+
+/// The `Allow` header's value: the safe methods, then these, each once, in a stable order.
+fn allow<'a>(mutations: impl Iterator<Item = &'a Method>) -> String {
+    let mut mutations: Vec<&str> = mutations.map(Method::as_str).collect();
+    mutations.sort_unstable();
+    mutations.dedup();
+    SAFE_METHODS
+        .into_iter()
+        .chain(mutations)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The gate's decision on one request.
+#[derive(Debug, PartialEq)]
+enum Decision {
+    /// Not a mutation, or a declared exemption.
+    Pass,
+    /// A protected operation's route: its pattern, to check afterwards who answered.
+    Protected(String),
+    Refuse(Refusal),
+}
+
+/// Why a mutation was refused.
+#[derive(Debug, PartialEq)]
+enum Refusal {
+    /// The method is neither protected nor exempt on this pattern.
+    NotDeclared { pattern: String, allow: String },
+    /// Another resource, mounted before idem's, would answer this protected route.
+    Shadowed { pattern: String },
+    /// No resource places the path, and no exemption matches it.
+    NotRouted,
+}
+
+impl Refusal {
+    fn problem(&self, method: &Method, path: &str) -> Problem {
+        match self {
+            Self::NotDeclared { pattern, allow } => Problem::new(
+                ProblemKind::UnprotectedMutation,
+                format!(
+                    "{method} on {pattern} is neither a protected operation nor a declared exemption: no handler ran and nothing was written"
+                ),
+            )
+            .allow(allow.clone()),
+            Self::Shadowed { pattern } => Problem::new(
+                ProblemKind::NotConfigured,
+                format!(
+                    "another resource matching {pattern} is mounted before the protected route {method} {pattern}, and would answer in its place: no handler ran and nothing was written"
+                ),
+            ),
+            Self::NotRouted => Problem::new(
+                ProblemKind::MutationNotRouted,
+                format!(
+                    "no protected operation or declared exemption serves {method} {path}: no handler ran and nothing was written"
+                ),
+            ),
+        }
+    }
+
+    fn log(&self, method: &Method, path: &str) {
+        match self {
+            Self::NotDeclared { pattern, .. } => tracing::error!(
+                %method,
+                route = %pattern,
+                "refused an unprotected mutation: protect its handler with #[financial_mutation] or #[high_risk_mutation], or declare it with unprotected_mutation!"
+            ),
+            Self::Shadowed { pattern } => tracing::error!(
+                %method,
+                route = %pattern,
+                "refused a protected route's mutation that another resource, mounted before it, would answer: mount the protected routes first"
+            ),
+            Self::NotRouted => tracing::warn!(
+                %method,
+                %path,
+                "refused a mutation that no protected operation or exemption serves"
+            ),
+        }
+    }
 }
 
 /// The default-deny middleware: `App::new().wrap(routes.mutation_gate())`. A mutation (any
-/// method but `GET`, `HEAD`, `OPTIONS` and `TRACE`) whose method and route pattern are neither
-/// a mounted protected operation's nor declared with
-/// [`unprotected_mutation!`](crate::unprotected_mutation) is answered `405` problem+json
-/// (`#unprotected-mutation`) and logged as an error, and no handler runs. Mount the protected
-/// routes at the root of the `App`, not in a `web::scope`: their patterns are matched as
-/// declared.
+/// method but `GET`, `HEAD`, `OPTIONS` and `TRACE`) reaches a handler only when the path the
+/// router will route places it on a mounted protected operation or on a route declared with
+/// [`unprotected_mutation!`](crate::unprotected_mutation); any other is refused with
+/// problem+json and logged, and no handler runs.
+///
+/// The gate sees the request before actix-web routes it, and decides on what the router will
+/// route: the percent-decoded path that actix-web matches (so `/api/%63ompanies` is
+/// `/api/companies`), resolved against the application's resources as the router resolves it
+/// (the first resource, in registration order, whose pattern matches, scopes included). It
+/// fails closed:
+///
+/// - a mutation on a pattern where its method is neither protected nor exempt is answered `405`
+///   (`#unprotected-mutation`), with `Allow` listing what the gate lets through there;
+/// - a mutation on a protected operation's pattern is let through only when the first resource
+///   that matches is one of idem's own; when another resource with a matching pattern is
+///   registered before the protected routes, it would answer instead, and the gate refuses
+///   (`500`, `#not-configured`: mount the protected routes first);
+/// - a mutation that no resource places (the router's `404`, a `default_service`, a path that
+///   only `NormalizePath` inside the gate would repair, a scope whose prefix another scope
+///   shadows) is answered `404` (`#mutation-not-routed`), unless an exemption's pattern matches
+///   its path.
+///
+/// What the gate cannot see, it cannot judge: guards. The router skips a resource whose guard
+/// refuses the request and tries the next one; the gate does not run guards. So an exemption or
+/// a protected pattern must not sit in front of another resource that a guard would choose for
+/// the same path: idem's own resources carry only their method guard, and mount them at the
+/// root of the `App`, before the application's own resources. A mutation that a protected
+/// pattern admitted but that another handler answered is logged as an error after the fact.
+/// Wrap `NormalizePath` outside the gate (`.wrap(routes.mutation_gate()).wrap(NormalizePath…)`,
+/// the last `wrap` runs first), so that the gate judges the path the router will see.
 #[derive(Clone)]
 pub struct MutationGate {
     allowed: Arc<AllowedMutations>,
@@ -275,32 +431,19 @@ where
 
     fn call(&self, request: ServiceRequest) -> Self::Future {
         request.extensions_mut().insert(GatePassed);
-        // The pattern of the first resource whose path matches, found in the application's
-        // resource map before routing; looked up for mutations only. A path no resource
-        // matches is the router's 404.
-        let route = if is_mutation(request.method()) {
-            request
-                .match_pattern()
-                .map(|pattern| self.allowed.route(request.method(), pattern))
-        } else {
-            None
-        };
-        let pattern = match route {
-            None | Some((Route::Exempt, _)) => None,
-            Some((Route::Protected, pattern)) => Some(pattern),
-            Some((Route::Refused, pattern)) => {
-                tracing::error!(
-                    method = %request.method(),
-                    route = %pattern,
-                    "refused an unprotected mutation: protect its handler with #[financial_mutation] or #[high_risk_mutation], or declare it with unprotected_mutation!"
-                );
-                let problem = Problem::new(
-                    ProblemKind::UnprotectedMutation,
-                    format!(
-                        "{} is not a protected operation on {pattern}, and this server runs no unprotected mutation: nothing was written",
-                        request.method()
-                    ),
-                );
+        // The path as the router will match it: percent-decoded, but for `%`, `/` and `+`.
+        let decision = self.allowed.decide(
+            request.method(),
+            request.resource_map(),
+            request.match_info().as_str(),
+        );
+        let pattern = match decision {
+            Decision::Pass => None,
+            Decision::Protected(pattern) => Some(pattern),
+            Decision::Refuse(refusal) => {
+                let path = request.match_info().as_str();
+                refusal.log(request.method(), path);
+                let problem = refusal.problem(request.method(), path);
                 let response = request.into_response(problem.to_response());
                 return Box::pin(ready(Ok(response.map_into_right_body())));
             }
@@ -309,8 +452,8 @@ where
         Box::pin(async move {
             let method = request.method().clone();
             let response = service.call(request).await?;
-            // Another resource with the same pattern, registered before the protected one,
-            // answered in its place: the compiler and the gate could not tell them apart.
+            // A guard the gate cannot run sent the request to another resource: the
+            // compiler and the gate could not tell them apart.
             if let Some(pattern) = pattern
                 && response
                     .response()

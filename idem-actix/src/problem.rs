@@ -16,8 +16,9 @@
 //! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked, or answered with a body that cannot be stored (a stream); nothing was written |
 //! | <a id="write-timed-out"></a>`#write-timed-out` | 503 | the handler held its transaction past the write timeout; it was rolled back; retry with the same key |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the idempotency store failed; nothing was written; retry after `Retry-After` seconds |
-//! | <a id="not-configured"></a>`#not-configured` | 500 | the application did not register an [`Idempotency`](crate::Idempotency) as app data |
-//! | <a id="unprotected-mutation"></a>`#unprotected-mutation` | 405 | a mutating request (not `GET`, `HEAD`, `OPTIONS`, `TRACE`) reached a route pattern where that method is neither a protected operation nor declared with [`unprotected_mutation!`](crate::unprotected_mutation); no handler ran ([`MutationGate`](crate::MutationGate)) |
+//! | <a id="not-configured"></a>`#not-configured` | 500 | the application is not set up as idem needs: no [`Idempotency`](crate::Idempotency) app data, no [`MutationGate`](crate::MutationGate), or another resource mounted before a protected route would answer in its place |
+//! | <a id="unprotected-mutation"></a>`#unprotected-mutation` | 405 | a mutating request (not `GET`, `HEAD`, `OPTIONS`, `TRACE`) reached a route pattern where that method is neither a protected operation nor declared with [`unprotected_mutation!`](crate::unprotected_mutation); `Allow` lists what the gate lets through there; no handler ran ([`MutationGate`](crate::MutationGate)) |
+//! | <a id="mutation-not-routed"></a>`#mutation-not-routed` | 404 | a mutating request's path is placed on no resource of the application (the router would have answered `404`, or its default service would have run) and matches no declared exemption; no handler ran ([`MutationGate`](crate::MutationGate)) |
 //! | <a id="not-ready"></a>`#not-ready` | 503 | `GET /readyz`: the process is draining, its migrations are pending or its database is unreachable ([`Health`](crate::health::Health)) |
 
 use std::time::Duration;
@@ -71,6 +72,8 @@ pub enum ProblemKind {
     NotReady,
     /// A mutation reached a route that is neither protected nor exempt.
     UnprotectedMutation,
+    /// A mutation's path is served by no resource and no exemption.
+    MutationNotRouted,
 }
 
 impl ProblemKind {
@@ -84,6 +87,7 @@ impl ProblemKind {
             Self::RequestInFlight => StatusCode::CONFLICT,
             Self::WriteFailed | Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UnprotectedMutation => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MutationNotRouted => StatusCode::NOT_FOUND,
             Self::StoreUnavailable
             | Self::NotReady
             | Self::TenantUnavailable
@@ -107,6 +111,7 @@ impl ProblemKind {
             Self::NotConfigured => "not-configured",
             Self::NotReady => "not-ready",
             Self::UnprotectedMutation => "unprotected-mutation",
+            Self::MutationNotRouted => "mutation-not-routed",
         }
     }
 
@@ -126,6 +131,7 @@ impl ProblemKind {
             Self::NotConfigured => "idempotency not configured",
             Self::NotReady => "not ready",
             Self::UnprotectedMutation => "unprotected mutation refused",
+            Self::MutationNotRouted => "no route for this mutation",
         }
     }
 
@@ -142,6 +148,7 @@ pub struct Problem {
     detail: String,
     retry_after: Option<Duration>,
     challenge: Option<String>,
+    allow: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -161,7 +168,14 @@ impl Problem {
             detail: detail.into(),
             retry_after: None,
             challenge: None,
+            allow: None,
         }
+    }
+
+    /// Adds `Allow`, the methods the target resource accepts: RFC 9110 requires it on a `405`.
+    pub fn allow(mut self, methods: impl Into<String>) -> Self {
+        self.allow = Some(methods.into());
+        self
     }
 
     /// Adds a `WWW-Authenticate` challenge, for a `401`.
@@ -200,6 +214,9 @@ impl Problem {
         }
         if let Some(challenge) = &self.challenge {
             response.insert_header((header::WWW_AUTHENTICATE, challenge.as_str()));
+        }
+        if let Some(methods) = &self.allow {
+            response.insert_header((header::ALLOW, methods.as_str()));
         }
         if let Some(wait) = self.retry_after {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

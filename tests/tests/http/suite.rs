@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 
 use super::Db;
 
+mod gate;
+
 const PAYMENTS: &str = "SELECT COUNT(*) FROM payments";
 const PAYMENTS_OF: &str = "SELECT COUNT(*) FROM payments WHERE tenant_id = $1";
 const KEYS: &str = "SELECT COUNT(*) FROM idempotency_keys";
