@@ -382,7 +382,7 @@ impl<DB: Backend> WriteTarget for WriteContext<'static, DB> {
 #[diagnostic::on_unimplemented(
     message = "a protected handler cannot answer with `{Self}`",
     label = "not an actix-web `Responder`",
-    note = "return `HttpResponse`, `web::Json<T>`, another `Responder`, or `Result<R, E>` of one, where `E` implements `actix_web::ResponseError`"
+    note = "return `HttpResponse`, `web::Json<T>` where `T: serde::Serialize`, another `Responder`, or `Result<R, E>` of one, where `E` implements `actix_web::ResponseError`"
 )]
 pub trait Answer: Responder {}
 

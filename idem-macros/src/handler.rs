@@ -5,7 +5,8 @@
 //! renamed import, a full path or an alias of `IdempotencyKey` or `WriteContext` is
 //! recognised, and a different type of the same name is not.
 
-use proc_macro2::Span;
+use proc_macro2::{Ident, Span, TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::visit_mut::VisitMut;
 use syn::{FnArg, ItemFn, Lifetime, Type};
@@ -109,6 +110,20 @@ pub(crate) fn analyze(item: ItemFn, attribute: &str) -> syn::Result<Handler> {
             _ => roles.push(Role::Extracted(Box::new(ty.clone()))),
         }
     }
+    if let syn::ReturnType::Type(_, output) = &sig.output
+        && let Type::ImplTrait(_) = &**output
+    {
+        errors.push(syn::Error::new_spanned(
+            output,
+            "a protected handler names its return type: behind `impl Trait` an `Err` would be stored and replayed as the write's answer; return `Result<HttpResponse, E>` (an `Err` rolls the write back), `HttpResponse` or `web::Json<T>`",
+        ));
+    }
+    for app_data in app_data_calls(item.block.to_token_stream()) {
+        errors.push(syn::Error::new(
+            app_data.span(),
+            "a protected handler writes only through its write context: `app_data` reaches the application's state, where a pool writes outside the write's transaction; write with `write.tx()`, and take other state as an extractor (`web::Data<T>`)",
+        ));
+    }
     let params_span = sig.paren_token.span.join();
     if write_target.is_none() && !shared_reference {
         errors.push(syn::Error::new(
@@ -150,6 +165,20 @@ pub(crate) fn is_class_attribute(attr: &syn::Attribute) -> bool {
 fn is_named_key(ty: &Type) -> bool {
     matches!(ty, Type::Path(path) if path.qself.is_none()
         && path.path.segments.last().is_some_and(|segment| segment.ident == "IdempotencyKey"))
+}
+
+/// Every `app_data` in a body, macro arguments included: the way from a request to the
+/// application's pools.
+fn app_data_calls(tokens: TokenStream) -> Vec<Ident> {
+    let mut found = Vec::new();
+    for token in tokens {
+        match token {
+            TokenTree::Ident(ident) if ident == "app_data" => found.push(ident),
+            TokenTree::Group(group) => found.extend(app_data_calls(group.stream())),
+            _ => {}
+        }
+    }
+    found
 }
 
 /// Makes every lifetime of a type `'static`, so that it can be named outside the handler.

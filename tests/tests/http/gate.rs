@@ -117,7 +117,11 @@ const NOT_DECLARED: Expect = Refused(405, "unprotected-mutation");
 const NOT_ROUTED: Expect = Refused(404, "mutation-not-routed");
 
 /// One request: its method, its path as sent on the wire, and extra headers.
-type Spelling = (&'static str, &'static str, &'static [(&'static str, &'static str)]);
+type Spelling = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
 
 const NONE: &[(&str, &str)] = &[];
 
@@ -133,7 +137,10 @@ const PLAIN: &[(Spelling, Expect)] = &[
     (("POST", "/admin/reset", NONE), NOT_DECLARED),
     (("POST", "/admin/%72eset", NONE), NOT_DECLARED),
     (("POST", "/%61dmin/reset", NONE), NOT_DECLARED),
-    (("POST", "/%61%64%6d%69%6e/%72%65%73%65%74", NONE), NOT_DECLARED),
+    (
+        ("POST", "/%61%64%6d%69%6e/%72%65%73%65%74", NONE),
+        NOT_DECLARED,
+    ),
     (("POST", "/admin/reset?force=1", NONE), NOT_DECLARED),
     (("PATCH", "/admin/reset", NONE), NOT_DECLARED),
     (("POST", "/unprotected/%70ayments", NONE), NOT_DECLARED),
@@ -181,7 +188,10 @@ async fn try_every_spelling(layout: Layout) {
         let expect = expected(layout, spelling, plain);
         let before = server.count(PAYMENTS, &[]).await;
         let mut request = client
-            .request(method.parse().expect("a method"), format!("{}{path}", server.base))
+            .request(
+                method.parse().expect("a method"),
+                format!("{}{path}", server.base),
+            )
             .insert_header(("authorization", "Bearer token-a"))
             .insert_header(("idempotency-key", format!("k-gate-{index}")));
         for &header in headers {

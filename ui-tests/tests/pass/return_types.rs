@@ -1,5 +1,5 @@
 //! `Result` and plain return types: a `Result`'s `Err` refuses the write, anything else that
-//! actix-web can answer with is an answer.
+//! actix-web can answer with is an answer; behind a `Result`, the answer may be opaque.
 
 use actix_web::{HttpResponse, Responder, web};
 use idem_actix::{IdempotencyKey, Idempotency, ProtectedRoutes, WriteContext, high_risk_mutation};
@@ -17,10 +17,13 @@ async fn json_answer(key: IdempotencyKey, write: &mut WriteContext<'_, Sqlite>) 
     web::Json(1)
 }
 
-#[high_risk_mutation("opaqueResponder", post = "/opaque")]
-async fn opaque_responder(key: IdempotencyKey, write: &mut WriteContext<'_, Sqlite>) -> impl Responder {
+#[high_risk_mutation("opaqueOk", post = "/opaque-ok")]
+async fn opaque_ok(
+    key: IdempotencyKey,
+    write: &mut WriteContext<'_, Sqlite>,
+) -> Result<impl Responder, actix_web::Error> {
     let _ = (key, write);
-    "done"
+    Ok("done")
 }
 
 #[high_risk_mutation("actixResult", post = "/actix-result")]
@@ -45,7 +48,7 @@ fn gate(idem: Idempotency<Sqlite>) -> ProtectedRoutes<Sqlite> {
     ProtectedRoutes::new(idem)
         .high_risk(plain_response)
         .high_risk(json_answer)
-        .high_risk(opaque_responder)
+        .high_risk(opaque_ok)
         .high_risk(actix_result)
         .high_risk(std_result)
 }
