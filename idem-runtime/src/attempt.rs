@@ -133,8 +133,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
             Ok(true) => {}
             Ok(false) => {
                 // Read in the claim's transaction: its statements see the winner's commit.
-                let record =
-                    DB::find_record(&mut tx, statements, &call.scope, claim.retention_ms).await;
+                let record = DB::find_record(&mut tx, statements, &call.scope).await;
                 rollback(tx, statements).await;
                 return match record.map_err(store_failure)? {
                     Some(record) => Ok(replay_or_mismatch(record, fingerprint)),
@@ -246,10 +245,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         committed: Outcome,
         commit_error: sqlx::Error,
     ) -> Result<Outcome, AttemptFailure<E>> {
-        match self
-            .find_record_anew(&call.scope, self.retention_ms(call.operation))
-            .await
-        {
+        match self.find_record_anew(&call.scope).await {
             Ok(Some(record)) if record.attempt_id == attempt_id => {
                 self.outbox_signal.notify_waiters();
                 Ok(committed)

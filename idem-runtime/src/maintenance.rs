@@ -16,7 +16,7 @@ pub const PURGE_BATCH: i64 = 1000;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct MaintenanceReport {
-    /// Idempotency keys past the store's retention (they had stopped replaying already).
+    /// Idempotency keys past their own expiry (they had stopped replaying already).
     pub expired_keys: u64,
     /// Outbox events delivered longer ago than the outbox retention.
     pub delivered_events: u64,
@@ -29,8 +29,11 @@ pub struct MaintenanceReport {
 /// batches of concurrent instances do not conflict.
 ///
 /// Each run deletes, in batches of [`PURGE_BATCH`] rows:
-/// - idempotency keys older than the store's [retention](crate::StoreConfig::with_retention)
-///   (24 h by default), by the database's clock;
+/// - idempotency keys past their own expiry, by the database's clock: each row's expiry is set
+///   at its claim from its operation's retention (the store's
+///   [retention](crate::StoreConfig::with_retention), 24 h by default, or the operation's own
+///   when longer), so any binary's run removes only what has expired, whichever operations
+///   that binary registers;
 /// - outbox events delivered more than [`Self::with_outbox_retention`] ago (7 days);
 /// - audit rows older than [`Self::with_audit_retention`] (90 days, the reference design's hot
 ///   retention). On PostgreSQL the owner's floor applies too (see
@@ -143,12 +146,7 @@ impl<DB: Backend> Maintenance<DB> {
         let (pool, statements) = (&self.store.pool, self.store.config.statements());
         let mut report = MaintenanceReport {
             expired_keys: purge_in_batches(stop, || {
-                DB::purge_expired(
-                    pool,
-                    statements,
-                    self.store.purge_retention_ms(),
-                    PURGE_BATCH,
-                )
+                DB::purge_expired(pool, statements, PURGE_BATCH)
             })
             .await?,
             ..MaintenanceReport::default()

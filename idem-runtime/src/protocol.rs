@@ -184,11 +184,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// that fails is passed over: the primary answers instead.
     async fn replica_record(&self, call: &Call<'_>) -> Option<KeyRecord> {
         let replica = self.replica.as_ref()?;
-        let retention_ms = self.retention_ms(call.operation);
-        match self
-            .find_record_on(replica, &call.scope, retention_ms)
-            .await
-        {
+        match self.find_record_on(replica, &call.scope).await {
             Ok(record) => record,
             Err(error) => {
                 tracing::warn!(error = %ErrorChain(&error), "the read replica failed; the primary answers");
@@ -223,9 +219,8 @@ impl<DB: Backend> IdempotencyStore<DB> {
         let (leadership, mut conn) = loop {
             let mut conn = self.acquire_for_write().await.map_err(StoreError::from)?;
             if read_first {
-                let retention_ms = self.retention_ms(call.operation);
                 let record = self
-                    .read_record(&mut conn, &call.scope, retention_ms)
+                    .read_record(&mut conn, &call.scope)
                     .await
                     .map_err(StoreError::from)?;
                 if let Some(record) = record {

@@ -117,18 +117,15 @@ impl<DB: Backend> IdempotencyStore<DB> {
             .collect())
     }
 
-    /// Deletes the keys older than the retention and returns how many, in batches of
-    /// [`PURGE_BATCH`] rows. Expired keys already stopped replaying when they expired (by the
-    /// database's clock); this only reclaims their rows. [`Maintenance`](crate::Maintenance)
+    /// Deletes the keys past their own expiry and returns how many, in batches of
+    /// [`PURGE_BATCH`] rows. Each key row carries its expiry, set at its claim from its
+    /// operation's retention, so a purge run by any binary removes only what has expired,
+    /// whatever operations that binary registers. Expired keys already stopped replaying when
+    /// they expired (by the database's clock); this only reclaims their rows. [`Maintenance`](crate::Maintenance)
     /// runs it on a schedule.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
         let purged = purge_in_batches(&mut || false, || {
-            DB::purge_expired(
-                &self.pool,
-                self.config.statements(),
-                self.purge_retention_ms(),
-                PURGE_BATCH,
-            )
+            DB::purge_expired(&self.pool, self.config.statements(), PURGE_BATCH)
         })
         .await?;
         tracing::info!(purged, "purged expired idempotency keys");
@@ -210,9 +207,8 @@ impl<DB: Backend> IdempotencyStore<DB> {
     pub(crate) async fn find_record_anew(
         &self,
         scope: &KeyScope<'_>,
-        retention_ms: i64,
     ) -> Result<Option<KeyRecord>, sqlx::Error> {
-        self.find_record_on(&self.pool, scope, retention_ms).await
+        self.find_record_on(&self.pool, scope).await
     }
 
     /// The committed, unexpired record of a key, read on `pool` (the store's, or its replica)
@@ -221,10 +217,9 @@ impl<DB: Backend> IdempotencyStore<DB> {
         &self,
         pool: &Pool<DB>,
         scope: &KeyScope<'_>,
-        retention_ms: i64,
     ) -> Result<Option<KeyRecord>, sqlx::Error> {
         let mut conn = pool.acquire().await?;
-        self.read_record(&mut conn, scope, retention_ms).await
+        self.read_record(&mut conn, scope).await
     }
 
     /// The committed, unexpired record of a key, read on `conn` outside a write: on its own, or
@@ -233,20 +228,20 @@ impl<DB: Backend> IdempotencyStore<DB> {
         &self,
         conn: &mut DB::Connection,
         scope: &KeyScope<'_>,
-        retention_ms: i64,
     ) -> Result<Option<KeyRecord>, sqlx::Error> {
         let statements = self.config.statements();
         if statements == Statements::Prepared {
-            return DB::find_record(conn, statements, scope, retention_ms).await;
+            return DB::find_record(conn, statements, scope).await;
         }
         let mut tx = conn.begin().await?;
-        let record = DB::find_record(&mut tx, statements, scope, retention_ms).await?;
+        let record = DB::find_record(&mut tx, statements, scope).await?;
         tx.commit().await?;
         Ok(record)
     }
 
-    /// Keys of `operation` older than this, by the database's clock, are expired: the store's
-    /// retention, or the operation's own when it is longer.
+    /// How long a key of `operation` lives after its claim, by the database's clock: the
+    /// store's retention, or the operation's own when it is longer. Set on the row at the
+    /// claim.
     pub(crate) fn retention_ms(&self, operation: &Operation) -> i64 {
         let retention = operation
             .retention()
@@ -254,15 +249,6 @@ impl<DB: Backend> IdempotencyStore<DB> {
                 own.max(self.config.retention())
             });
         millis(retention)
-    }
-
-    /// What the purge may delete: keys older than every operation's retention, so no key is
-    /// removed before it expires (the others stopped replaying already; expiry is read on
-    /// every lookup).
-    pub(crate) fn purge_retention_ms(&self) -> i64 {
-        crate::registered_operations()
-            .map(|operation| self.retention_ms(operation))
-            .fold(millis(self.config.retention()), i64::max)
     }
 }
 

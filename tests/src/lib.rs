@@ -160,6 +160,23 @@ impl<DB: TestDb> TestStore<DB> {
         IdempotencyStore::new(DB::open_pool(&self.reopen).await, config)
     }
 
+    /// The database's URL, for another binary to open it.
+    pub fn url(&self) -> String {
+        use sqlx::ConnectOptions;
+        match &self.reopen {
+            Reopen::Sqlite(url) | Reopen::Any(url) => url.clone(),
+            Reopen::Postgres(options) => {
+                // The schema's `search_path` travels in `options`, which the URL leaves out.
+                let mut url = options.to_url_lossy();
+                if let Some(settings) = options.get_options() {
+                    url.query_pairs_mut().append_pair("options", settings);
+                }
+                url.to_string()
+            }
+            Reopen::MySql(options) => options.to_url_lossy().to_string(),
+        }
+    }
+
     /// Applies idem's migrations, on the database itself when the store is behind PgBouncer.
     pub async fn migrate(&self) {
         match &self.direct {

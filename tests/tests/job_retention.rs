@@ -1,8 +1,11 @@
 //! A job's own retention: its reruns replay past the store's retention, for as long as the
-//! operation says; the store's other operations still expire on time, and the purge never
-//! removes a key before its operation's retention. Its own binary, since a registered operation
-//! with a long retention holds the purge of every key of the process back.
+//! operation says; the store's other operations still expire on time, and no purge removes a
+//! key before its operation's retention, not even one run by another binary that registers
+//! none of these operations (each key row carries its own expiry, set at its claim).
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -15,6 +18,10 @@ use idem_tests::{TestDb, TestStore};
 idem_runtime::operation! {
     /// Closes a month's books: a rerun an hour later is still a replay.
     financial CloseMonth = "closeMonth", retention = Duration::from_secs(3600);
+}
+idem_runtime::operation! {
+    /// Archives a year: a rerun months later is still a replay.
+    financial ArchiveYear = "archiveYear", retention = Duration::from_secs(400 * 24 * 3600);
 }
 idem_runtime::operation! {
     /// A job with the store's retention.
@@ -87,6 +94,104 @@ async fn reruns_replay_for_the_operations_own_retention<DB: TestDb>()
     (db, tenant, key)
 }
 
+/// The nightly-maintenance example, a binary that registers no operation, built (or found up to
+/// date) by the cargo that builds this test.
+fn nightly_maintenance_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let built = Command::new(env!("CARGO"))
+                .args([
+                    "build",
+                    "--example",
+                    "nightly_maintenance",
+                    "-p",
+                    "idem-examples",
+                ])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo");
+            assert!(
+                built.success(),
+                "building the nightly_maintenance example failed"
+            );
+            std::env::current_exe()
+                .expect("the test's path")
+                .parent()
+                .and_then(Path::parent)
+                .expect("target/<profile>/deps")
+                .join("examples")
+                .join("nightly_maintenance")
+        })
+        .clone()
+}
+
+/// Another binary's purge, with a registry of its own (empty) and the default 24 hours, keeps
+/// the yearly job's key for the job's 400 days and removes the key that expired by its own row.
+async fn another_binarys_purge_keeps_what_has_not_expired<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let tenant = TenantId::new("acme").unwrap();
+    let key = IdempotencyKey::parse("2026").unwrap();
+    let archive = Fingerprint::of_job("archiveYear", b"2026");
+    let remind = Fingerprint::of_job("sendReminders", b"2026");
+    let first = run_job(&db.store, ArchiveYear, &tenant, &key, archive).await;
+    run_job(&db.store, SendReminders, &tenant, &key, remind).await;
+    // Both keys as if claimed two days ago: past the default 24 hours, within 400 days.
+    sqlx::any::install_default_drivers();
+    let any = sqlx::AnyPool::connect(&db.url())
+        .await
+        .expect("open by URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE idempotency_keys SET created_at_ms = created_at_ms - {TWO_DAYS_MS}, expires_at_ms = expires_at_ms - {TWO_DAYS_MS}"
+    )))
+    .execute(&any)
+    .await
+    .expect("age the keys");
+    any.close().await;
+
+    let output = tokio::task::spawn_blocking({
+        let (binary, url) = (nightly_maintenance_binary(), db.url());
+        move || {
+            Command::new(binary)
+                .arg(url)
+                .output()
+                .expect("run the binary")
+        }
+    })
+    .await
+    .unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(printed.trim()).expect("one JSON line");
+    assert_eq!(report["expired_keys"], 1, "{report}");
+    const KEYS_OF: &str = "SELECT COUNT(*) FROM idempotency_keys WHERE operation = $1";
+    assert_eq!(
+        db.count(KEYS_OF, &["archiveYear"]).await,
+        1,
+        "the job's key outlives another binary's purge"
+    );
+    assert_eq!(
+        db.count(KEYS_OF, &["sendReminders"]).await,
+        0,
+        "the expired key is purged"
+    );
+    let rerun = run_job(&db.store, ArchiveYear, &tenant, &key, archive).await;
+    let Outcome::New { response, .. } = first else {
+        panic!("the first run writes")
+    };
+    assert_eq!(
+        rerun,
+        Outcome::Replayed { response },
+        "the job does not run again"
+    );
+}
+
+const TWO_DAYS_MS: i64 = 2 * 24 * 3600 * 1000;
+
 /// The keys of `tenant` and `key`, counted with the library's ids bound as they are.
 macro_rules! count_bound {
     ($store:expr, $tenant:expr, $key:expr) => {
@@ -106,6 +211,23 @@ async fn sqlite() {
     let (store, tenant, key) =
         reruns_replay_for_the_operations_own_retention::<sqlx::Sqlite>().await;
     assert_eq!(count_bound!(store, tenant, key), 2);
+}
+
+#[tokio::test]
+async fn sqlite_purged_by_another_binary() {
+    another_binarys_purge_keeps_what_has_not_expired::<sqlx::Sqlite>().await;
+}
+
+#[cfg(postgres_suite)]
+#[tokio::test]
+async fn postgres_purged_by_another_binary() {
+    another_binarys_purge_keeps_what_has_not_expired::<sqlx::Postgres>().await;
+}
+
+#[cfg(mysql_suite)]
+#[tokio::test]
+async fn mysql_purged_by_another_binary() {
+    another_binarys_purge_keeps_what_has_not_expired::<sqlx::MySql>().await;
 }
 
 #[cfg(postgres_suite)]

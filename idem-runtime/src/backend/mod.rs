@@ -74,7 +74,8 @@ pub struct Claim<'a> {
     pub entity_id: Uuid,
     /// Tells this attempt's row from a twin's after an ambiguous commit. Positive.
     pub attempt_id: i64,
-    /// A row older than this (by the database's clock) is expired and may be claimed again.
+    /// The operation's retention: the row expires this long after the claim, by the
+    /// database's clock, and may then be claimed again.
     pub retention_ms: i64,
 }
 
@@ -210,12 +211,11 @@ pub(crate) mod sealed {
             tenant: &TenantId,
         ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
-        /// The committed record of a key, unless it is older than the retention.
+        /// The committed record of a key, unless it is past its own expiry.
         fn find_record(
             conn: &mut Self::Connection,
             statements: Statements,
             scope: &KeyScope<'_>,
-            retention_ms: i64,
         ) -> impl Future<Output = Result<Option<KeyRecord>, sqlx::Error>> + Send;
 
         /// `true` when this attempt now holds the key.
@@ -225,11 +225,10 @@ pub(crate) mod sealed {
             claim: &Claim<'_>,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
-        /// Deletes up to `limit` keys older than the retention.
+        /// Deletes up to `limit` keys past their own expiry.
         fn purge_expired(
             pool: &Pool<Self>,
             statements: Statements,
-            retention_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 

@@ -29,14 +29,12 @@ macro_rules! shared_statements {
             conn: &mut Self::Connection,
             statements: Statements,
             scope: &KeyScope<'_>,
-            retention_ms: i64,
         ) -> Result<Option<KeyRecord>, sqlx::Error> {
             sqlx::query_as::<_, RecordRow>(FIND_RECORD.get(Self::dialect(conn)))
                 .persistent(statements.persistent())
                 .bind(scope.tenant.as_str())
                 .bind(scope.operation)
                 .bind(scope.key.as_str())
-                .bind(retention_ms)
                 .fetch_optional(conn)
                 .await?
                 .map(decode_record)
@@ -329,13 +327,11 @@ macro_rules! shared_statements {
         async fn purge_expired(
             pool: &Pool<Self>,
             statements: Statements,
-            retention_ms: i64,
             limit: i64,
         ) -> Result<u64, sqlx::Error> {
             let done = in_session!(pool, statements, |conn| {
                 sqlx::query(PURGE_EXPIRED.get(Self::pool_dialect(pool)))
                     .persistent(statements.persistent())
-                    .bind(retention_ms)
                     .bind(limit)
                     .execute(conn)
                     .await?

@@ -69,20 +69,21 @@ macro_rules! dialect_sql {
     };
 }
 
-/// The committed record of a key: tenant, operation, key, then the retention (ms); a row older
-/// than the retention is no record.
+/// The committed record of a key: tenant, operation, key; a row past its own expiry is no
+/// record.
 pub(crate) const FIND_RECORD: DialectSql = dialect_sql!(
     ["SELECT fingerprint, attempt_id, response_status, response_headers, response_body
 FROM idempotency_keys
-WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3 AND created_at_ms > " NOW " - $4"],
+WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3 AND expires_at_ms > " NOW],
     mysql: ["SELECT fingerprint, attempt_id, response_status, response_headers, response_body
 FROM idempotency_keys
-WHERE tenant_id = ? AND operation = ? AND idempotency_key = ? AND created_at_ms > " NOW " - ?"]
+WHERE tenant_id = ? AND operation = ? AND idempotency_key = ? AND expires_at_ms > " NOW]
 );
 
-/// Inserts the key row (tenant, operation, key, fingerprint, entity id, attempt id), or takes
-/// over one older than the retention (the last value, in ms). On a live twin's uncommitted row
-/// it waits for the twin (the unique index serializes them).
+/// Inserts the key row (tenant, operation, key, fingerprint, entity id, attempt id, then the
+/// operation's retention in ms, which sets the row's own expiry), or takes over one past its
+/// expiry. On a live twin's uncommitted row it waits for the twin (the unique index serializes
+/// them).
 ///
 /// PostgreSQL and SQLite return the row's `attempt_id` when this attempt holds the key, no row
 /// on a committed live one. MySQL has no `ON CONFLICT ... WHERE`: the first assignment of `ON
@@ -93,29 +94,33 @@ WHERE tenant_id = ? AND operation = ? AND idempotency_key = ? AND created_at_ms 
 /// read the new values.
 pub(crate) const CLAIM: DialectSql = dialect_sql!(
     ["INSERT INTO idempotency_keys
-    (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id, created_at_ms)
-VALUES ($1, $2, $3, $4, $5, $6, " NOW ")
+    (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id, created_at_ms,
+     expires_at_ms)
+VALUES ($1, $2, $3, $4, $5, $6, " NOW ", " NOW " + $7)
 ON CONFLICT (tenant_id, operation, idempotency_key) DO UPDATE SET
     fingerprint = excluded.fingerprint,
     entity_id = excluded.entity_id,
     attempt_id = excluded.attempt_id,
     created_at_ms = excluded.created_at_ms,
+    expires_at_ms = excluded.expires_at_ms,
     response_status = NULL,
     response_headers = NULL,
     response_body = NULL
-WHERE idempotency_keys.created_at_ms <= " NOW " - $7
+WHERE idempotency_keys.expires_at_ms <= " NOW "
 RETURNING attempt_id"],
     mysql: ["INSERT INTO idempotency_keys
-    (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id, created_at_ms)
-VALUES (?, ?, ?, ?, ?, ?, " NOW ")
+    (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id, created_at_ms,
+     expires_at_ms)
+VALUES (?, ?, ?, ?, ?, ?, " NOW ", " NOW " + ?)
 ON DUPLICATE KEY UPDATE
-    attempt_id = LAST_INSERT_ID(IF(created_at_ms <= " NOW " - ?, VALUES(attempt_id), attempt_id)),
+    attempt_id = LAST_INSERT_ID(IF(expires_at_ms <= " NOW ", VALUES(attempt_id), attempt_id)),
     fingerprint = IF(attempt_id = VALUES(attempt_id), VALUES(fingerprint), fingerprint),
     entity_id = IF(attempt_id = VALUES(attempt_id), VALUES(entity_id), entity_id),
     response_status = IF(attempt_id = VALUES(attempt_id), NULL, response_status),
     response_headers = IF(attempt_id = VALUES(attempt_id), NULL, response_headers),
     response_body = IF(attempt_id = VALUES(attempt_id), NULL, response_body),
-    created_at_ms = IF(attempt_id = VALUES(attempt_id), VALUES(created_at_ms), created_at_ms)"]
+    created_at_ms = IF(attempt_id = VALUES(attempt_id), VALUES(created_at_ms), created_at_ms),
+    expires_at_ms = IF(attempt_id = VALUES(attempt_id), VALUES(expires_at_ms), expires_at_ms)"]
 );
 
 /// Stores the response (status, headers, body) on the key row (tenant, operation, key).
@@ -228,14 +233,14 @@ pub(crate) const MARK_DELIVERED: DialectSql = dialect_sql!(
     mysql: ["UPDATE idem_outbox SET delivered_at_ms = ? WHERE event_id = ? AND delivered_at_ms IS NULL"]
 );
 
-/// One bounded batch (the limit) of keys older than the retention (ms).
+/// One bounded batch (the limit) of keys past their own expiry.
 pub(crate) const PURGE_EXPIRED: DialectSql = dialect_sql!(
     ["DELETE FROM idempotency_keys WHERE (tenant_id, operation, idempotency_key) IN (
     SELECT tenant_id, operation, idempotency_key FROM idempotency_keys
-    WHERE created_at_ms <= " NOW " - $1
-    LIMIT $2
+    WHERE expires_at_ms <= " NOW "
+    LIMIT $1
 )"],
-    mysql: ["DELETE FROM idempotency_keys WHERE created_at_ms <= " NOW " - ? LIMIT ?"]
+    mysql: ["DELETE FROM idempotency_keys WHERE expires_at_ms <= " NOW " LIMIT ?"]
 );
 
 /// PostgreSQL's `undefined_table`, MySQL's `ER_NO_SUCH_TABLE`, or SQLite's "no such table".
