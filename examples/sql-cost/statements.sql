@@ -14,10 +14,9 @@ SELECT company_id FROM api_tokens WHERE token_hash = 'sql-cost-token';
 -- $1: 'sql-cost'
 -- $2: 'createCustomer'
 -- $3: 'key-' || :client_id::text || '-' || :n::text
--- $4: 86400000
 SELECT fingerprint, attempt_id, response_status, response_headers, response_body
 FROM idempotency_keys
-WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3 AND created_at_ms > idem_now_ms() - $4;
+WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3 AND expires_at_ms > idem_now_ms();
 -- @ begin: idem's BEGIN (postgres_begin): the lock timeout and the tenant, one simple query
 BEGIN;
 SET LOCAL lock_timeout = 5000;
@@ -31,17 +30,19 @@ SET LOCAL idem.tenant_id = E'sql-cost';
 -- $6: :n
 -- $7: 86400000
 INSERT INTO idempotency_keys
-    (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id, created_at_ms)
-VALUES ($1, $2, $3, $4, $5, $6, idem_now_ms())
+    (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id, created_at_ms,
+     expires_at_ms)
+VALUES ($1, $2, $3, $4, $5, $6, idem_now_ms(), idem_now_ms() + $7)
 ON CONFLICT (tenant_id, operation, idempotency_key) DO UPDATE SET
     fingerprint = excluded.fingerprint,
     entity_id = excluded.entity_id,
     attempt_id = excluded.attempt_id,
     created_at_ms = excluded.created_at_ms,
+    expires_at_ms = excluded.expires_at_ms,
     response_status = NULL,
     response_headers = NULL,
     response_body = NULL
-WHERE idempotency_keys.created_at_ms <= idem_now_ms() - $7
+WHERE idempotency_keys.expires_at_ms <= idem_now_ms()
 RETURNING attempt_id;
 -- @ write: the protected handler's INSERT
 INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ('entity-' || :client_id::text || '-' || :n::text, 'sql-cost', 'Ada Lovelace', NULL, 1767225600000);
