@@ -1,6 +1,7 @@
 //! TLS to PostgreSQL, as libpq's `sslmode` says: idem is built with rustls, encrypts when asked
 //! to, and refuses, at connect, a server it was asked to verify and cannot, never falling back
-//! to plaintext. This machine's server has TLS on with Debian's self-signed "snakeoil"
+//! to plaintext; a URL whose parameters sqlx would ignore or weaken is refused before any
+//! connection. This machine's server has TLS on with Debian's self-signed "snakeoil"
 //! certificate, issued to `localhost`. idem trusts the roots of `sslrootcert` and the Mozilla
 //! roots built in (webpki-roots), never the machine's certificate directory, where Debian puts
 //! the snakeoil certificate itself.
@@ -90,12 +91,59 @@ mod postgres {
     #[tokio::test]
     async fn a_server_certificate_from_another_ca_is_refused_at_connect() {
         // The public CAs did not issue the server's self-signed certificate.
-        let error =
-            refused("sslmode=verify-ca&sslrootcert=/etc/ssl/certs/ca-certificates.crt").await;
+        let url = by_certificate_name(idem_tests::postgres_test_url().await);
+        let error = connect(
+            &url,
+            "sslmode=verify-full&sslrootcert=/etc/ssl/certs/ca-certificates.crt",
+        )
+        .await
+        .map(|_| ())
+        .expect_err("connected to a server it could not verify");
         assert!(
             error.contains("invalid peer certificate: UnknownIssuer"),
             "{error}"
         );
+    }
+
+    /// What sqlx would weaken, refused at startup as libpq would, before any connection.
+    #[tokio::test]
+    async fn a_url_sqlx_would_weaken_is_refused_before_connecting() {
+        let ca = idem_tests::test_servers_dir().join("ca.crt");
+        let other = idem_tests::test_servers_dir().join("other-ca.crt");
+        for (params, said) in [
+            // Misspelled: sqlx would log it and connect unverified.
+            ("sslMode=verify-full".to_owned(), "did you mean `sslmode`"),
+            ("sslmode=verify_full".to_owned(), "not an sslmode"),
+            // libpq's, ignored by sqlx: no revocation check would be made.
+            (
+                format!(
+                    "sslmode=verify-full&sslrootcert={}&sslcrl=/x.crl",
+                    ca.display()
+                ),
+                "`sslcrl`",
+            ),
+            // No name check, and the public roots beside the file: any public certificate.
+            (
+                format!("sslmode=verify-ca&sslrootcert={}", ca.display()),
+                "verify-full",
+            ),
+            (
+                format!("sslmode=verify-ca&sslrootcert={}", other.display()),
+                "verify-full",
+            ),
+            // libpq's verify-ca, which sqlx would not verify at all.
+            (
+                format!("sslmode=require&sslrootcert={}", other.display()),
+                "means verify-ca",
+            ),
+        ] {
+            let error = own_ca_server(&params).await.map(|_| ()).expect_err(&params);
+            assert!(error.contains(said), "{params}: {error}");
+            assert!(
+                error.contains("error with configuration") && !error.contains("peer certificate"),
+                "{params}: refused by the URL's rules, before any connection: {error}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -55,6 +55,10 @@ impl sealed::Protocol for Any {
             ));
         }
         let dialect = Dialect::of_url(url);
+        if dialect == Dialect::Postgres {
+            // libpq's rules, as the PostgreSQL backend reads them (`postgres_url`).
+            super::postgres_url::checked_options(url, |name| std::env::var(name).ok())?;
+        }
         if dialect != Dialect::Sqlite {
             // Any's connections neither show nor clear their statement cache: behind a
             // transaction pooler (PostgreSQL's) they keep none (see `postgres::connect`).

@@ -15,6 +15,8 @@ mod dialect;
 mod mysql;
 #[cfg(feature = "postgres")]
 mod postgres;
+#[cfg(feature = "postgres")]
+mod postgres_url;
 mod shared;
 mod sql;
 #[cfg(feature = "sqlite")]

@@ -2,15 +2,15 @@
 //! failures and deadlocks are retried; the response and the audit row are one statement.
 
 use std::error::Error as StdError;
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::error::DatabaseError;
 use sqlx::migrate::MigrateError;
-use sqlx::postgres::{PgConnectOptions, PgDatabaseError, PgPoolOptions};
+use sqlx::postgres::{PgDatabaseError, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection as _, Pool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::postgres_url::checked_options;
 use super::sql::*;
 use super::*;
 use crate::audit::sql::*;
@@ -79,7 +79,7 @@ impl sealed::Protocol for Postgres {
     }
 
     async fn connect(url: &str, config: &StoreConfig) -> Result<Pool<Self>, sqlx::Error> {
-        let mut options = PgConnectOptions::from_str(url)?;
+        let mut options = checked_options(url, |name| std::env::var(name).ok())?;
         if config.transaction_pooling() {
             options = options.statement_cache_capacity(0);
         }
