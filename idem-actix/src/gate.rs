@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use actix_web::web::ServiceConfig;
 use idem_runtime::{
-    Backend, IdempotencyStore, Operation, RegisteredOperation, RegistryError, StoreError,
-    registered_operations, registry_errors,
+    Backend, ErrorChain, IdempotencyStore, Operation, RegisteredOperation, RegistryError,
+    StoreError, registered_operations, registry_errors,
 };
 
 use crate::config::Idempotency;
@@ -122,6 +122,16 @@ impl<DB: Backend> ProtectedRoutes<DB> {
         }
         if !problems.is_empty() {
             return Err(StartupError { problems });
+        }
+        match self.idem.store.row_level_security_bypasses().await {
+            Ok(bypasses) => {
+                for bypass in bypasses {
+                    tracing::warn!(%bypass, "row-level security does not hold for the serving role");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "could not check row-level security")
+            }
         }
         idem_runtime::register_metrics();
         let mut allowed = AllowedMutations::default();

@@ -27,6 +27,7 @@ pub struct StoreConfig {
     write_timeout: Duration,
     acquire_timeout: Duration,
     transaction_pooling: bool,
+    replica_timeout: Duration,
 }
 
 /// How SQLite makes a commit durable (its `synchronous` pragma), for the pools that
@@ -56,6 +57,7 @@ impl Default for StoreConfig {
             write_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(5),
             transaction_pooling: false,
+            replica_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -83,8 +85,8 @@ impl StoreConfig {
     /// claims a key this process is not already writing without reading it first (the claim
     /// finds a committed record as well); begins each transaction with `DEALLOCATE ALL`, in the
     /// same round trip, so that no statement left on the server by an abandoned request is in
-    /// the way; and, before a write's transaction ends, closes the named statements its body
-    /// prepared. Pools that [`IdempotencyStore::connect`](crate::IdempotencyStore::connect)
+    /// the way; and, before a write's transaction ends, removes every named statement its body
+    /// prepared (`DEALLOCATE ALL`: sqlx names statements even when it caches none). Pools that [`IdempotencyStore::connect`](crate::IdempotencyStore::connect)
     /// opens keep no statement cache; give your own pool `statement_cache_capacity(0)` too.
     /// Migrations need a session of their own: [`IdempotencyStore::migrate`](crate::IdempotencyStore::migrate)
     /// refuses, run them on a direct connection. Default `false`. README.md, "Behind PgBouncer",
@@ -114,6 +116,20 @@ impl StoreConfig {
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;
         self
+    }
+
+    /// How long a replay lookup on the read replica
+    /// ([`IdempotencyStore::with_replica`](crate::IdempotencyStore::with_replica)) may take,
+    /// connection included (default 1 s), before the primary answers instead: a replica that
+    /// hangs costs each write at most this, never the write itself.
+    pub fn with_replica_timeout(mut self, replica_timeout: Duration) -> Self {
+        self.replica_timeout = replica_timeout;
+        self
+    }
+
+    /// How long a replay lookup on the read replica may take: [`Self::with_replica_timeout`].
+    pub fn replica_timeout(&self) -> Duration {
+        self.replica_timeout
     }
 
     /// How long a request waits for a twin that holds its key before it is answered

@@ -181,13 +181,22 @@ impl<DB: Backend> IdempotencyStore<DB> {
     }
 
     /// The key's committed record on the read replica, if there is one and it has it. A replica
-    /// that fails is passed over: the primary answers instead.
+    /// that fails, or does not answer within the replica timeout, is passed over: the primary
+    /// answers instead.
     async fn replica_record(&self, call: &Call<'_>) -> Option<KeyRecord> {
         let replica = self.replica.as_ref()?;
-        match self.find_record_on(replica, &call.scope).await {
-            Ok(record) => record,
-            Err(error) => {
+        let bound = self.config.replica_timeout();
+        match tokio::time::timeout(bound, self.find_record_on(replica, &call.scope)).await {
+            Ok(Ok(record)) => record,
+            Ok(Err(error)) => {
                 tracing::warn!(error = %ErrorChain(&error), "the read replica failed; the primary answers");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = bound.as_millis(),
+                    "the read replica did not answer in time; the primary answers"
+                );
                 None
             }
         }

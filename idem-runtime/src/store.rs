@@ -117,6 +117,16 @@ impl<DB: Backend> IdempotencyStore<DB> {
             .collect())
     }
 
+    /// Why row-level security would not hold for the role this store connects as, one sentence
+    /// per reason, each naming the fix; empty when it holds, and always on SQLite and MySQL,
+    /// which have none. On PostgreSQL a superuser or `BYPASSRLS` role passes every policy, and
+    /// the owner of a table passes its policies unless the table `FORCE`s them: the policies
+    /// are then silently off. Looks only when tables of the search path have policies.
+    /// idem-actix's `ProtectedRoutes::verify` logs each reason as a warning at startup.
+    pub async fn row_level_security_bypasses(&self) -> Result<Vec<String>, StoreError> {
+        Ok(DB::row_security_bypasses(&self.pool, self.config.statements()).await?)
+    }
+
     /// Deletes the keys past their own expiry and returns how many, in batches of
     /// [`PURGE_BATCH`] rows. Each key row carries its expiry, set at its claim from its
     /// operation's retention, so a purge run by any binary removes only what has expired,

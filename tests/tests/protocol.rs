@@ -407,8 +407,8 @@ async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>() {
     db.migrate().await;
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        6,
-        "keys, outbox, audit log, outbox parking, database clock, audit roles: each applied once, in idem's own table"
+        7,
+        "keys, outbox, audit log, outbox parking, database clock, audit roles, key expiry: each applied once, in idem's own table"
     );
     assert!(db.store.pending_migrations().await.unwrap().is_empty());
 }
@@ -1176,6 +1176,87 @@ mod postgres_only {
         assert_eq!(keys, 1);
     }
 
+    /// A read replica that accepts connections and never answers costs a write at most the
+    /// replica timeout: the primary then answers, the write lands once, and its retry replays.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_hanging_replica_delays_a_write_by_the_replica_timeout_only() {
+        let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let held = tokio::spawn(async move {
+            let mut connections = Vec::new();
+            loop {
+                let (socket, _) = silent.accept().await.unwrap();
+                connections.push(socket);
+            }
+        });
+        let options = db.store.pool().connect_options().as_ref().clone();
+        let hanging = sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(600))
+            .connect_lazy_with(options.port(port));
+        let store = IdempotencyStore::new(
+            db.store.pool().clone(),
+            StoreConfig::default().with_replica_timeout(Duration::from_millis(200)),
+        )
+        .with_replica(hanging);
+        for attempt in ["write", "retry"] {
+            let outcome = tokio::time::timeout(
+                Duration::from_secs(30),
+                execute(&store, &tenant("acme"), &key("k-hang"), "{}", pay(1)),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("the {attempt} waited on the hanging replica"))
+            .unwrap();
+            match attempt {
+                "write" => assert!(matches!(outcome, Outcome::New { .. }), "{outcome:?}"),
+                _ => assert!(matches!(outcome, Outcome::Replayed { .. }), "{outcome:?}"),
+            }
+        }
+        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 1);
+        held.abort();
+    }
+
+    /// A tenant id holding `'` and `\\` writes, and reads its own setting back, on a server
+    /// that refuses `\\'` in string literals (`backslash_quote = off`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tenant_id_with_quotes_writes_whatever_backslash_quote_says() {
+        let url = idem_tests::postgres_test_url().await;
+        let url = format!("{url}%20-c%20backslash_quote%3Doff");
+        let store = IdempotencyStore::<sqlx::Postgres>::connect(&url, StoreConfig::default())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        let said: String = sqlx::query_scalar("SHOW backslash_quote")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(said, "off");
+        let reads_its_tenant: Box<Body<sqlx::Postgres>> = Box::new(|write| {
+            Box::pin(async move {
+                let setting: String =
+                    sqlx::query_scalar("SELECT current_setting('idem.tenant_id')")
+                        .fetch_one(&mut *write.tx())
+                        .await?;
+                Ok(StoredResponse::new(201, setting))
+            })
+        });
+        let tenant = TenantId::new(r"o'brien\\co").unwrap();
+        let outcome = execute(&store, &tenant, &key("k-quote"), "{}", reads_its_tenant)
+            .await
+            .unwrap();
+        let Outcome::New { response, .. } = outcome else {
+            panic!("a new write: {outcome:?}")
+        };
+        assert_eq!(response.body, br"o'brien\\co");
+        let keys: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys WHERE tenant_id = $1")
+                .bind(tenant.as_str())
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert_eq!(keys, 1);
+    }
+
     /// A second replica has its own in-process coalescing, so its twin waits on the key's row
     /// in PostgreSQL, and `lock_timeout` turns the wait into `InFlight`.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1480,6 +1561,80 @@ mod pgbouncer_only {
                 db.count("SELECT amount_cents FROM payments", &[]).await,
                 2,
                 "the abandoned write rolled back, the next one wrote"
+            );
+        })
+        .await;
+    }
+
+    /// A committed write and a refused one, on a store that `IdempotencyStore::connect` opened
+    /// (its pool caches no statement), leave no named statement on any server connection of
+    /// the pooler: the body's statements, which sqlx prepares under names even when it caches
+    /// none, are deallocated before the transaction ends, so no other client of the pooler can
+    /// collide with them or `EXECUTE` them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_leaves_no_named_statement_on_the_poolers_servers() {
+        idem_tests::through_pgbouncer(async {
+            let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+            // Opened as an application opens it: a pool that caches no statement.
+            let store = IdempotencyStore::<sqlx::Postgres>::connect(
+                &db.url(),
+                StoreConfig::default().with_transaction_pooling(true),
+            )
+            .await
+            .unwrap();
+            let writes: Box<Body<sqlx::Postgres>> = Box::new(|write| {
+                Box::pin(async move {
+                    let id = write.entity_id();
+                    sqlx::Postgres::insert_payment(write.tx(), id, "acme", 1).await?;
+                    Ok(StoredResponse::new(201, "paid"))
+                })
+            });
+            let outcome = execute(&store, &tenant("acme"), &key("k-1"), "{}", writes)
+                .await
+                .unwrap();
+            assert!(matches!(outcome, Outcome::New { .. }), "{outcome:?}");
+            let refuses: Box<Body<sqlx::Postgres>> = Box::new(|write| {
+                Box::pin(async move {
+                    let id = write.entity_id();
+                    sqlx::Postgres::insert_payment(write.tx(), id, "acme", 2).await?;
+                    Err(PaymentError::Refused)
+                })
+            });
+            execute(&store, &tenant("acme"), &key("k-2"), "{}", refuses)
+                .await
+                .expect_err("the body refused");
+            assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 1);
+
+            // Every server connection of the pool at once: as many transactions as the pool
+            // has servers (`default_pool_size = 8`), each held open until all have looked.
+            const SERVERS: usize = 8;
+            let options = db.store.pool().connect_options().as_ref().clone();
+            let lookers = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(SERVERS as u32)
+                .connect_with(options.statement_cache_capacity(0))
+                .await
+                .unwrap();
+            let all_looking = Arc::new(tokio::sync::Barrier::new(SERVERS));
+            let names = futures_util::future::join_all((0..SERVERS).map(|_| {
+                let (lookers, all_looking) = (lookers.clone(), all_looking.clone());
+                async move {
+                    let mut tx = lookers.begin().await.unwrap();
+                    let names: Vec<String> =
+                        sqlx::query_scalar("SELECT name FROM pg_prepared_statements")
+                            .persistent(false)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .unwrap();
+                    all_looking.wait().await;
+                    tx.commit().await.unwrap();
+                    names
+                }
+            }))
+            .await;
+            let left: Vec<&String> = names.iter().flatten().collect();
+            assert!(
+                left.is_empty(),
+                "named statements left on the servers: {left:?}"
             );
         })
         .await;

@@ -209,4 +209,52 @@ mod postgres {
         assert_eq!(status, 200, "B reads A's note");
         server.handle.stop(true).await;
     }
+
+    /// The roles for which the policies are silently off are named, with the fix: a superuser,
+    /// and the owner of a table that does not `FORCE` its policies; the application's role on
+    /// `FORCE`d tables is not.
+    #[tokio::test]
+    async fn a_role_the_policies_do_not_bind_is_named_at_startup() {
+        let (url, admin_url) = idem_tests::postgres_test_url_as_app_role().await;
+        let runtime = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default())
+            .await
+            .unwrap();
+        runtime.migrate().await.unwrap();
+        sqlx::raw_sql(NOTES).execute(runtime.pool()).await.unwrap();
+        assert_eq!(
+            runtime.row_level_security_bypasses().await.unwrap(),
+            Vec::<String>::new(),
+            "no policies yet: nothing to bypass"
+        );
+        sqlx::raw_sql(ROW_LEVEL_SECURITY)
+            .execute(runtime.pool())
+            .await
+            .unwrap();
+        assert_eq!(
+            runtime.row_level_security_bypasses().await.unwrap(),
+            Vec::<String>::new(),
+            "NOSUPERUSER NOBYPASSRLS on FORCEd tables: the policies hold"
+        );
+
+        let admin = IdempotencyStore::<Postgres>::connect(&admin_url, StoreConfig::default())
+            .await
+            .unwrap();
+        let bypasses = admin.row_level_security_bypasses().await.unwrap();
+        assert_eq!(bypasses.len(), 1, "{bypasses:?}");
+        assert!(
+            bypasses[0].contains("is a superuser") && bypasses[0].contains("NOBYPASSRLS"),
+            "{bypasses:?}"
+        );
+
+        sqlx::raw_sql("ALTER TABLE notes NO FORCE ROW LEVEL SECURITY")
+            .execute(runtime.pool())
+            .await
+            .unwrap();
+        let bypasses = runtime.row_level_security_bypasses().await.unwrap();
+        assert_eq!(bypasses.len(), 1, "{bypasses:?}");
+        assert!(
+            bypasses[0].contains("owns notes") && bypasses[0].contains("FORCE ROW LEVEL SECURITY"),
+            "{bypasses:?}"
+        );
+    }
 }

@@ -213,6 +213,20 @@ pub(crate) mod sealed {
             tenant: &TenantId,
         ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
+        /// Why row-level security does not apply to the pool's role on PostgreSQL, one sentence
+        /// per reason (a superuser or `BYPASSRLS` role while visible tables have policies, or
+        /// the owner of such a table that does not `FORCE` them); none elsewhere.
+        fn row_security_bypasses(
+            pool: &Pool<Self>,
+            statements: Statements,
+        ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send;
+
+        /// Removes every named prepared statement of the connection's server session
+        /// (PostgreSQL's `DEALLOCATE ALL`, sent unprepared): behind a transaction pooler only.
+        fn deallocate_all(
+            conn: &mut Self::Connection,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
         /// The committed record of a key, unless it is past its own expiry.
         fn find_record(
             conn: &mut Self::Connection,

@@ -51,11 +51,12 @@ fn begin(statements: Statements) -> &'static str {
 }
 
 /// `SET LOCAL idem.tenant_id = E'…'`. The value goes into the simple query that begins the
-/// transaction (no extra round trip), so it is quoted here: an escape string with `\` and `'`
-/// escaped is the same text whatever `standard_conforming_strings` says, and a tenant id is
-/// visible ASCII only (no byte can end the literal otherwise).
+/// transaction (no extra round trip), so it is quoted here: an escape string with `\` doubled
+/// and `'` doubled is the same text whatever `standard_conforming_strings` says, and whatever
+/// `backslash_quote` says (which may refuse `\'`), and a tenant id is visible ASCII only (no
+/// byte can end the literal otherwise).
 fn tenant_setting(tenant: &TenantId) -> String {
-    let escaped = tenant.as_str().replace('\\', "\\\\").replace('\'', "\\'");
+    let escaped = tenant.as_str().replace('\\', "\\\\").replace('\'', "''");
     format!("SET LOCAL idem.tenant_id = E'{escaped}'")
 }
 
@@ -190,7 +191,7 @@ mod tests {
         let tenant = TenantId::new(r"it's\a';DROP--").unwrap();
         assert_eq!(
             tenant_setting(&tenant),
-            r"SET LOCAL idem.tenant_id = E'it\'s\\a\';DROP--'"
+            r"SET LOCAL idem.tenant_id = E'it''s\\a'';DROP--'"
         );
     }
 }

@@ -25,6 +25,30 @@ macro_rules! bind_response {
 /// ([`SqlDialect`](super::SqlDialect)); only the types differ.
 macro_rules! shared_statements {
     () => {
+        async fn row_security_bypasses(
+            pool: &Pool<Self>,
+            statements: Statements,
+        ) -> Result<Vec<String>, sqlx::Error> {
+            #[cfg(feature = "postgres")]
+            if Self::pool_dialect(pool) == Dialect::Postgres {
+                return Ok(in_session!(pool, statements, |conn| {
+                    sqlx::query_scalar::<_, String>(ROW_SECURITY_BYPASSES)
+                        .persistent(statements.persistent())
+                        .fetch_all(conn)
+                        .await?
+                }));
+            }
+            let _ = (pool, statements);
+            Ok(Vec::new())
+        }
+
+        async fn deallocate_all(conn: &mut Self::Connection) -> Result<(), sqlx::Error> {
+            sqlx::raw_sql("DEALLOCATE ALL")
+                .execute(conn)
+                .await
+                .map(drop)
+        }
+
         async fn find_record(
             conn: &mut Self::Connection,
             statements: Statements,

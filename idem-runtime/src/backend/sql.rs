@@ -243,6 +243,25 @@ pub(crate) const PURGE_EXPIRED: DialectSql = dialect_sql!(
     mysql: ["DELETE FROM idempotency_keys WHERE expires_at_ms <= " NOW " LIMIT ?"]
 );
 
+/// PostgreSQL only: why the policies of row-level security on the tables of the search path do
+/// not apply to the current role, if they do not. A superuser and a `BYPASSRLS` role pass every
+/// policy; a table's owner passes its policies unless the table `FORCE`s them.
+#[cfg(feature = "postgres")]
+pub(crate) const ROW_SECURITY_BYPASSES: &str = "SELECT 'the role ' || quote_ident(r.rolname)
+    || CASE WHEN r.rolsuper THEN ' is a superuser' ELSE ' has BYPASSRLS' END
+    || ', so no row-level security policy applies to it: serve as a role with NOSUPERUSER NOBYPASSRLS'
+FROM pg_roles r
+WHERE r.rolname = current_user AND (r.rolsuper OR r.rolbypassrls)
+  AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relrowsecurity AND pg_table_is_visible(c.oid))
+UNION ALL
+SELECT 'the role ' || quote_ident(r.rolname) || ' owns ' || c.oid::regclass::text
+    || ', whose row-level security policies do not apply to its owner: ALTER TABLE '
+    || c.oid::regclass::text || ' FORCE ROW LEVEL SECURITY'
+FROM pg_class c, pg_roles r
+WHERE r.rolname = current_user AND NOT r.rolsuper AND NOT r.rolbypassrls
+  AND c.relrowsecurity AND NOT c.relforcerowsecurity AND c.relkind IN ('r', 'p')
+  AND pg_table_is_visible(c.oid) AND pg_has_role(c.relowner, 'USAGE')";
+
 /// PostgreSQL's `undefined_table`, MySQL's `ER_NO_SUCH_TABLE`, or SQLite's "no such table".
 pub(crate) fn is_missing_table(error: &dyn sqlx::error::DatabaseError) -> bool {
     matches!(error.code().as_deref(), Some("42P01" | "42S02"))
