@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::audit::{AuditRecord, WriteOutcome};
-use crate::backend::{Claim, KeyRecord, KeyScope, Statements, close_named_statements};
+use crate::backend::{Claim, KeyRecord, KeyScope, Statements};
 use crate::context;
 use crate::store::now_ms;
 use crate::{
@@ -208,7 +208,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
         };
 
         let audit = call.audit_record(WriteOutcome::New, Some(response.status), attempt);
-        let recorded = match close_named_statements::<DB>(&mut tx, statements).await {
+        let recorded = match DB::end_write(&mut tx, statements).await {
             Ok(()) => DB::record_write(&mut tx, statements, &call.scope, &response, &audit).await,
             Err(error) => Err(error),
         };
@@ -336,12 +336,12 @@ pub(crate) fn replay_or_mismatch(record: KeyRecord, fingerprint: &Fingerprint) -
     }
 }
 
-/// Rolls back explicitly so the key is free before the answer goes out (behind a transaction
-/// pooler, after closing the named statements the body prepared). If the connection is gone,
+/// Rolls back explicitly so the key is free before the answer goes out (after undoing what the
+/// write left on the session: `Backend::end_write`). If the connection is gone,
 /// the server has rolled back already.
 async fn rollback<DB: Backend>(mut tx: Transaction<'_, DB>, statements: Statements) {
-    if let Err(error) = close_named_statements::<DB>(&mut tx, statements).await {
-        tracing::warn!(%error, "closing the write's named statements failed");
+    if let Err(error) = DB::end_write(&mut tx, statements).await {
+        tracing::warn!(%error, "undoing the write's session state failed");
     }
     if let Err(error) = tx.rollback().await {
         tracing::warn!(%error, "rollback failed; the database rolls back on disconnect");

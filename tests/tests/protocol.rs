@@ -1781,6 +1781,77 @@ mod mysql_only {
     use super::*;
     use sqlx::MySql;
 
+    /// MySQL has no transaction-scoped setting: the lock wait timeout a write sets for its claim
+    /// is set back before the transaction ends, so the pooled connection goes back to the
+    /// application with its own (here 17 s, set by the application) after a committed write, a
+    /// refused one, and a write abandoned mid-body followed by another.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_leaves_the_sessions_lock_wait_timeout_as_it_found_it() {
+        let db = MySql::fresh(StoreConfig::default()).await;
+        let options = db.store.pool().connect_options().as_ref().clone();
+        let one = sqlx::mysql::MySqlPoolOptions::new()
+            .max_connections(1)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::raw_sql("SET SESSION innodb_lock_wait_timeout = 17")
+                        .execute(conn)
+                        .await
+                        .map(drop)
+                })
+            })
+            .connect_with(options)
+            .await
+            .unwrap();
+        let store = IdempotencyStore::new(
+            one.clone(),
+            StoreConfig::default().with_lock_timeout(Duration::from_secs(3)),
+        );
+        let session_timeout = || async {
+            sqlx::query_scalar::<_, u64>("SELECT @@SESSION.innodb_lock_wait_timeout")
+                .fetch_one(&one)
+                .await
+                .unwrap()
+        };
+        assert_eq!(session_timeout().await, 17);
+        execute(&store, &tenant("acme"), &key("k-paid"), "{}", pay(1))
+            .await
+            .unwrap();
+        assert_eq!(session_timeout().await, 17, "after a committed write");
+        let refused: Box<Body<MySql>> = Box::new(|write| {
+            Box::pin(async move {
+                let id = write.entity_id();
+                MySql::insert_payment(write.tx(), id, "acme", 2).await?;
+                Err(PaymentError::Refused)
+            })
+        });
+        execute(&store, &tenant("acme"), &key("k-refused"), "{}", refused)
+            .await
+            .expect_err("refused");
+        assert_eq!(session_timeout().await, 17, "after a refused write");
+        let abandoned: Box<Body<MySql>> = Box::new(|write| {
+            Box::pin(async move {
+                let id = write.entity_id();
+                MySql::insert_payment(write.tx(), id, "acme", 3).await?;
+                pending().await
+            })
+        });
+        let gone = tokio::time::timeout(
+            Duration::from_millis(500),
+            execute(&store, &tenant("acme"), &key("k-gone"), "{}", abandoned),
+        )
+        .await;
+        assert!(gone.is_err(), "the request went away mid-body");
+        execute(&store, &tenant("acme"), &key("k-next"), "{}", pay(4))
+            .await
+            .unwrap();
+        assert_eq!(
+            session_timeout().await,
+            17,
+            "after an abandoned write and the next"
+        );
+        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 2);
+    }
+
     /// The runtime user README.md describes (`SELECT, INSERT` on the audit log, what the
     /// protocol needs on its other tables) serves writes, and cannot empty the log: `UPDATE` and
     /// `DELETE` meet the triggers, `TRUNCATE` and the `DROP`s its missing privileges.

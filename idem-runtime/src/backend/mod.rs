@@ -34,7 +34,7 @@ use uuid::Uuid;
 pub(crate) use dialect::Dialect;
 pub(crate) use shared::{bind_response, shared_statements};
 pub(crate) use sql::{DialectSql, dialect_sql, sql_with_now};
-pub(crate) use statements::{Session, Statements, close_named_statements, in_session};
+pub(crate) use statements::{Session, Statements, in_session};
 
 use crate::audit::AuditRecord;
 use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
@@ -221,10 +221,15 @@ pub(crate) mod sealed {
             statements: Statements,
         ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send;
 
-        /// Removes every named prepared statement of the connection's server session
-        /// (PostgreSQL's `DEALLOCATE ALL`, sent unprepared): behind a transaction pooler only.
-        fn deallocate_all(
+        /// Undoes, before a write's transaction ends (committed or rolled back), what the write
+        /// left on the server session that outlives the transaction: on MySQL the session's
+        /// lock wait timeout, set back to what it was; behind a transaction pooler every named
+        /// statement the body prepared (PostgreSQL's `DEALLOCATE ALL`: sqlx names statements
+        /// even in a pool that caches none), before the pooler lends the server to another
+        /// client.
+        fn end_write(
             conn: &mut Self::Connection,
+            statements: Statements,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
         /// The committed record of a key, unless it is past its own expiry.

@@ -33,10 +33,14 @@ use super::*;
 use crate::audit::sql::*;
 
 /// One round trip: the lock timeout (whole seconds, at least one) bounds the wait on a twin's
-/// claim, and the transaction runs at READ COMMITTED.
+/// claim, and the transaction runs at READ COMMITTED. MySQL has no transaction-scoped setting,
+/// so the session's own lock wait timeout is saved in `@idem_lock_wait` (unless a write that
+/// never ended saved it already) and set back before the transaction ends
+/// ([`MYSQL_END_WRITE`]): the pooled connection goes back as the application left it.
 pub(super) fn mysql_begin(lock_timeout: Duration) -> AssertSqlSafe<String> {
     AssertSqlSafe(format!(
-        "SET SESSION innodb_lock_wait_timeout = {}; \
+        "SET @idem_lock_wait = COALESCE(@idem_lock_wait, @@SESSION.innodb_lock_wait_timeout), \
+         SESSION innodb_lock_wait_timeout = {}; \
          SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION",
         lock_timeout.as_millis().div_ceil(1000).max(1)
     ))

@@ -42,11 +42,21 @@ macro_rules! shared_statements {
             Ok(Vec::new())
         }
 
-        async fn deallocate_all(conn: &mut Self::Connection) -> Result<(), sqlx::Error> {
-            sqlx::raw_sql("DEALLOCATE ALL")
-                .execute(conn)
-                .await
-                .map(drop)
+        async fn end_write(
+            conn: &mut Self::Connection,
+            statements: Statements,
+        ) -> Result<(), sqlx::Error> {
+            #[cfg(feature = "mysql")]
+            if Self::dialect(conn) == Dialect::MySql {
+                return sqlx::raw_sql(MYSQL_END_WRITE).execute(conn).await.map(drop);
+            }
+            if statements == Statements::Unnamed {
+                if conn.cached_statements_size() > 0 {
+                    conn.clear_cached_statements().await?;
+                }
+                sqlx::raw_sql("DEALLOCATE ALL").execute(conn).await?;
+            }
+            Ok(())
         }
 
         async fn find_record(

@@ -243,6 +243,11 @@ pub(crate) const PURGE_EXPIRED: DialectSql = dialect_sql!(
     mysql: ["DELETE FROM idempotency_keys WHERE expires_at_ms <= " NOW " LIMIT ?"]
 );
 
+/// MySQL: the session's lock wait timeout as it was before the write began (see
+/// `mysql::mysql_begin`), and the saved value forgotten.
+#[cfg(feature = "mysql")]
+pub(crate) const MYSQL_END_WRITE: &str = "SET SESSION innodb_lock_wait_timeout = CAST(@idem_lock_wait AS UNSIGNED), @idem_lock_wait = NULL";
+
 /// PostgreSQL only: why the policies of row-level security on the tables of the search path do
 /// not apply to the current role, if they do not. A superuser and a `BYPASSRLS` role pass every
 /// policy; a table's owner passes its policies unless the table `FORCE`s them.

@@ -10,9 +10,7 @@
 use std::ops::{Deref, DerefMut};
 
 use sqlx::pool::PoolConnection;
-
-use super::Backend;
-use sqlx::{Connection as _, Database, Pool, Transaction};
+use sqlx::{Database, Pool, Transaction};
 
 /// How the protocol sends its statements (see the module's documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,27 +71,6 @@ impl<DB: Database> DerefMut for Session<DB> {
             Self::Pooled(tx) => tx,
         }
     }
-}
-
-/// Behind a transaction pooler, removes from the server connection that holds them the named
-/// statements that the transaction's own queries prepared, before the transaction ends and the
-/// pooler lets that server go to another client. sqlx prepares a query under a name unless it
-/// is `.persistent(false)`, and does so even when it caches no statement (the pools idem opens
-/// behind a pooler cache none), so the names it tracks are closed and then `DEALLOCATE ALL`
-/// removes those it does not. In a transaction the server has aborted (the body's own
-/// statement failed), `DEALLOCATE ALL` fails too: the names then stay until the next
-/// transaction of idem's on that server, which begins with `DEALLOCATE ALL`.
-pub(crate) async fn close_named_statements<DB: Backend>(
-    conn: &mut DB::Connection,
-    statements: Statements,
-) -> Result<(), sqlx::Error> {
-    if statements == Statements::Unnamed {
-        if conn.cached_statements_size() > 0 {
-            conn.clear_cached_statements().await?;
-        }
-        DB::deallocate_all(conn).await?;
-    }
-    Ok(())
 }
 
 /// Runs `$body` on a [`Session`] of `$pool`, with `$conn` its connection, and
