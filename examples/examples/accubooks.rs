@@ -180,7 +180,14 @@ async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>>
             .configure(move |config| app.configure(config))
     })
     .disable_signals()
-    .shutdown_timeout(options.shutdown_timeout.as_secs())
+    // The server's own bound on in-flight requests starts after the drain: what is left of
+    // the whole stop's bound then (whole seconds, as actix-web counts them).
+    .shutdown_timeout(
+        options
+            .shutdown_timeout
+            .saturating_sub(options.drain_delay)
+            .as_secs(),
+    )
     .listen(listener)?;
     for address in server.addrs() {
         println!("listening on http://{address}");
@@ -214,19 +221,25 @@ async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>>
             }
         }
     }
+    // In-flight requests may take what is left of the bound after the drain, no more.
+    let mut cut = false;
     if signal.is_some() && !forced {
         tracing::info!("no longer accepting; waiting for in-flight requests");
         let stop = handle.stop(true);
         tokio::pin!(stop);
         tokio::select! {
             () = &mut stop => {}
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::warn!("the shutdown timeout passed: cutting in-flight requests");
+                cut = true;
+            }
             name = signals.next() => {
                 tracing::warn!(signal = name, "second signal: cutting in-flight requests");
                 forced = true;
             }
         }
     }
-    if forced {
+    if forced || cut {
         // Dropped requests roll back: a write lands whole or not at all.
         handle.stop(false).await;
     }

@@ -504,6 +504,58 @@ async fn a_second_signal_ends_the_drain_at_once(url: String) {
     );
 }
 
+/// `--shutdown-timeout` bounds the whole stop, drain delay included: a request whose body never
+/// finishes arriving is cut when the bound passes, and the process exits then, not a drain
+/// delay plus a shutdown timeout later.
+async fn the_shutdown_timeout_bounds_the_whole_stop(url: String) {
+    use std::io::Write as _;
+
+    let mut process = Process::start(&url, &["--drain-delay", "2", "--shutdown-timeout", "4"]);
+    let token = create_company(&process.base).await;
+    let address = process.base.trim_start_matches("http://").to_owned();
+    let mut stalled = std::net::TcpStream::connect(&address).expect("connect");
+    write!(
+        stalled,
+        "POST /api/customers HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {token}\r\n\
+         Idempotency-Key: stalled-1\r\nContent-Type: application/json\r\n\
+         Content-Length: 1000\r\n\r\n{{\"name\": \""
+    )
+    .expect("send the start of a request");
+    stalled.flush().unwrap();
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+
+    process.signal("TERM");
+    let (status, took) = process.exit_within(Duration::from_secs(30)).await;
+    assert_eq!(status.code(), Some(0), "{}", process.log());
+    assert!(
+        took < Duration::from_millis(5500),
+        "the 4 s bound holds for the whole stop, drain included: {took:?}\n{}",
+        process.log()
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "the drain delay is served first: {took:?}"
+    );
+    assert!(
+        process.log().contains("the shutdown timeout passed"),
+        "{}",
+        process.log()
+    );
+    drop(stalled);
+    sqlx::any::install_default_drivers();
+    let pool = AnyPool::connect(&url).await.expect("open the database");
+    assert_eq!(
+        count(
+            &pool,
+            "SELECT COUNT(*) FROM idempotency_keys WHERE idempotency_key = $1",
+            Some("stalled-1")
+        )
+        .await,
+        0,
+        "the cut request wrote nothing"
+    );
+}
+
 /// Sends `request` until it is not answered `409` (a twin in flight on the other process):
 /// the final answer.
 async fn settled(client: &Client, base: &str, token: &str, key: &str, body: Value) -> Answer {
@@ -797,6 +849,12 @@ mod sqlite {
     async fn sigterm_mid_burst_loses_nothing() {
         let dir = tempfile::tempdir().unwrap();
         super::sigterm_mid_burst_loses_nothing(super::sqlite_url(&dir)).await;
+    }
+
+    #[actix_web::test]
+    async fn the_shutdown_timeout_bounds_the_whole_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        super::the_shutdown_timeout_bounds_the_whole_stop(super::sqlite_url(&dir)).await;
     }
 
     #[actix_web::test]
