@@ -59,16 +59,32 @@ operation! {
     financial ChargeLateFees = "chargeLateFees";
 }
 
-/// The tenant is the shop that the request's API key belongs to (here: its `x-shop` header).
-struct Shops;
+/// The tenant is the shop that the request's API key belongs to, looked up by the key's
+/// SHA-256 in the service's own table: never a header the client chooses.
+struct Shops {
+    pool: sqlx::PgPool,
+}
 
 impl TenantResolver for Shops {
     async fn resolve(&self, request: &HttpRequest) -> Result<TenantId, TenantRejection> {
-        let shop = request
+        let key = request
             .headers()
-            .get("x-shop")
+            .get("authorization")
             .and_then(|value| value.to_str().ok())
-            .ok_or_else(|| TenantRejection::new("send x-shop"))?;
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                TenantRejection::new("send Authorization: Bearer <API key>")
+                    .with_challenge("Bearer")
+            })?;
+        let shop: Option<String> = sqlx::query_scalar(
+            "SELECT shop FROM shop_api_keys WHERE key_sha256 = encode(sha256(convert_to($1, 'UTF8')), 'hex')",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|_| TenantRejection::unavailable("the API keys could not be checked"))?;
+        let shop =
+            shop.ok_or_else(|| TenantRejection::new("unknown API key").with_challenge("Bearer"))?;
         TenantId::new(shop).map_err(|error| TenantRejection::new(error.to_string()))
     }
 }
@@ -78,23 +94,33 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
     let store = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default()).await?;
     store.migrate().await?;
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS orders (id UUID PRIMARY KEY, tenant_id TEXT NOT NULL, cents BIGINT NOT NULL)",
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS orders (id UUID PRIMARY KEY, tenant_id TEXT NOT NULL, cents BIGINT NOT NULL);
+         CREATE TABLE IF NOT EXISTS shop_api_keys (key_sha256 TEXT PRIMARY KEY, shop TEXT NOT NULL)",
     )
     .execute(store.pool())
     .await?;
     verify_registry()?;
-    let _routes = ProtectedRoutes::new(Idempotency::new(store.clone(), Shops))
-        .financial(place_order)
-        .verify()
-        .await?;
+    let _routes = ProtectedRoutes::new(Idempotency::new(
+        store.clone(),
+        Shops {
+            pool: store.pool().clone(),
+        },
+    ))
+    .financial(place_order)
+    .verify()
+    .await?;
 
     // The nightly job, run twice: the rerun is a replay.
     let shop = TenantId::new(format!("shop-{}", std::process::id()))?;
     let key = IdempotencyKey::parse("late-fees:2026-11")?;
     let mut outcomes = Vec::new();
     for _ in 0..2 {
-        let request = WriteRequest::new(&shop, &key, Fingerprint::of_job("chargeLateFees", b"2026-11"));
+        let request = WriteRequest::new(
+            &shop,
+            &key,
+            Fingerprint::of_job("chargeLateFees", b"2026-11"),
+        );
         let outcome = store
             .execute(ChargeLateFees, request, |write| {
                 Box::pin(async move {
