@@ -156,10 +156,10 @@ impl<DB: Backend> IdempotencyStore<DB> {
         let mut context = context::claimed(
             tx,
             call.operation,
-            call.scope.tenant,
-            call.scope.key,
+            &call.scope,
             call.entity_id,
             attempt,
+            attempt_id,
             statements,
         );
         let write_timeout = self.config.write_timeout();

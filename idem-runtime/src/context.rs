@@ -3,8 +3,7 @@
 use sqlx::Transaction;
 use uuid::Uuid;
 
-use crate::backend::{OutboxRecord, Statements};
-use crate::store::now_ms;
+use crate::backend::{KeyScope, OutboxRecord, Statements};
 use crate::{Backend, IdempotencyKey, Operation, TenantId};
 
 /// What the body of a write receives: its open transaction and the ids of the write.
@@ -19,6 +18,8 @@ pub struct WriteContext<'r, DB: Backend> {
     key: &'r IdempotencyKey,
     entity_id: Uuid,
     attempt: u32,
+    /// The id of this attempt's claim of the key, which tells its committed write apart.
+    claim_id: i64,
     events: u32,
     statements: Statements,
 }
@@ -29,19 +30,20 @@ pub struct WriteContext<'r, DB: Backend> {
 pub(crate) fn claimed<'r, DB: Backend>(
     tx: Transaction<'r, DB>,
     operation: &'static Operation,
-    tenant: &'r TenantId,
-    key: &'r IdempotencyKey,
+    scope: &KeyScope<'r>,
     entity_id: Uuid,
     attempt: u32,
+    claim_id: i64,
     statements: Statements,
 ) -> WriteContext<'r, DB> {
     WriteContext {
         tx,
         operation,
-        tenant,
-        key,
+        tenant: scope.tenant,
+        key: scope.key,
         entity_id,
         attempt,
+        claim_id,
         events: 0,
         statements,
     }
@@ -55,16 +57,19 @@ impl<'r, DB: Backend> WriteContext<'r, DB> {
 
     /// Records an event in the write's transaction, for an
     /// [`OutboxDispatcher`](crate::OutboxDispatcher) to deliver after the commit: at least once,
-    /// only if the write commits, never for a replay. Returns the event's id, UUID v5 of
-    /// `{topic}:{n}` (the write's `n`th event) under the write's entity id, so every attempt
-    /// of one write records the same ids and a handler can dedupe on them.
+    /// only if the write commits, never for a replay. The events of one write are delivered in
+    /// the order it recorded them. Returns the event's id, UUID v5 of `{topic}:{n}:{claim}`
+    /// (the write's `n`th event, and the id of the attempt that holds the key) under the
+    /// write's entity id: unique per committed write, so a key reused after it expired records
+    /// new ids, and stored with the event, so every redelivery carries the same id and a
+    /// handler can dedupe on it.
     pub async fn record_event(
         &mut self,
         topic: &str,
         payload: impl AsRef<[u8]>,
     ) -> Result<Uuid, sqlx::Error> {
         self.events += 1;
-        let name = format!("{topic}:{}", self.events);
+        let name = format!("{topic}:{}:{}", self.events, self.claim_id);
         let event_id = Uuid::new_v5(&self.entity_id, name.as_bytes());
         let record = OutboxRecord {
             event_id,
@@ -73,7 +78,7 @@ impl<'r, DB: Backend> WriteContext<'r, DB> {
             entity_id: self.entity_id,
             topic,
             payload: payload.as_ref(),
-            now_ms: now_ms(),
+            sequence: i32::try_from(self.events).unwrap_or(i32::MAX),
         };
         DB::record_event(&mut self.tx, self.statements, &record).await?;
         Ok(event_id)

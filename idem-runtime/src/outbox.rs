@@ -8,14 +8,15 @@
 //! parked, never lost and never in the way of the others.
 
 use std::collections::HashMap;
+use std::ops::AddAssign;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use std::panic::AssertUnwindSafe;
 
-use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt, stream};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -47,7 +48,7 @@ pub struct OutboxEvent {
 
 impl OutboxEvent {
     fn from_row(row: EventRow) -> Result<Self, StoreError> {
-        let (event_id, tenant, operation, entity_id, topic, payload, _attempts) = row;
+        let (event_id, tenant, operation, entity_id, topic, payload, ..) = row;
         let corrupt = |what: &str| {
             StoreError::Database(sqlx::Error::Protocol(format!(
                 "an outbox row has an invalid {what}"
@@ -84,6 +85,15 @@ pub struct DispatchReport {
     pub unhandled: usize,
     /// Events parked by this pass: undecodable, or failed for the last allowed time.
     pub parked: usize,
+}
+
+impl AddAssign for DispatchReport {
+    fn add_assign(&mut self, other: Self) {
+        self.delivered += other.delivered;
+        self.failed += other.failed;
+        self.unhandled += other.unhandled;
+        self.parked += other.parked;
+    }
 }
 
 /// An event that was parked: it is not delivered again until it is
@@ -151,19 +161,24 @@ pub struct OutboxDispatcher<DB: Backend> {
     store: IdempotencyStore<DB>,
     handlers: HashMap<String, Handler>,
     batch: i64,
+    parallelism: usize,
+    delivery_timeout: Duration,
     max_attempts: u32,
     initial_backoff: Duration,
     max_backoff: Duration,
 }
 
 impl<DB: Backend> OutboxDispatcher<DB> {
-    /// A dispatcher with no handlers: up to 100 events a pass, 10 attempts an event, backoff
-    /// from 1 s doubling to 5 min.
+    /// A dispatcher with no handlers: batches of 100 events, the events of 8 writes delivered
+    /// at once, 30 s for each delivery, 10 attempts an event, backoff from 1 s doubling to
+    /// 5 min.
     pub fn new(store: IdempotencyStore<DB>) -> Self {
         Self {
             store,
             handlers: HashMap::new(),
             batch: 100,
+            parallelism: 8,
+            delivery_timeout: Duration::from_secs(30),
             max_attempts: 10,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
@@ -183,9 +198,26 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         self
     }
 
-    /// Delivers at most this many events a pass (default 100; at least 1).
+    /// Claims this many events at a time (default 100; at least 1). A pass claims batch
+    /// after batch while they come back full, so a backlog drains at the handlers' pace, not
+    /// one batch per poll.
     pub fn with_batch_size(mut self, events: u32) -> Self {
         self.batch = i64::from(events.max(1));
+        self
+    }
+
+    /// Delivers the events of this many writes at once (default 8; at least 1). The events of
+    /// one write are delivered one after the other, in the order the write recorded them.
+    pub fn with_parallelism(mut self, writes: u32) -> Self {
+        self.parallelism = usize::try_from(writes.max(1)).unwrap_or(usize::MAX);
+        self
+    }
+
+    /// How long one delivery may take (default 30 s): a handler still running then is dropped,
+    /// and the delivery counts as failed (backed off, then parked), so a handler that never
+    /// returns delays nobody else.
+    pub fn with_delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
         self
     }
 
@@ -203,7 +235,8 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         self
     }
 
-    /// Delivers the events that are due once, oldest first.
+    /// Delivers every event that is due, oldest first, batch after batch until a batch comes
+    /// back short.
     pub async fn dispatch_pending(&self) -> Result<DispatchReport, StoreError> {
         self.dispatch_due(&mut || false).await
     }
@@ -213,16 +246,61 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         &self,
         stop: &mut (dyn FnMut() -> bool + Send),
     ) -> Result<DispatchReport, StoreError> {
+        let stop = Mutex::new(stop);
+        let stopping = || (stop.lock().expect("the stop check never panics"))();
         let mut report = DispatchReport::default();
-        for row in DB::due_events(
-            &self.store.pool,
-            self.store.config.statements(),
-            now_ms(),
-            self.batch,
-        )
-        .await?
-        {
-            if stop() {
+        while !stopping() {
+            let lease = self.lease();
+            let leased_until = Instant::now() + lease;
+            let claimed = DB::claim_events(
+                &self.store.pool,
+                self.store.config.statements(),
+                millis(lease),
+                self.batch,
+            )
+            .await?;
+            let full = i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= self.batch;
+            let writes = by_write(claimed);
+            let passes: Vec<Result<DispatchReport, StoreError>> = stream::iter(writes)
+                .map(|events| self.deliver_write(events, leased_until, &stopping))
+                .buffer_unordered(self.parallelism)
+                .collect()
+                .await;
+            for pass in passes {
+                report += pass?;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// How long a claim keeps a batch from the other dispatchers: long enough for every
+    /// delivery of the batch to time out, one write's events after the other, and one more.
+    fn lease(&self) -> Duration {
+        let rounds = u32::try_from(self.batch)
+            .unwrap_or(u32::MAX)
+            .div_ceil(u32::try_from(self.parallelism).unwrap_or(u32::MAX));
+        self.delivery_timeout
+            .saturating_mul(rounds.saturating_add(1))
+    }
+
+    /// Delivers the claimed events of one write, in their order. After a failure the write's
+    /// later events wait for the failed one's retry; when the dispatcher stops, or the lease
+    /// would run out before a delivery could time out, the rest are made due again at once.
+    async fn deliver_write(
+        &self,
+        events: Vec<EventRow>,
+        leased_until: Instant,
+        stopping: &(dyn Fn() -> bool + Sync),
+    ) -> Result<DispatchReport, StoreError> {
+        let mut report = DispatchReport::default();
+        let mut events = events.into_iter();
+        while let Some(row) = events.next() {
+            if stopping() || Instant::now() + self.delivery_timeout > leased_until {
+                self.defer(std::iter::once(row).chain(events), Duration::ZERO)
+                    .await?;
                 break;
             }
             let (event_id, attempts) = (row.0.clone(), u32::try_from(row.6).unwrap_or(0));
@@ -237,39 +315,76 @@ impl<DB: Backend> OutboxDispatcher<DB> {
                 }
             };
             let topic = event.topic.clone();
-            let Some(handler) = self.handlers.get(&topic) else {
-                let error = format!("no handler for topic {topic:?}");
-                tracing::warn!(%event_id, %topic, "{error}; delivered again later");
-                report.unhandled += 1;
-                report.parked += usize::from(
-                    self.record_failure(&event_id, attempts, &error.to_string(), self.max_attempts)
-                        .await?,
-                );
-                continue;
-            };
-            let failure = match AssertUnwindSafe(handler(event)).catch_unwind().await {
-                Ok(Ok(())) => {
-                    DB::mark_delivered(
-                        &self.store.pool,
-                        self.store.config.statements(),
-                        &event_id,
-                        now_ms(),
-                    )
-                    .await?;
-                    report.delivered += 1;
-                    continue;
+            let failure = match self.handlers.get(&topic) {
+                None => {
+                    report.unhandled += 1;
+                    format!("no handler for topic {topic:?}")
                 }
-                Ok(Err(error)) => error.to_string(),
-                Err(panic) => format!("the handler panicked: {}", panic_message(panic.as_ref())),
+                Some(handler) => match self.deliver(handler, event).await {
+                    Ok(()) => {
+                        DB::mark_delivered(
+                            &self.store.pool,
+                            self.store.config.statements(),
+                            &event_id,
+                        )
+                        .await?;
+                        report.delivered += 1;
+                        continue;
+                    }
+                    Err(failure) => {
+                        report.failed += 1;
+                        failure
+                    }
+                },
             };
             tracing::warn!(%event_id, %topic, error = %failure, "an outbox delivery failed; delivered again later");
-            report.failed += 1;
-            report.parked += usize::from(
-                self.record_failure(&event_id, attempts, &failure, self.max_attempts)
-                    .await?,
-            );
+            let parked = self
+                .record_failure(&event_id, attempts, &failure, self.max_attempts)
+                .await?;
+            report.parked += usize::from(parked);
+            if !parked {
+                // The write's later events come after this one's retry.
+                self.defer(events, self.backoff(attempts.saturating_add(1)))
+                    .await?;
+                break;
+            }
         }
         Ok(report)
+    }
+
+    /// One delivery, bounded by the delivery timeout: why it failed, if it did.
+    async fn deliver(&self, handler: &Handler, event: OutboxEvent) -> Result<(), String> {
+        let delivery = AssertUnwindSafe(handler(event)).catch_unwind();
+        match tokio::time::timeout(self.delivery_timeout, delivery).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(error))) => Err(error.to_string()),
+            Ok(Err(panic)) => Err(format!(
+                "the handler panicked: {}",
+                panic_message(panic.as_ref())
+            )),
+            Err(_) => Err(format!(
+                "the handler did not finish within the delivery timeout ({} ms)",
+                self.delivery_timeout.as_millis()
+            )),
+        }
+    }
+
+    /// Makes claimed events due again after `delay`, without counting an attempt.
+    async fn defer(
+        &self,
+        events: impl Iterator<Item = EventRow>,
+        delay: Duration,
+    ) -> Result<(), StoreError> {
+        for row in events {
+            DB::defer_event(
+                &self.store.pool,
+                self.store.config.statements(),
+                &row.0,
+                millis(delay),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Counts a failed delivery of `event_id`, which had failed `attempts` times before: backs
@@ -282,16 +397,14 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         park_after: u32,
     ) -> Result<bool, StoreError> {
         let backoff = self.backoff(attempts.saturating_add(1));
-        let now = now_ms();
         let parked = DB::record_delivery_failure(
             &self.store.pool,
             self.store.config.statements(),
             &DeliveryFailure {
                 event_id,
                 error,
-                next_attempt_at_ms: now.saturating_add(millis(backoff)),
+                backoff_ms: millis(backoff),
                 park_after: i32::try_from(park_after).unwrap_or(i32::MAX),
-                now_ms: now,
             },
         )
         .await?;
@@ -432,6 +545,24 @@ impl<DB: Backend> OutboxDispatcher<DB> {
 
 /// How often a running dispatcher counts its backlog for the gauges.
 const BACKLOG_REPORT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Claimed events grouped by the write that recorded them, each group in its recorded order,
+/// the groups oldest first.
+fn by_write(mut claimed: Vec<EventRow>) -> Vec<Vec<EventRow>> {
+    claimed.sort_by(|a, b| (a.7, &a.3, a.8, &a.0).cmp(&(b.7, &b.3, b.8, &b.0)));
+    let mut writes: Vec<Vec<EventRow>> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for row in claimed {
+        match index.get(&row.3) {
+            Some(&at) => writes[at].push(row),
+            None => {
+                index.insert(row.3.clone(), writes.len());
+                writes.push(vec![row]);
+            }
+        }
+    }
+    writes
+}
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)

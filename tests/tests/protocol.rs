@@ -618,6 +618,224 @@ async fn a_running_dispatcher_delivers_after_the_commit<DB: TestDb>() {
     assert_eq!(deliveries.ids().len(), 1, "delivered once");
 }
 
+/// A write that records the events `first` and `second`, in that order.
+fn pay_with_two_events<DB: TestDb>() -> Box<Body<DB>> {
+    Box::new(|write| {
+        Box::pin(async move {
+            let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+            DB::insert_payment(write.tx(), id, &tenant, 10).await?;
+            write.record_event("first", id.as_bytes()).await?;
+            write.record_event("second", id.as_bytes()).await?;
+            Ok(StoredResponse::new(201, id.to_string()))
+        })
+    })
+}
+
+/// `writes` writes of two events each, under the keys `{prefix}-{n}`.
+async fn record_writes<DB: TestDb>(store: &IdempotencyStore<DB>, prefix: &str, writes: usize) {
+    for n in 0..writes {
+        let outcome = execute(
+            store,
+            &tenant("acme"),
+            &key(&format!("{prefix}-{n}")),
+            "{}",
+            pay_with_two_events::<DB>(),
+        )
+        .await;
+        assert!(
+            matches!(outcome, Ok(Outcome::New { events: 2, .. })),
+            "{outcome:?}"
+        );
+    }
+}
+
+/// What handlers saw, in the order they saw it: (entity id, topic, event id).
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<Vec<(uuid::Uuid, String, uuid::Uuid)>>>);
+
+impl Seen {
+    /// A dispatcher whose handlers of `first` and `second` record what they see.
+    fn dispatcher<DB: TestDb>(&self, store: IdempotencyStore<DB>) -> OutboxDispatcher<DB> {
+        let handler = |seen: Arc<std::sync::Mutex<Vec<_>>>| {
+            move |event: idem_runtime::OutboxEvent| {
+                let seen = seen.clone();
+                async move {
+                    // Handlers that take a moment, so that dispatchers overlap, and `first`
+                    // longer than `second`, so that delivering them at once would reorder them.
+                    let pause = if event.topic == "first" { 10 } else { 1 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    seen.lock()
+                        .unwrap()
+                        .push((event.entity_id, event.topic, event.event_id));
+                    Ok(())
+                }
+            }
+        };
+        OutboxDispatcher::new(store)
+            .on("first", handler(self.0.clone()))
+            .on("second", handler(self.0.clone()))
+    }
+
+    fn all(&self) -> Vec<(uuid::Uuid, String, uuid::Uuid)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Two processes' dispatchers on one outbox, at once: each event's handler runs once, and no
+/// failure is counted.
+async fn two_dispatchers_deliver_each_event_once<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    record_writes(&db.store, "k-two", 150).await;
+    let seen = Seen::default();
+    let other = db.second_process(StoreConfig::default()).await;
+    let (one, two) = (
+        seen.dispatcher(db.store.clone()).with_batch_size(20),
+        seen.dispatcher(other).with_batch_size(20),
+    );
+    let (first, second) = tokio::join!(one.dispatch_pending(), two.dispatch_pending());
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(
+        first.delivered + second.delivered,
+        300,
+        "{first:?} {second:?}"
+    );
+    let mut ids: Vec<uuid::Uuid> = seen.all().into_iter().map(|(_, _, id)| id).collect();
+    assert_eq!(ids.len(), 300, "each handler ran once");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 300, "no event was handled twice");
+    assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM idem_outbox WHERE attempts > 0", &[])
+            .await,
+        0,
+        "no delivery counted as failed"
+    );
+}
+
+/// A backlog larger than a batch drains in one pass: full batches go again at once.
+async fn a_backlog_drains_batch_after_batch<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    record_writes(&db.store, "k-backlog", 125).await;
+    let seen = Seen::default();
+    let report = seen
+        .dispatcher(db.store.clone())
+        .with_batch_size(100)
+        .dispatch_pending()
+        .await
+        .unwrap();
+    assert_eq!(report.delivered, 250);
+    assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
+}
+
+/// A handler that never returns is cut at the delivery timeout and counted as failed; the other
+/// writes' events are delivered meanwhile, and the stuck write's later event waits for its retry.
+async fn a_stuck_handler_delays_nobody_else<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let stuck: Box<Body<DB>> = Box::new(|write| {
+        Box::pin(async move {
+            write.record_event("stuck", b"").await?;
+            write.record_event("second", b"").await?;
+            Ok(StoredResponse::new(201, "recorded"))
+        })
+    });
+    execute(&db.store, &tenant("acme"), &key("k-stuck"), "{}", stuck)
+        .await
+        .unwrap();
+    record_writes(&db.store, "k-fine", 20).await;
+    let seen = Seen::default();
+    let dispatcher = seen
+        .dispatcher(db.store.clone())
+        .on("stuck", |_| std::future::pending())
+        .with_delivery_timeout(Duration::from_millis(300))
+        .with_parallelism(4);
+    let report = tokio::time::timeout(Duration::from_secs(20), dispatcher.dispatch_pending())
+        .await
+        .expect("a stuck handler does not stall the pass")
+        .unwrap();
+    assert_eq!(report.delivered, 40, "{report:?}");
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idem_outbox WHERE topic = $1 AND attempts = 1 AND last_error LIKE '%delivery timeout%'",
+            &["stuck"]
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        db.count(PENDING_EVENTS, &[]).await,
+        2,
+        "the stuck event, and its write's later event behind it"
+    );
+    assert_eq!(
+        seen.all().len(),
+        40,
+        "the stuck write's second event waits for its retry"
+    );
+}
+
+/// The events of one write arrive in the order it recorded them, whatever the parallelism.
+async fn one_writes_events_arrive_in_order<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    record_writes(&db.store, "k-order", 40).await;
+    let seen = Seen::default();
+    seen.dispatcher(db.store.clone())
+        .with_parallelism(8)
+        .dispatch_pending()
+        .await
+        .unwrap();
+    let seen = seen.all();
+    assert_eq!(seen.len(), 80);
+    for (at, (entity, topic, _)) in seen.iter().enumerate() {
+        if topic == "second" {
+            let first = seen
+                .iter()
+                .position(|(other, topic, _)| other == entity && topic == "first")
+                .expect("the write's first event was delivered");
+            assert!(first < at, "{entity}: second before first");
+        }
+    }
+}
+
+/// A key reused after it and its delivered event expired records a new event id, so a handler
+/// that dedupes on event ids runs the new write's side effect.
+async fn a_reused_key_records_new_event_ids<DB: TestDb>() {
+    let retention = Duration::from_millis(200);
+    let db = DB::fresh(StoreConfig::default().with_retention(retention)).await;
+    let receipt: fn() -> Box<Body<DB>> = || {
+        Box::new(|write| {
+            Box::pin(async move {
+                let event = write.record_event("receipt", b"").await?;
+                Ok(StoredResponse::new(201, event.to_string()))
+            })
+        })
+    };
+    let deliveries = Deliveries::default();
+    let dispatcher = deliveries.dispatcher(db.store.clone(), false);
+    execute(&db.store, &tenant("acme"), &key("k-again"), "{}", receipt())
+        .await
+        .unwrap();
+    dispatcher.dispatch_pending().await.unwrap();
+    tokio::time::sleep(retention * 2).await;
+    // The key expired; its delivered event is still kept (its retention is the outbox's).
+    let again = execute(&db.store, &tenant("acme"), &key("k-again"), "{}", receipt()).await;
+    assert!(
+        matches!(again, Ok(Outcome::New { events: 1, .. })),
+        "{again:?}"
+    );
+    dispatcher.dispatch_pending().await.unwrap();
+    let mut ids = deliveries.ids();
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        2,
+        "two writes, two event ids, two deliveries: {ids:?}"
+    );
+    assert_eq!(db.count(EVENTS, &[]).await, 2);
+    assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
+}
+
 /// An operation whose `RegisteredOperation` was written by hand, past the compiler's refusal
 /// (it implements the hidden mark too), under a name a registered operation owns: its entry is
 /// not in the registries, so the protocol runs nothing and writes nothing.
@@ -1081,6 +1299,11 @@ macro_rules! with_scenarios {
             2 events_survive_a_crash_between_commit_and_dispatch,
             2 a_running_dispatcher_delivers_after_the_commit,
             2 a_failing_event_is_parked_and_never_blocks_the_rest,
+            4 two_dispatchers_deliver_each_event_once,
+            2 a_backlog_drains_batch_after_batch,
+            2 a_stuck_handler_delays_nobody_else,
+            2 one_writes_events_arrive_in_order,
+            2 a_reused_key_records_new_event_ids,
             2 unhandled_and_undecodable_events_do_not_block_the_queue,
             2 a_running_dispatcher_survives_database_errors_and_stops_when_told,
             2 maintenance_purges_what_retention_allows_and_nothing_else,

@@ -89,7 +89,8 @@ pub struct OutboxRecord<'a> {
     pub entity_id: Uuid,
     pub topic: &'a str,
     pub payload: &'a [u8],
-    pub now_ms: i64,
+    /// 1 for the write's first event, 2 for its second, …: the order of delivery.
+    pub sequence: i32,
 }
 
 /// A committed key row.
@@ -125,8 +126,20 @@ pub(crate) fn decode_record(row: RecordRow) -> Result<KeyRecord, sqlx::Error> {
     })
 }
 
-/// An outbox row as stored (ids as text), and its failed deliveries so far.
-pub type EventRow = (String, String, String, String, String, Vec<u8>, i32);
+/// An outbox row as stored (ids as text: event, tenant, operation, entity, then topic and
+/// payload), its failed deliveries so far, when it was recorded, and its place among its
+/// write's events.
+pub type EventRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    i32,
+    i64,
+    i32,
+);
 
 /// A parked outbox row as stored: event id, tenant, operation, topic, attempts, last error,
 /// recorded and parked instants.
@@ -145,10 +158,10 @@ pub type ParkedRow = (
 pub struct DeliveryFailure<'a> {
     pub event_id: &'a str,
     pub error: &'a str,
-    pub next_attempt_at_ms: i64,
+    /// How long until the next delivery, by the database's clock.
+    pub backoff_ms: i64,
     /// The event is parked when this is its failed attempts' count; 0 parks it at once.
     pub park_after: i32,
-    pub now_ms: i64,
 }
 
 /// Which dialect of the statements of [`sql`] a database's connections speak: one for each
@@ -260,13 +273,22 @@ pub(crate) mod sealed {
             event: &OutboxRecord<'_>,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
-        /// The oldest events due for delivery at `now_ms`.
-        fn due_events(
+        /// Claims up to `limit` of the oldest due events for `lease_ms`: no other dispatcher
+        /// sees them until they are delivered, failed, deferred, or the lease runs out.
+        fn claim_events(
             pool: &Pool<Self>,
             statements: Statements,
-            now_ms: i64,
+            lease_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<Vec<EventRow>, sqlx::Error>> + Send;
+
+        /// Makes a claimed event due again after `delay_ms`, without counting an attempt.
+        fn defer_event(
+            pool: &Pool<Self>,
+            statements: Statements,
+            event_id: &str,
+            delay_ms: i64,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
 
         /// Counts a failed delivery; `true` when the event is now parked.
         fn record_delivery_failure(
@@ -303,12 +325,11 @@ pub(crate) mod sealed {
             limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 
-        /// Marks an event delivered; `false` if another dispatcher did first.
+        /// Marks an event delivered; `false` if another dispatcher marked or parked it first.
         fn mark_delivered(
             pool: &Pool<Self>,
             statements: Statements,
             event_id: &str,
-            now_ms: i64,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
         /// Stores the response on the claimed key row and appends the new write's audit row,

@@ -140,26 +140,66 @@ macro_rules! shared_statements {
                 .bind(&*event.entity_id.hyphenated().encode_lower(&mut entity_id))
                 .bind(event.topic)
                 .bind(event.payload)
-                .bind(event.now_ms)
+                .bind(event.sequence)
                 .execute(&mut **tx)
                 .await
                 .map(drop)
         }
 
-        async fn due_events(
+        async fn claim_events(
             pool: &Pool<Self>,
             statements: Statements,
-            now_ms: i64,
+            lease_ms: i64,
             limit: i64,
         ) -> Result<Vec<EventRow>, sqlx::Error> {
-            Ok(in_session!(pool, statements, |conn| {
-                sqlx::query_as::<_, EventRow>(DUE_EVENTS.get(Self::pool_dialect(pool)))
+            let dialect = Self::pool_dialect(pool);
+            #[cfg(feature = "mysql")]
+            if dialect == Dialect::MySql {
+                // No `UPDATE … RETURNING`: lock the due rows, then lease them, in one transaction.
+                let mut tx = pool.begin().await?;
+                let rows = sqlx::query_as::<_, EventRow>(MYSQL_DUE_EVENTS)
                     .persistent(statements.persistent())
-                    .bind(now_ms)
+                    .bind(limit)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                if !rows.is_empty() {
+                    let lease = mysql_lease_events(rows.len());
+                    let query = rows.iter().fold(
+                        sqlx::query(sqlx::AssertSqlSafe(lease))
+                            .persistent(false)
+                            .bind(lease_ms),
+                        |query, row| query.bind(row.0.as_str()),
+                    );
+                    query.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                return Ok(rows);
+            }
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_as::<_, EventRow>(CLAIM_EVENTS.get(dialect))
+                    .persistent(statements.persistent())
+                    .bind(lease_ms)
                     .bind(limit)
                     .fetch_all(conn)
                     .await?
             }))
+        }
+
+        async fn defer_event(
+            pool: &Pool<Self>,
+            statements: Statements,
+            event_id: &str,
+            delay_ms: i64,
+        ) -> Result<(), sqlx::Error> {
+            in_session!(pool, statements, |conn| {
+                sqlx::query(DEFER_EVENT.get(Self::pool_dialect(pool)))
+                    .persistent(statements.persistent())
+                    .bind(delay_ms)
+                    .bind(event_id)
+                    .execute(conn)
+                    .await?
+            });
+            Ok(())
         }
 
         async fn record_delivery_failure(
@@ -173,9 +213,8 @@ macro_rules! shared_statements {
                 let done = sqlx::query(RECORD_DELIVERY_FAILURE.get(dialect))
                     .persistent(statements.persistent())
                     .bind(failure.error)
-                    .bind(failure.next_attempt_at_ms)
+                    .bind(failure.backoff_ms)
                     .bind(failure.park_after)
-                    .bind(failure.now_ms)
                     .bind(failure.event_id)
                     .execute(&mut *conn)
                     .await?;
@@ -254,12 +293,10 @@ macro_rules! shared_statements {
             pool: &Pool<Self>,
             statements: Statements,
             event_id: &str,
-            now_ms: i64,
         ) -> Result<bool, sqlx::Error> {
             let done = in_session!(pool, statements, |conn| {
                 sqlx::query(MARK_DELIVERED.get(Self::pool_dialect(pool)))
                     .persistent(statements.persistent())
-                    .bind(now_ms)
                     .bind(event_id)
                     .execute(conn)
                     .await?

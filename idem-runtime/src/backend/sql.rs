@@ -135,42 +135,97 @@ WHERE tenant_id = ? AND operation = ? AND idempotency_key = ?"]
 
 pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _idem_migrations WHERE success";
 
+/// Records an event (id, tenant, operation, entity id, topic, payload, its place among the
+/// write's events), at the database's clock.
 pub(crate) const RECORD_EVENT: DialectSql = dialect_sql!(
-    ["INSERT INTO idem_outbox (event_id, tenant_id, operation, entity_id, topic, payload, created_at_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7)"],
-    mysql: ["INSERT INTO idem_outbox (event_id, tenant_id, operation, entity_id, topic, payload, created_at_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?)"]
+    ["INSERT INTO idem_outbox
+    (event_id, tenant_id, operation, entity_id, topic, payload, sequence_in_write, created_at_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, " NOW ")"],
+    mysql: ["INSERT INTO idem_outbox
+    (event_id, tenant_id, operation, entity_id, topic, payload, sequence_in_write, created_at_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, " NOW ")"]
 );
 
-/// The oldest events due for delivery at an instant: neither delivered, parked, nor backing off.
-pub(crate) const DUE_EVENTS: DialectSql = dialect_sql!(
-    ["SELECT event_id, tenant_id, operation, entity_id, topic, payload, attempts
+/// Claims up to `$2` of the oldest due events (neither delivered, parked, nor backing off or
+/// claimed by a dispatcher) for a lease of `$1` ms, by moving their next attempt past it, and
+/// returns them. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets concurrent dispatchers claim
+/// disjoint batches without waiting on each other; SQLite's single writer serializes them.
+/// MySQL has no `UPDATE … RETURNING`: [`MYSQL_DUE_EVENTS`] and [`mysql_lease_events`].
+pub(crate) const CLAIM_EVENTS: DialectSql = DialectSql {
+    #[cfg(feature = "postgres")]
+    postgres: sql_with_now!("idem_now_ms()";
+        "UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
+WHERE event_id IN (
+    SELECT event_id FROM idem_outbox
+    WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
+    ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
+    sequence_in_write"),
+    #[cfg(feature = "sqlite")]
+    sqlite: sql_with_now!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+        "UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
+WHERE event_id IN (
+    SELECT event_id FROM idem_outbox
+    WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
+    ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
+    LIMIT $2
+)
+RETURNING event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
+    sequence_in_write"),
+    #[cfg(feature = "mysql")]
+    mysql: MYSQL_DUE_EVENTS,
+};
+
+/// MySQL's first half of [`CLAIM_EVENTS`], in a transaction: the due events (at most `?`),
+/// locked, skipping those another dispatcher holds.
+#[cfg(feature = "mysql")]
+pub(crate) const MYSQL_DUE_EVENTS: &str = sql_with_now!(
+    "CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(3)) * 1000 AS SIGNED)";
+    "SELECT event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
+    sequence_in_write
 FROM idem_outbox
-WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= $1
-ORDER BY next_attempt_at_ms, created_at_ms, event_id
-LIMIT $2"],
-    mysql: ["SELECT event_id, tenant_id, operation, entity_id, topic, payload, attempts
-FROM idem_outbox
-WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= ?
-ORDER BY next_attempt_at_ms, created_at_ms, event_id
-LIMIT ?"]
+WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
+ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
+LIMIT ?
+FOR UPDATE SKIP LOCKED"
 );
 
-/// Counts a failed delivery (error, next attempt's instant), and parks the event at `now` once
-/// it has failed `park_after` times; then the event id. `SET` reads the row's old `attempts` on
-/// PostgreSQL and SQLite; MySQL's later assignments would read the new count, so it assigns
+/// MySQL's second half of [`CLAIM_EVENTS`]: the lease (ms), then the ids of `count` events.
+#[cfg(feature = "mysql")]
+pub(crate) fn mysql_lease_events(count: usize) -> String {
+    format!(
+        "UPDATE idem_outbox SET next_attempt_at_ms = CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(3)) * 1000 AS SIGNED) + ? WHERE event_id IN ({})",
+        vec!["?"; count].join(", ")
+    )
+}
+
+/// Makes an event due again after `$1` ms, without counting an attempt: a claimed event not
+/// delivered in this pass (the dispatcher stopped, or an earlier event of its write failed).
+pub(crate) const DEFER_EVENT: DialectSql = dialect_sql!(
+    ["UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
+WHERE event_id = $2 AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"],
+    mysql: ["UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + ?
+WHERE event_id = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"]
+);
+
+/// Counts a failed delivery (error, backoff in ms), and parks the event once it has failed
+/// `park_after` times; then the event id. `SET` reads the row's old `attempts` on PostgreSQL
+/// and SQLite; MySQL's later assignments would read the new count, so it assigns
 /// `parked_at_ms` first.
 pub(crate) const RECORD_DELIVERY_FAILURE: DialectSql = dialect_sql!(
     ["UPDATE idem_outbox
 SET attempts = attempts + 1,
     last_error = $1,
-    next_attempt_at_ms = $2,
-    parked_at_ms = CASE WHEN attempts + 1 >= $3 THEN $4 ELSE NULL END
-WHERE event_id = $5 AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"],
+    next_attempt_at_ms = " NOW " + $2,
+    parked_at_ms = CASE WHEN attempts + 1 >= $3 THEN " NOW " ELSE NULL END
+WHERE event_id = $4 AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"],
     mysql: ["UPDATE idem_outbox
 SET last_error = ?,
-    next_attempt_at_ms = ?,
-    parked_at_ms = CASE WHEN attempts + 1 >= ? THEN ? ELSE NULL END,
+    next_attempt_at_ms = " NOW " + ?,
+    parked_at_ms = CASE WHEN attempts + 1 >= ? THEN " NOW " ELSE NULL END,
     attempts = attempts + 1
 WHERE event_id = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"]
 );
@@ -227,10 +282,13 @@ pub(crate) const PURGE_DELIVERED: DialectSql = dialect_sql!(
     mysql: ["DELETE FROM idem_outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < ? LIMIT ?"]
 );
 
-/// Marks an event delivered at an instant, unless a dispatcher did first.
+/// Marks an event delivered, at the database's clock, unless it was marked or parked
+/// meanwhile (a dispatcher that took it over after this one's lease ran out).
 pub(crate) const MARK_DELIVERED: DialectSql = dialect_sql!(
-    ["UPDATE idem_outbox SET delivered_at_ms = $1 WHERE event_id = $2 AND delivered_at_ms IS NULL"],
-    mysql: ["UPDATE idem_outbox SET delivered_at_ms = ? WHERE event_id = ? AND delivered_at_ms IS NULL"]
+    ["UPDATE idem_outbox SET delivered_at_ms = " NOW "
+WHERE event_id = $1 AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"],
+    mysql: ["UPDATE idem_outbox SET delivered_at_ms = " NOW "
+WHERE event_id = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"]
 );
 
 /// One bounded batch (the limit) of keys past their own expiry.
