@@ -13,7 +13,7 @@
 //! | <a id="payload-too-large"></a>`#payload-too-large` | 413 | the body exceeds [`Idempotency::with_body_limit`](crate::Idempotency::with_body_limit) |
 //! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used before with a different request |
 //! | <a id="request-in-flight"></a>`#request-in-flight` | 409 | a request with the same key is still running; retry after `Retry-After` seconds |
-//! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked, or answered with a body that cannot be stored (a stream); nothing was written |
+//! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked, answered with a body that cannot be stored (a stream), or answered after one of its own statements failed and aborted the transaction (PostgreSQL); nothing was written |
 //! | <a id="write-timed-out"></a>`#write-timed-out` | 503 | the handler held its transaction past the write timeout; it was rolled back; retry with the same key |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the idempotency store failed; nothing was written; retry after `Retry-After` seconds |
 //! | <a id="not-configured"></a>`#not-configured` | 500 | the application is not set up as idem needs: no [`Idempotency`](crate::Idempotency) app data, no [`MutationGate`](crate::MutationGate), or another resource mounted before a protected route would answer in its place |

@@ -222,6 +222,10 @@ where
             ProblemKind::WriteFailed,
             "the write failed and nothing was written: retry with the same key",
         ))),
+        Err(WriteError::BodyAbortedTransaction) => Err(problem(Problem::new(
+            ProblemKind::WriteFailed,
+            "the handler answered after one of its own statements failed, which aborted the write's transaction: nothing was written",
+        ))),
         Err(WriteError::TimedOut { after }) => Err(problem(
             Problem::new(
                 ProblemKind::WriteTimedOut,

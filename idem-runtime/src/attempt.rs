@@ -214,6 +214,10 @@ impl<DB: Backend> IdempotencyStore<DB> {
         };
         if let Err(error) = recorded {
             rollback(tx, statements).await;
+            if is_aborted_transaction(&error) {
+                tracing::error!(error = %ErrorChain(&error), "a write's body answered after a failed statement aborted its transaction; rolled back");
+                return Err(AttemptFailure::Final(WriteError::BodyAbortedTransaction));
+            }
             return Err(store_failure(error));
         }
         let committed = Outcome::New {
@@ -275,6 +279,12 @@ impl<DB: Backend> IdempotencyStore<DB> {
             .find_map(database_error::<DB>)
             .is_some_and(DB::is_transient)
     }
+}
+
+/// PostgreSQL's `in_failed_sql_transaction`: a statement of the transaction failed before, and
+/// the server refuses every later one until the transaction ends.
+fn is_aborted_transaction(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("25P02"))
 }
 
 /// An error and its `source()` chain, outermost first.

@@ -75,6 +75,17 @@ pub enum WriteError<E> {
         /// The write timeout.
         after: std::time::Duration,
     },
+    /// The write's body answered, but a statement of its own had failed and it did not return
+    /// the error: PostgreSQL aborts the transaction at a failed statement and refuses every
+    /// later one (SQLSTATE `25P02`), so the write could not be stored, and its transaction was
+    /// rolled back. The body's own failure, not the store's: running it again fails the same
+    /// way until the handler returns its database errors (or runs the risky statement under a
+    /// savepoint of its own). SQLite and MySQL do not abort a transaction at a failed
+    /// statement: there the body's answer commits with the statements that succeeded.
+    #[error(
+        "the write's body answered after one of its statements failed and aborted the transaction; nothing was written"
+    )]
+    BodyAbortedTransaction,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -163,6 +163,9 @@ impl<DB: Backend> IdempotencyStore<DB> {
             Err(WriteError::Handler(_)) => (WriteOutcome::Failed(Failure::Handler), None, 0),
             Err(WriteError::Panicked { .. }) => (WriteOutcome::Failed(Failure::Panic), None, 0),
             Err(WriteError::TimedOut { .. }) => (WriteOutcome::Failed(Failure::Timeout), None, 0),
+            Err(WriteError::BodyAbortedTransaction) => {
+                (WriteOutcome::Failed(Failure::Handler), None, 0)
+            }
             Err(WriteError::Store(_)) => (WriteOutcome::Failed(Failure::Store), None, 0),
         };
         let duration_ms = elapsed.as_secs_f64() * 1000.0;

@@ -1399,6 +1399,43 @@ mod postgres_only {
         assert_eq!(keys, 1);
     }
 
+    /// A body that catches its own statement's error and answers anyway left the transaction
+    /// aborted: the write is the body's failure, final (no retry, no "retry with the same
+    /// key"), nothing of it is written, and the key is free for the corrected handler.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_body_that_swallows_a_failed_statement_is_its_own_failure() {
+        let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+        let swallows: Box<Body<sqlx::Postgres>> = Box::new(|write| {
+            Box::pin(async move {
+                let id = write.entity_id();
+                sqlx::Postgres::insert_payment(write.tx(), id, "acme", 5).await?;
+                let failed = sqlx::query("SELECT 1 / 0").execute(write.tx()).await;
+                assert!(failed.is_err(), "division by zero");
+                Ok(StoredResponse::new(201, "paid, it says"))
+            })
+        });
+        let outcome = execute(
+            &db.store,
+            &tenant("acme"),
+            &key("k-swallow"),
+            "{}",
+            swallows,
+        )
+        .await;
+        assert!(
+            matches!(outcome, Err(WriteError::BodyAbortedTransaction)),
+            "{outcome:?}"
+        );
+        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 0);
+        assert_eq!(db.count(KEYS, &[]).await, 0);
+        let fixed = execute(&db.store, &tenant("acme"), &key("k-swallow"), "{}", pay(5)).await;
+        assert!(
+            matches!(fixed, Ok(Outcome::New { attempts: 1, .. })),
+            "{fixed:?}"
+        );
+        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 1);
+    }
+
     /// A read replica that accepts connections and never answers costs a write at most the
     /// replica timeout: the primary then answers, the write lands once, and its retry replays.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
