@@ -112,14 +112,21 @@ impl<DB: Backend> IdempotencyStore<DB> {
         let store_failure = |error| self.classify(error);
         let statements = self.config.statements();
         let fingerprint = call.request.fingerprint();
-        let mut tx = DB::begin_write(
+        let mut tx = match DB::begin_write(
             conn,
             statements,
             self.config.lock_timeout(),
             call.scope.tenant,
         )
         .await
-        .map_err(store_failure)?;
+        {
+            Ok(tx) => tx,
+            // SQLite waits for its one writer at `BEGIN`, as long as the lock timeout.
+            Err(sqlx::Error::Database(error)) if DB::is_lock_timeout(error.as_ref()) => {
+                return Ok(self.in_flight_outcome());
+            }
+            Err(error) => return Err(store_failure(error)),
+        };
         // Positive: MySQL hands it back through LAST_INSERT_ID, which is unsigned and 0 when unset.
         let attempt_id = fastrand::i64(1..);
         let claim = Claim {

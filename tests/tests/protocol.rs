@@ -1346,6 +1346,41 @@ with_scenarios!(backend_suite!(pgbouncer: sqlx::Postgres, idem_tests::through_pg
 mod sqlite_only {
     use super::*;
 
+    /// A twin in another process holds SQLite's write lock: a write waits the lock timeout (the
+    /// busy timeout), is answered in flight at once (not retried as a transient failure, for
+    /// ten times the wait), writes nothing, and writes once the lock is free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_lock_held_by_another_process_is_in_flight_after_the_lock_timeout() {
+        let lock_timeout = Duration::from_millis(300);
+        let db = sqlx::Sqlite::fresh(StoreConfig::default().with_lock_timeout(lock_timeout)).await;
+        let other = db.second_process(StoreConfig::default()).await;
+        let mut holder = other.pool().acquire().await.unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let outcome = execute(&db.store, &tenant("acme"), &key("k-held"), "{}", pay(1)).await;
+        let waited = started.elapsed();
+        assert!(
+            matches!(outcome, Ok(Outcome::InFlight { .. })),
+            "{outcome:?}"
+        );
+        assert!(
+            waited < lock_timeout * 5,
+            "answered after one lock timeout, not after retries: {waited:?}"
+        );
+        sqlx::raw_sql("ROLLBACK")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        drop(holder);
+        assert_eq!(db.count(PAYMENTS, &[]).await, 0);
+        let retried = execute(&db.store, &tenant("acme"), &key("k-held"), "{}", pay(1)).await;
+        assert!(matches!(retried, Ok(Outcome::New { .. })), "{retried:?}");
+        assert_eq!(db.count(PAYMENTS, &[]).await, 1);
+    }
+
     /// SQLite has one writer: concurrent read-then-write bodies never interleave.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conflicting_writes_are_serialized() {

@@ -91,9 +91,11 @@ impl sealed::Protocol for Sqlite {
         matches!(primary, Some(5 | 6))
     }
 
-    fn is_lock_timeout(_error: &dyn DatabaseError) -> bool {
-        // One writer at a time: a claim never waits on its twin's row, only on the write lock,
-        // and a busy write lock is transient.
-        false
+    fn is_lock_timeout(error: &dyn DatabaseError) -> bool {
+        // One writer at a time: a write waits for the write lock at `BEGIN IMMEDIATE`, at most
+        // the busy timeout (the lock timeout), then gets SQLITE_BUSY: another connection (a
+        // twin in another process, or another write) held it all that time. SQLITE_BUSY_SNAPSHOT
+        // (517) is a stale read snapshot, not a wait: transient.
+        error.code().as_deref() == Some("5")
     }
 }
