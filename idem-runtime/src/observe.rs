@@ -85,7 +85,7 @@ pub fn register_metrics() {
     describe_counter!(
         WRITES_FAILED_TOTAL,
         Unit::Count,
-        "Writes that committed nothing, by operation, class and reason (handler, panic, store)."
+        "Writes that committed nothing, by operation, class and reason (handler, panic, timeout, store)."
     );
     describe_counter!(
         WORKFLOWS_TRIGGERED_TOTAL,
