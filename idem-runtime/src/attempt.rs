@@ -190,8 +190,11 @@ impl<DB: Backend> IdempotencyStore<DB> {
         let response = match result {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => {
-                rollback(tx, statements).await;
-                if is_connection_lost::<DB>(&error) {
+                // Only the write's own connection is idem's to judge: an error that merely
+                // wraps an I/O error (a payment gateway's) is the handler's own answer while
+                // the connection still rolls back.
+                let connection_answered = rollback(tx, statements).await;
+                if !connection_answered && is_connection_lost::<DB>(&error) {
                     tracing::warn!(error = %ErrorChain(&error), "the database connection was lost during a write");
                     return Err(AttemptFailure::Final(
                         StoreError::ConnectionLost {
@@ -354,14 +357,18 @@ pub(crate) fn replay_or_mismatch(record: KeyRecord, fingerprint: &Fingerprint) -
 }
 
 /// Rolls back explicitly so the key is free before the answer goes out (after undoing what the
-/// write left on the session: `Backend::end_write`). If the connection is gone,
-/// the server has rolled back already.
-async fn rollback<DB: Backend>(mut tx: Transaction<'_, DB>, statements: Statements) {
+/// write left on the session: `Backend::end_write`). If the connection is gone, the server has
+/// rolled back already. `true` when the connection answered the rollback.
+async fn rollback<DB: Backend>(mut tx: Transaction<'_, DB>, statements: Statements) -> bool {
     if let Err(error) = DB::end_write(&mut tx, statements).await {
         tracing::warn!(%error, "undoing the write's session state failed");
     }
-    if let Err(error) = tx.rollback().await {
-        tracing::warn!(%error, "rollback failed; the database rolls back on disconnect");
+    match tx.rollback().await {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::warn!(%error, "rollback failed; the database rolls back on disconnect");
+            false
+        }
     }
 }
 

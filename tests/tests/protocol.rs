@@ -34,6 +34,9 @@ const KEYS_OF: &str = "SELECT COUNT(*) FROM idempotency_keys WHERE tenant_id = $
 enum PaymentError {
     #[error("the payment was refused by a business rule")]
     Refused,
+    /// The card gateway's own connection failed: an I/O error that is not idem's.
+    #[error("the card gateway could not be reached")]
+    Gateway(#[source] std::io::Error),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -616,6 +619,30 @@ async fn a_running_dispatcher_delivers_after_the_commit<DB: TestDb>() {
         "the dispatcher delivered and marked the event within seconds, not at its hourly poll"
     );
     assert_eq!(deliveries.ids().len(), 1, "delivered once");
+}
+
+/// A handler's own error that wraps an I/O error (its payment gateway's) while the write's
+/// connection is fine is the handler's answer, not a lost connection: idem reinterprets only
+/// the failure of its own connection.
+async fn a_handlers_own_io_error_is_its_answer<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    let gateway_down: Box<Body<DB>> = Box::new(|write| {
+        Box::pin(async move {
+            let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
+            DB::insert_payment(write.tx(), id, &tenant, 10).await?;
+            Err(PaymentError::Gateway(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "the gateway reset the connection",
+            )))
+        })
+    });
+    let outcome = execute(&db.store, &tenant("acme"), &key("k-gw"), "{}", gateway_down).await;
+    assert!(
+        matches!(outcome, Err(WriteError::Handler(PaymentError::Gateway(_)))),
+        "{outcome:?}"
+    );
+    assert_eq!(db.count(PAYMENTS, &[]).await, 0, "rolled back");
+    assert_eq!(db.count(KEYS, &[]).await, 0, "the key is free");
 }
 
 /// A write that records the events `first` and `second`, in that order.
@@ -1298,6 +1325,7 @@ macro_rules! with_scenarios {
             2 a_stuck_handler_delays_nobody_else,
             2 one_writes_events_arrive_in_order,
             2 a_reused_key_records_new_event_ids,
+            2 a_handlers_own_io_error_is_its_answer,
             2 unhandled_and_undecodable_events_do_not_block_the_queue,
             2 a_running_dispatcher_survives_database_errors_and_stops_when_told,
             2 maintenance_purges_what_retention_allows_and_nothing_else,
@@ -1426,6 +1454,59 @@ mod postgres_only {
             .await
             .unwrap();
         assert_eq!(keys, 1);
+    }
+
+    /// The server ends the write's connection mid-body (`pg_terminate_backend`): the write is
+    /// `ConnectionLost`, nothing of it is written, the key is free, and the retry writes once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_connection_terminated_mid_body_is_connection_lost() {
+        let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+        let backend = Arc::new(std::sync::atomic::AtomicI32::new(0));
+        let (entered, terminated) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        let (pid_out, inside, gone) = (backend.clone(), entered.clone(), terminated.clone());
+        let doomed: Box<Body<sqlx::Postgres>> = Box::new(move |write| {
+            let (pid_out, inside, gone) = (pid_out.clone(), inside.clone(), gone.clone());
+            Box::pin(async move {
+                let id = write.entity_id();
+                sqlx::Postgres::insert_payment(write.tx(), id, "acme", 1).await?;
+                let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+                    .fetch_one(&mut *write.tx())
+                    .await?;
+                pid_out.store(pid, std::sync::atomic::Ordering::SeqCst);
+                inside.notify_one();
+                gone.notified().await;
+                sqlx::query("SELECT 1").execute(write.tx()).await?;
+                Ok(StoredResponse::new(201, "unreachable"))
+            })
+        });
+        let store = db.store.clone();
+        let write = tokio::spawn(async move {
+            execute(&store, &tenant("acme"), &key("k-term"), "{}", doomed).await
+        });
+        entered.notified().await;
+        let pid = backend.load(std::sync::atomic::Ordering::SeqCst);
+        let ended: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .fetch_one(db.store.pool())
+            .await
+            .unwrap();
+        assert!(ended);
+        terminated.notify_one();
+        let failed = write.await.unwrap();
+        assert!(
+            matches!(
+                failed,
+                Err(WriteError::Store(
+                    idem_runtime::StoreError::ConnectionLost { .. }
+                ))
+            ),
+            "{failed:?}"
+        );
+        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 0);
+        assert_eq!(db.count(KEYS, &[]).await, 0, "the key is free");
+        let retry = execute(&db.store, &tenant("acme"), &key("k-term"), "{}", pay(1)).await;
+        assert!(matches!(retry, Ok(Outcome::New { .. })), "{retry:?}");
+        assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 1);
     }
 
     /// A body that catches its own statement's error and answers anyway left the transaction
