@@ -1,10 +1,15 @@
 //! The application's idempotency settings, shared by every protected handler.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use idem_runtime::{Backend, IdempotencyStore};
+use tokio::sync::Semaphore;
 
 use crate::tenant::{TenantResolver, Tenants};
+
+/// The default bound on the request bodies being read at once, across requests: 64 MiB.
+const DEFAULT_BUFFERED_BODIES: usize = 64 * 1024 * 1024;
 
 /// What status a replay answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -26,6 +31,9 @@ pub struct Idempotency<DB: Backend> {
     pub(crate) replay_status: ReplayStatus,
     pub(crate) created_status: bool,
     pub(crate) body_limit: usize,
+    pub(crate) body_timeout: Duration,
+    /// The bytes of request bodies being read, across requests, as permits.
+    pub(crate) buffered_bodies: Arc<Semaphore>,
 }
 
 impl<DB: Backend> Clone for Idempotency<DB> {
@@ -36,13 +44,16 @@ impl<DB: Backend> Clone for Idempotency<DB> {
             replay_status: self.replay_status,
             created_status: self.created_status,
             body_limit: self.body_limit,
+            body_timeout: self.body_timeout,
+            buffered_bodies: self.buffered_bodies.clone(),
         }
     }
 }
 
 impl<DB: Backend> Idempotency<DB> {
     /// Settings with the defaults: replays of `201` answer `200`, a new write by `POST` that the
-    /// handler answered `200 OK` answers `201 Created`, and bodies up to 256 KiB.
+    /// handler answered `200 OK` answers `201 Created`, bodies up to 256 KiB read within 10 s,
+    /// and at most 64 MiB of bodies being read at once.
     pub fn new(store: IdempotencyStore<DB>, tenants: impl TenantResolver) -> Self {
         Self {
             store,
@@ -50,6 +61,8 @@ impl<DB: Backend> Idempotency<DB> {
             replay_status: ReplayStatus::default(),
             created_status: true,
             body_limit: 256 * 1024,
+            body_timeout: Duration::from_secs(10),
+            buffered_bodies: Arc::new(Semaphore::new(DEFAULT_BUFFERED_BODIES)),
         }
     }
 
@@ -68,9 +81,25 @@ impl<DB: Backend> Idempotency<DB> {
     }
 
     /// The largest request body a protected handler reads, in bytes; larger ones are answered
-    /// `413` before any work.
+    /// `413` before any work (at once when `Content-Length` says so, before reading a byte).
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
+        self
+    }
+
+    /// How long a protected handler waits for the whole request body (default 10 s); a client
+    /// that sends it slower is answered `408` (`#body-timeout`) and nothing is written, so slow
+    /// clients cannot hold buffers and connections open.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// The most bytes of request bodies that protected handlers hold while they read them,
+    /// across all requests of the process (default 64 MiB); past it a request is answered `503`
+    /// (`#server-busy`) with `Retry-After`, and nothing is written.
+    pub fn with_buffered_bodies_limit(mut self, bytes: usize) -> Self {
+        self.buffered_bodies = Arc::new(Semaphore::new(bytes.min(Semaphore::MAX_PERMITS)));
         self
     }
 

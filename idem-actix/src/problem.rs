@@ -11,6 +11,8 @@
 //! | <a id="tenant-unresolved"></a>`#tenant-unresolved` | 401 | the application's [`TenantResolver`](crate::TenantResolver) could not name the tenant (with `WWW-Authenticate`) |
 //! | <a id="tenant-unavailable"></a>`#tenant-unavailable` | 503 | the [`TenantResolver`](crate::TenantResolver) could not check the credentials (its database failed); retry after `Retry-After` seconds |
 //! | <a id="payload-too-large"></a>`#payload-too-large` | 413 | the body exceeds [`Idempotency::with_body_limit`](crate::Idempotency::with_body_limit) |
+//! | <a id="body-timeout"></a>`#body-timeout` | 408 | the body did not arrive whole within [`Idempotency::with_body_timeout`](crate::Idempotency::with_body_timeout); nothing was written |
+//! | <a id="server-busy"></a>`#server-busy` | 503 | the request bodies being read already hold [`Idempotency::with_buffered_bodies_limit`](crate::Idempotency::with_buffered_bodies_limit) bytes; retry after `Retry-After` seconds; nothing was written |
 //! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used before with a different request |
 //! | <a id="request-in-flight"></a>`#request-in-flight` | 409 | a request with the same key is still running; retry after `Retry-After` seconds |
 //! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked, answered with a body that cannot be stored (a stream), or answered after one of its own statements failed and aborted the transaction (PostgreSQL); nothing was written |
@@ -56,6 +58,10 @@ pub enum ProblemKind {
     TenantUnavailable,
     /// The request body is over the configured limit.
     PayloadTooLarge,
+    /// The request body did not arrive within the configured time.
+    BodyTimedOut,
+    /// Too many bytes of request bodies are being read at once.
+    ServerBusy,
     /// The key was used before with a different request.
     KeyReused,
     /// A request with the same key is still running.
@@ -83,12 +89,14 @@ impl ProblemKind {
             Self::KeyMissing | Self::KeyInvalid => StatusCode::BAD_REQUEST,
             Self::TenantUnresolved => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimedOut => StatusCode::REQUEST_TIMEOUT,
             Self::KeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RequestInFlight => StatusCode::CONFLICT,
             Self::WriteFailed | Self::NotConfigured => StatusCode::INTERNAL_SERVER_ERROR,
             Self::UnprotectedMutation => StatusCode::METHOD_NOT_ALLOWED,
             Self::MutationNotRouted => StatusCode::NOT_FOUND,
             Self::StoreUnavailable
+            | Self::ServerBusy
             | Self::NotReady
             | Self::TenantUnavailable
             | Self::WriteTimedOut => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,6 +111,8 @@ impl ProblemKind {
             Self::TenantUnresolved => "tenant-unresolved",
             Self::TenantUnavailable => "tenant-unavailable",
             Self::PayloadTooLarge => "payload-too-large",
+            Self::BodyTimedOut => "body-timeout",
+            Self::ServerBusy => "server-busy",
             Self::KeyReused => "key-reused",
             Self::RequestInFlight => "request-in-flight",
             Self::WriteFailed => "write-failed",
@@ -123,6 +133,8 @@ impl ProblemKind {
             Self::TenantUnresolved => "tenant not resolved",
             Self::TenantUnavailable => "credentials could not be checked",
             Self::PayloadTooLarge => "request body too large",
+            Self::BodyTimedOut => "request body too slow",
+            Self::ServerBusy => "too many request bodies being read",
             Self::KeyReused => "Idempotency-Key reused with a different request",
             Self::RequestInFlight => "a request with this Idempotency-Key is in flight",
             Self::WriteFailed => "the write failed",

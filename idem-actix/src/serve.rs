@@ -7,6 +7,7 @@ use std::cell::{Cell, RefCell};
 use std::error::Error as StdError;
 use std::fmt;
 use std::rc::Rc;
+use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::web::{Bytes, BytesMut};
@@ -17,6 +18,7 @@ use idem_runtime::{
     Backend, Fingerprint, IdempotencyKey, Outcome, RegisteredOperation, RequestPart, StoreError,
     WriteContext, WriteError, WriteRequest,
 };
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::answer::Extraction;
 use crate::config::Idempotency;
@@ -153,7 +155,7 @@ where
     }
     let key = key_from_headers(request.headers()).map_err(problem)?;
     let tenant = idem.tenants.resolve(request).await.map_err(problem)?;
-    let body = read_body(payload, idem.body_limit).await.map_err(problem)?;
+    let (body, _buffered) = read_body(request, payload, idem).await.map_err(problem)?;
     // The user's extractors run before the key is claimed: a malformed body costs nothing.
     let args = extract(request, &mut Payload::from(body.clone()), &key)
         .await
@@ -327,24 +329,67 @@ fn key_reused_detail(differing: &[RequestPart]) -> String {
     )
 }
 
-async fn read_body(payload: &mut Payload, limit: usize) -> Result<Bytes, Problem> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|error| {
-            Problem::new(
-                ProblemKind::PayloadTooLarge,
-                format!("the request body could not be read: {error}"),
-            )
-        })?;
-        if body.len() + chunk.len() > limit {
-            return Err(Problem::new(
-                ProblemKind::PayloadTooLarge,
-                format!("the request body is over the limit of {limit} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
+/// The whole request body, read within the body timeout and the limits, and the share of the
+/// process's body budget it holds (released when the request is done with it).
+async fn read_body<'a, DB: Backend>(
+    request: &HttpRequest,
+    payload: &mut Payload,
+    idem: &'a Idempotency<DB>,
+) -> Result<(Bytes, SemaphorePermit<'a>), Problem> {
+    let limit = idem.body_limit;
+    let too_large = || {
+        Problem::new(
+            ProblemKind::PayloadTooLarge,
+            format!("the request body is over the limit of {limit} bytes"),
+        )
+    };
+    let announced = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<usize>().ok());
+    if announced.is_some_and(|length| length > limit) {
+        return Err(too_large());
     }
-    Ok(body.freeze())
+    let budget: &'a Semaphore = &idem.buffered_bodies;
+    let mut held = budget
+        .try_acquire_many(0)
+        .expect("no permit is always available");
+    let mut body = BytesMut::with_capacity(announced.unwrap_or(0));
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|error| {
+                Problem::new(
+                    ProblemKind::PayloadTooLarge,
+                    format!("the request body could not be read: {error}"),
+                )
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            let more = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+            held.merge(budget.try_acquire_many(more).map_err(|_| {
+                Problem::new(
+                    ProblemKind::ServerBusy,
+                    "the server is reading too many request bodies at once: nothing was written; retry with the same key",
+                )
+                .retry_after(Duration::from_secs(1))
+            })?);
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(idem.body_timeout, read).await {
+        Ok(Ok(())) => Ok((body.freeze(), held)),
+        Ok(Err(problem)) => Err(problem),
+        Err(_) => Err(Problem::new(
+            ProblemKind::BodyTimedOut,
+            format!(
+                "the request body did not arrive within {} ms: nothing was written; send it whole, with the same key",
+                idem.body_timeout.as_millis()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

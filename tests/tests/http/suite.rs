@@ -163,10 +163,17 @@ struct Server {
 
 impl Server {
     async fn start(config: StoreConfig, replay_status: ReplayStatus) -> Self {
+        Self::start_with(config, |idem| idem.with_replay_status(replay_status)).await
+    }
+
+    /// A server whose settings `settings` adjusts (after a 64 KiB body limit).
+    async fn start_with(
+        config: StoreConfig,
+        settings: impl FnOnce(Idempotency<Db>) -> Idempotency<Db>,
+    ) -> Self {
         let db = Db::fresh(config).await;
-        let idem = Idempotency::new(db.store.clone(), BearerTokens)
-            .with_replay_status(replay_status)
-            .with_body_limit(64 * 1024);
+        let idem =
+            settings(Idempotency::new(db.store.clone(), BearerTokens).with_body_limit(64 * 1024));
         let routes = routes(idem)
             .verify()
             .await
@@ -851,6 +858,100 @@ async fn startup_refuses_an_unmigrated_schema() {
             .await
             .is_ok()
     );
+}
+
+/// The head of a `POST /payments` announcing `length` bytes of body, as a slow client sends it.
+fn slow_head(server: &Server, key: &str, length: usize) -> String {
+    let host = server.base.trim_start_matches("http://");
+    format!(
+        "POST /payments HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer token-a\r\n\
+         Idempotency-Key: {key}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+/// Opens a connection, sends `head` and `body`, and keeps the connection open.
+async fn send_part(server: &Server, head: &str, body: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let mut stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    stream.flush().await.unwrap();
+    stream
+}
+
+/// The status line and body of the answer on `stream`, read within 10 s.
+async fn answer_on(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&buffer[..n]);
+                    if answer.windows(2).any(|w| w == b"}\n") || answer.ends_with(b"}") {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "no answer within 10 s");
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[actix_web::test]
+async fn a_body_that_arrives_too_slowly_is_408_and_writes_nothing() {
+    let server = Server::start_with(StoreConfig::default(), |idem| {
+        idem.with_body_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let mut stalled = send_part(&server, &slow_head(&server, "k-slow", 100), b"{\"amount").await;
+    let answer = answer_on(&mut stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("#body-timeout"), "{answer}");
+    assert_eq!(server.count(PAYMENTS, &[]).await, 0);
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn a_body_announced_over_the_limit_is_413_before_it_is_read() {
+    let server = Server::default().await;
+    // Not one byte of the 10 MB sent: the answer comes from the Content-Length alone.
+    let mut announced = send_part(&server, &slow_head(&server, "k-huge", 10_000_000), b"").await;
+    let answer = answer_on(&mut announced).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("#payload-too-large"), "{answer}");
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    server.stop().await;
+}
+
+#[actix_web::test]
+async fn bodies_held_across_requests_are_bounded() {
+    let server = Server::start_with(StoreConfig::default(), |idem| {
+        idem.with_buffered_bodies_limit(1_000)
+            .with_body_timeout(Duration::from_secs(30))
+    })
+    .await;
+    let filler = vec![b' '; 800];
+    let holding = send_part(&server, &slow_head(&server, "k-hold", 900), &filler).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = send_part(&server, &slow_head(&server, "k-more", 900), &filler[..400]).await;
+    let answer = answer_on(&mut second).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("#server-busy"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    drop(holding);
+    server.stop().await;
 }
 
 #[actix_web::test]
