@@ -18,6 +18,7 @@
 //! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked, answered with a body that cannot be stored (a stream), or answered after one of its own statements failed and aborted the transaction (PostgreSQL); nothing was written |
 //! | <a id="write-timed-out"></a>`#write-timed-out` | 503 | the handler held its transaction past the write timeout; it was rolled back; retry with the same key |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the idempotency store failed; nothing was written; retry after `Retry-After` seconds |
+//! | <a id="outcome-unknown"></a>`#outcome-unknown` | 503 | the database did not answer the write's `COMMIT` and the outcome could not be read back: it may have been written; retry with the same key after `Retry-After` seconds (the retry replays it if it landed) |
 //! | <a id="not-configured"></a>`#not-configured` | 500 | the application is not set up as idem needs: no [`Idempotency`](crate::Idempotency) app data, no [`MutationGate`](crate::MutationGate), or another resource mounted before a protected route would answer in its place |
 //! | <a id="unprotected-mutation"></a>`#unprotected-mutation` | 405 | a mutating request (not `GET`, `HEAD`, `OPTIONS`, `TRACE`) reached a route pattern where that method is neither a protected operation nor declared with [`unprotected_mutation!`](crate::unprotected_mutation); `Allow` lists what the gate lets through there; no handler ran ([`MutationGate`](crate::MutationGate)) |
 //! | <a id="mutation-not-routed"></a>`#mutation-not-routed` | 404 | a mutating request's path is placed on no resource of the application (the router would have answered `404`, or its default service would have run) and matches no declared exemption; no handler ran ([`MutationGate`](crate::MutationGate)) |
@@ -72,6 +73,8 @@ pub enum ProblemKind {
     WriteTimedOut,
     /// The idempotency store failed.
     StoreUnavailable,
+    /// The write's `COMMIT` got no answer and could not be settled: it may have landed.
+    OutcomeUnknown,
     /// No [`Idempotency`](crate::Idempotency) app data.
     NotConfigured,
     /// The readiness probe failed.
@@ -96,6 +99,7 @@ impl ProblemKind {
             Self::UnprotectedMutation => StatusCode::METHOD_NOT_ALLOWED,
             Self::MutationNotRouted => StatusCode::NOT_FOUND,
             Self::StoreUnavailable
+            | Self::OutcomeUnknown
             | Self::ServerBusy
             | Self::NotReady
             | Self::TenantUnavailable
@@ -118,6 +122,7 @@ impl ProblemKind {
             Self::WriteFailed => "write-failed",
             Self::WriteTimedOut => "write-timed-out",
             Self::StoreUnavailable => "store-unavailable",
+            Self::OutcomeUnknown => "outcome-unknown",
             Self::NotConfigured => "not-configured",
             Self::NotReady => "not-ready",
             Self::UnprotectedMutation => "unprotected-mutation",
@@ -140,6 +145,7 @@ impl ProblemKind {
             Self::WriteFailed => "the write failed",
             Self::WriteTimedOut => "the write timed out",
             Self::StoreUnavailable => "idempotency store unavailable",
+            Self::OutcomeUnknown => "the write's outcome is unknown",
             Self::NotConfigured => "idempotency not configured",
             Self::NotReady => "not ready",
             Self::UnprotectedMutation => "unprotected mutation refused",

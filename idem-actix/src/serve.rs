@@ -238,6 +238,13 @@ where
             )
             .retry_after(retry_after),
         )),
+        Err(WriteError::Store(StoreError::OutcomeUnknown { .. })) => Err(problem(
+            Problem::new(
+                ProblemKind::OutcomeUnknown,
+                "the database did not answer the write's COMMIT, and its outcome could not be read back: it may have been written; retry with the same key, which answers with the write if it landed and runs it if it did not",
+            )
+            .retry_after(retry_after),
+        )),
         Err(WriteError::Store(error)) => {
             tracing::error!(error = %idem_runtime::ErrorChain(&error), operation = definition.name(), "idempotency store failed");
             Err(problem(

@@ -4,6 +4,7 @@
 use std::any::Any;
 use std::error::Error as StdError;
 use std::panic::AssertUnwindSafe;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, LocalBoxFuture};
@@ -251,7 +252,8 @@ impl<DB: Backend> IdempotencyStore<DB> {
 
     /// COMMIT failed: it may or may not have landed. The key's row says which; a row with this
     /// attempt's id means it did (and `committed` is the answer), so the request is never taken
-    /// for its own duplicate.
+    /// for its own duplicate. The row is read again until the acquire timeout (a failover
+    /// takes seconds); if it still cannot be read, the outcome is unknown, and said so.
     async fn settle_ambiguous_commit<E>(
         &self,
         call: &Call<'_>,
@@ -259,17 +261,33 @@ impl<DB: Backend> IdempotencyStore<DB> {
         committed: Outcome,
         commit_error: sqlx::Error,
     ) -> Result<Outcome, AttemptFailure<E>> {
-        match self.find_record_anew(&call.scope).await {
-            Ok(Some(record)) if record.attempt_id == attempt_id => {
-                self.outbox_signal.notify_waiters();
-                Ok(committed)
+        let deadline = Instant::now() + self.config.acquire_timeout();
+        let mut wait = Duration::from_millis(50);
+        loop {
+            match self.find_record_anew(&call.scope).await {
+                Ok(Some(record)) if record.attempt_id == attempt_id => {
+                    self.outbox_signal.notify_waiters();
+                    return Ok(committed);
+                }
+                Ok(Some(record)) => {
+                    return Ok(replay_or_mismatch(record, call.request.fingerprint()));
+                }
+                // Nothing committed: the attempt can be made again.
+                Ok(None) => return Err(self.classify(commit_error)),
+                Err(error) if Instant::now() + wait >= deadline => {
+                    tracing::error!(commit = %ErrorChain(&commit_error), read = %ErrorChain(&error), "a write's COMMIT got no answer and its outcome could not be read back: it may have committed");
+                    return Err(AttemptFailure::Final(
+                        StoreError::OutcomeUnknown {
+                            commit: commit_error,
+                        }
+                        .into(),
+                    ));
+                }
+                Err(_) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
             }
-            Ok(Some(record)) => Ok(replay_or_mismatch(record, call.request.fingerprint())),
-            // Nothing committed: the attempt can be made again.
-            Ok(None) => Err(self.classify(commit_error)),
-            Err(_) => Err(AttemptFailure::Final(
-                StoreError::Database(commit_error).into(),
-            )),
         }
     }
 

@@ -42,6 +42,18 @@ pub enum StoreError {
         /// The body's error, with its causes.
         detail: String,
     },
+    /// The connection failed during `COMMIT`, and the key's row could not be read back within
+    /// the acquire timeout to settle whether the write landed: it may have committed. A retry
+    /// with the same key replays the write if it did and runs it if it did not; never say
+    /// "nothing was written" of this one.
+    #[error(
+        "the write's COMMIT got no answer and its outcome could not be read back: it may have committed"
+    )]
+    OutcomeUnknown {
+        /// The `COMMIT`'s failure.
+        #[source]
+        commit: sqlx::Error,
+    },
     /// Every attempt met a transient failure (serialization failure, deadlock, busy database).
     #[error("the write met a transient database failure on each of its {attempts} attempts")]
     RetriesExhausted {

@@ -85,7 +85,7 @@ pub fn register_metrics() {
     describe_counter!(
         WRITES_FAILED_TOTAL,
         Unit::Count,
-        "Writes that committed nothing, by operation, class and reason (handler, panic, timeout, store)."
+        "Writes that committed nothing, by operation, class and reason (handler, panic, timeout, store), and writes whose commit could not be settled (unknown)."
     );
     describe_counter!(
         WORKFLOWS_TRIGGERED_TOTAL,
@@ -156,6 +156,7 @@ pub fn register_metrics() {
             Failure::Panic,
             Failure::Store,
             Failure::Timeout,
+            Failure::Unknown,
         ] {
             let reason = WriteOutcome::Failed(reason).failure().unwrap_or("unknown");
             metrics::counter!(WRITES_FAILED_TOTAL, "operation" => name, "class" => class, "reason" => reason).increment(0);

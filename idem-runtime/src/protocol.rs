@@ -166,6 +166,9 @@ impl<DB: Backend> IdempotencyStore<DB> {
             Err(WriteError::BodyAbortedTransaction) => {
                 (WriteOutcome::Failed(Failure::Handler), None, 0)
             }
+            Err(WriteError::Store(StoreError::OutcomeUnknown { .. })) => {
+                (WriteOutcome::Failed(Failure::Unknown), None, 0)
+            }
             Err(WriteError::Store(_)) => (WriteOutcome::Failed(Failure::Store), None, 0),
         };
         let duration_ms = elapsed.as_secs_f64() * 1000.0;

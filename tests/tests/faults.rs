@@ -385,22 +385,49 @@ async fn database_unreachable_then_back() {
 struct CommitCutter {
     port: u16,
     armed: Arc<AtomicBool>,
+    /// Whether new connections are refused once the cut happened, until restored.
+    partition: Arc<AtomicBool>,
 }
 
 impl CommitCutter {
     async fn start(target: String) -> Self {
         let armed = Arc::new(AtomicBool::new(false));
-        let cutter_armed = armed.clone();
+        let partition = Arc::new(AtomicBool::new(false));
+        let (cutter_armed, cutter_partition) = (armed.clone(), partition.clone());
         let port = proxy(move |client| {
-            let (target, armed) = (target.clone(), cutter_armed.clone());
+            let (target, armed, partition) = (
+                target.clone(),
+                cutter_armed.clone(),
+                cutter_partition.clone(),
+            );
             async move {
+                // Partitioned: the connection is refused, as by a network that is down.
+                let partitioned = partition.load(Ordering::SeqCst) && !armed.load(Ordering::SeqCst);
+                if partitioned {
+                    return;
+                }
                 if let Ok(server) = TcpStream::connect(&target).await {
-                    Self::relay(client, server, armed).await;
+                    Self::relay(client, server, armed, partition).await;
                 }
             }
         })
         .await;
-        Self { port, armed }
+        Self {
+            port,
+            armed,
+            partition,
+        }
+    }
+
+    /// After the next cut, refuses every new connection until [`Self::restore`]: the
+    /// database is unreachable when the write tries to read its outcome back.
+    fn partition_after_the_cut(&self) {
+        self.partition.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets connections through again.
+    fn restore(&self) {
+        self.partition.store(false, Ordering::SeqCst);
     }
 
     /// Cuts the next `COMMIT` any connection sends.
@@ -413,13 +440,18 @@ impl CommitCutter {
         !self.armed.load(Ordering::SeqCst)
     }
 
-    /// Relays one connection until the cut.
-    async fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>) {
+    /// Relays one connection until the cut, or until the partition after it.
+    async fn relay(
+        client: TcpStream,
+        server: TcpStream,
+        armed: Arc<AtomicBool>,
+        partition: Arc<AtomicBool>,
+    ) {
         let (client_read, client_write) = client.into_split();
         let (server_read, server_write) = server.into_split();
         let cutting = AtomicBool::new(false);
         tokio::select! {
-            _ = Self::to_server(client_read, server_write, &armed, &cutting) => {}
+            _ = Self::to_server(client_read, server_write, &armed, &partition, &cutting) => {}
             _ = Self::to_client(server_read, client_write, &cutting) => {}
         }
     }
@@ -429,6 +461,7 @@ impl CommitCutter {
         mut from: OwnedReadHalf,
         mut to: OwnedWriteHalf,
         armed: &AtomicBool,
+        partition: &AtomicBool,
         cutting: &AtomicBool,
     ) -> std::io::Result<()> {
         // The startup message has no type byte: a length, then the rest.
@@ -442,6 +475,10 @@ impl CommitCutter {
             let length = from.read_u32().await?;
             let mut body = vec![0; length as usize - 4];
             from.read_exact(&mut body).await?;
+            // After the cut, a partition ends every connection at its next message.
+            if partition.load(Ordering::SeqCst) && !armed.load(Ordering::SeqCst) {
+                return Ok(());
+            }
             // A simple query `COMMIT`, as sqlx sends it.
             if tag == b'Q' && body == b"COMMIT\0" && armed.swap(false, Ordering::SeqCst) {
                 cutting.store(true, Ordering::SeqCst);
@@ -522,5 +559,79 @@ async fn commit_answer_lost_is_settled_as_the_new_write() {
             .await,
         2
     );
+    db.stop().await;
+}
+
+/// The `COMMIT` is cut and the database stays unreachable while the write tries to read its
+/// outcome back: the answer says the outcome is unknown (never "nothing was written", since the
+/// payment exists), and the retry, once the database is back, replays the write.
+#[actix_web::test]
+async fn an_ambiguous_commit_that_cannot_be_settled_is_outcome_unknown() {
+    let url = std::env::var("DATABASE_URL").unwrap();
+    let target: PgConnectOptions = url.parse().unwrap();
+    let cutter = CommitCutter::start(format!("{}:{}", target.get_host(), target.get_port())).await;
+    let db = Faulty::start(
+        |options| {
+            options
+                .host("127.0.0.1")
+                .port(cutter.port)
+                .ssl_mode(PgSslMode::Disable)
+        },
+        PgPoolOptions::new().acquire_timeout(Duration::from_millis(500)),
+    )
+    .await;
+    cutter.partition_after_the_cut();
+    cutter.arm();
+    let client = Client::builder().timeout(Duration::from_secs(30)).finish();
+    let mut response = client
+        .post(format!("{}/payments", db.base))
+        .insert_header(("idempotency-key", "k-unknown"))
+        .send_json(&json!({ "amount_cents": 41 }))
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(cutter.has_cut(), "the write's COMMIT was cut");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(
+        body["type"], "tag:idem-rs.github.io,2026:problems#outcome-unknown",
+        "{body}"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(
+        !body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was written"),
+        "{body}"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM payments WHERE amount_cents = 41")
+            .await,
+        1,
+        "the commit had landed"
+    );
+    cutter.restore();
+    assert_eq!(
+        db.pay("k-unknown", json!({ "amount_cents": 41 })).await.0,
+        StatusCode::OK,
+        "the retry replays the write that landed"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM payments WHERE amount_cents = 41")
+            .await,
+        1
+    );
+    // The audit row was queued while the database was unreachable: written once it is back.
+    let audited = tokio::time::timeout(Duration::from_secs(20), async {
+        while db
+            .count("SELECT COUNT(*) FROM idempotent_write_audit_log WHERE failure = 'unknown'")
+            .await
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(audited.is_ok(), "the write is audited as failed, unknown");
     db.stop().await;
 }

@@ -48,6 +48,9 @@ pub enum Failure {
     Store,
     /// The body ran past the write timeout.
     Timeout,
+    /// The `COMMIT` got no answer and the outcome could not be read back: it may have
+    /// committed (then the key's `new` row exists too).
+    Unknown,
 }
 
 impl WriteOutcome {
@@ -68,6 +71,7 @@ impl WriteOutcome {
             Self::Failed(Failure::Handler) => Some("handler"),
             Self::Failed(Failure::Panic) => Some("panic"),
             Self::Failed(Failure::Timeout) => Some("timeout"),
+            Self::Failed(Failure::Unknown) => Some("unknown"),
             Self::Failed(Failure::Store) => Some("store"),
             _ => None,
         }
