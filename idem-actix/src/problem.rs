@@ -10,6 +10,7 @@
 //! | <a id="key-invalid"></a>`#key-invalid` | 400 | the key is empty, longer than 255 bytes, not visible ASCII, or sent in more than one header |
 //! | <a id="tenant-unresolved"></a>`#tenant-unresolved` | 401 | the application's [`TenantResolver`](crate::TenantResolver) could not name the tenant (with `WWW-Authenticate`) |
 //! | <a id="tenant-unavailable"></a>`#tenant-unavailable` | 503 | the [`TenantResolver`](crate::TenantResolver) could not check the credentials (its database failed); retry after `Retry-After` seconds |
+//! | <a id="request-invalid"></a>`#request-invalid` | 400 (or the extractor's own 4xx) | an extractor of the protected handler (`web::Json`, `web::Path`, `web::Query`, …) refused the request, and the application gave it no problem+json answer of its own; nothing was written |
 //! | <a id="payload-too-large"></a>`#payload-too-large` | 413 | the body exceeds [`Idempotency::with_body_limit`](crate::Idempotency::with_body_limit) |
 //! | <a id="body-timeout"></a>`#body-timeout` | 408 | the body did not arrive whole within [`Idempotency::with_body_timeout`](crate::Idempotency::with_body_timeout); nothing was written |
 //! | <a id="server-busy"></a>`#server-busy` | 503 | the request bodies being read already hold [`Idempotency::with_buffered_bodies_limit`](crate::Idempotency::with_buffered_bodies_limit) bytes; retry after `Retry-After` seconds; nothing was written |
@@ -57,6 +58,8 @@ pub enum ProblemKind {
     TenantUnresolved,
     /// The credentials could not be checked: the server's failure.
     TenantUnavailable,
+    /// An extractor of the protected handler refused the request.
+    RequestInvalid,
     /// The request body is over the configured limit.
     PayloadTooLarge,
     /// The request body did not arrive within the configured time.
@@ -89,7 +92,7 @@ impl ProblemKind {
     /// The HTTP status of this failure.
     pub const fn status(self) -> StatusCode {
         match self {
-            Self::KeyMissing | Self::KeyInvalid => StatusCode::BAD_REQUEST,
+            Self::KeyMissing | Self::KeyInvalid | Self::RequestInvalid => StatusCode::BAD_REQUEST,
             Self::TenantUnresolved => StatusCode::UNAUTHORIZED,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimedOut => StatusCode::REQUEST_TIMEOUT,
@@ -114,6 +117,7 @@ impl ProblemKind {
             Self::KeyInvalid => "key-invalid",
             Self::TenantUnresolved => "tenant-unresolved",
             Self::TenantUnavailable => "tenant-unavailable",
+            Self::RequestInvalid => "request-invalid",
             Self::PayloadTooLarge => "payload-too-large",
             Self::BodyTimedOut => "body-timeout",
             Self::ServerBusy => "server-busy",
@@ -137,6 +141,7 @@ impl ProblemKind {
             Self::KeyInvalid => "Idempotency-Key header invalid",
             Self::TenantUnresolved => "tenant not resolved",
             Self::TenantUnavailable => "credentials could not be checked",
+            Self::RequestInvalid => "request not readable by the handler",
             Self::PayloadTooLarge => "request body too large",
             Self::BodyTimedOut => "request body too slow",
             Self::ServerBusy => "too many request bodies being read",
@@ -167,6 +172,7 @@ pub struct Problem {
     retry_after: Option<Duration>,
     challenge: Option<String>,
     allow: Option<String>,
+    status: Option<StatusCode>,
 }
 
 #[derive(Serialize)]
@@ -187,7 +193,20 @@ impl Problem {
             retry_after: None,
             challenge: None,
             allow: None,
+            status: None,
         }
+    }
+
+    /// Answers with `status` instead of the kind's own: for a refusal whose status another
+    /// layer chose (an extractor's `415`, say).
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The status this problem answers with.
+    pub fn status(&self) -> StatusCode {
+        self.status.unwrap_or(self.kind.status())
     }
 
     /// Adds `Allow`, the methods the target resource accepts: RFC 9110 requires it on a `405`.
@@ -219,10 +238,10 @@ impl Problem {
         let body = ProblemBody {
             type_uri: self.kind.type_uri(),
             title: self.kind.title(),
-            status: self.kind.status().as_u16(),
+            status: self.status().as_u16(),
             detail: &self.detail,
         };
-        let mut response = HttpResponse::build(self.kind.status());
+        let mut response = HttpResponse::build(self.status());
         response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
         if matches!(self.kind, ProblemKind::KeyMissing | ProblemKind::KeyInvalid) {
             response.insert_header((
@@ -252,7 +271,7 @@ impl std::fmt::Display for Problem {
 
 impl actix_web::ResponseError for Problem {
     fn status_code(&self) -> StatusCode {
-        self.kind.status()
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {

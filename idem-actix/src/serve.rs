@@ -24,7 +24,7 @@ use crate::answer::Extraction;
 use crate::config::Idempotency;
 use crate::key::key_from_headers;
 use crate::mutation_gate::{GatePassed, ServedByIdem, gate_not_installed};
-use crate::problem::{Problem, ProblemKind};
+use crate::problem::{PROBLEM_JSON, Problem, ProblemKind};
 use crate::replay::{capture, replay};
 use crate::tenant::not_configured;
 
@@ -159,7 +159,7 @@ where
     // The user's extractors run before the key is claimed: a malformed body costs nothing.
     let args = extract(request, &mut Payload::from(body.clone()), &key)
         .await
-        .map_err(|error| error.error_response())?;
+        .map_err(|error| extraction_refused(&error))?;
 
     let definition = Op::OPERATION;
     // The concrete path, not the route template: one key reused for another invoice's
@@ -334,6 +334,36 @@ fn key_reused_detail(differing: &[RequestPart]) -> String {
     format!(
         "this Idempotency-Key was used with {what}: a retry must repeat the first request; use a new key for a new request"
     )
+}
+
+/// The answer to a request that an extractor of the handler refused: the application's own,
+/// when it answers with problem+json (a `JsonConfig` error handler, say), else idem's
+/// `#request-invalid` with the extractor's status and message (a 4xx), or `#not-configured`
+/// without the message (a 5xx, whose cause is logged).
+fn extraction_refused(error: &actix_web::Error) -> HttpResponse {
+    let response = error.error_response();
+    let is_problem = response
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return response;
+    }
+    if !response.status().is_client_error() {
+        // The server's side (app data an extractor needs is missing): logged, not shown.
+        tracing::error!(%error, "an extractor of a protected handler failed on the server's side");
+        return Problem::new(
+            ProblemKind::NotConfigured,
+            "an extractor of the handler failed on the server's side: nothing was written",
+        )
+        .to_response();
+    }
+    Problem::new(
+        ProblemKind::RequestInvalid,
+        format!("the request could not be read: {error}; nothing was written"),
+    )
+    .with_status(response.status())
+    .to_response()
 }
 
 /// The whole request body, read within the body timeout and the limits, and the share of the

@@ -693,7 +693,34 @@ async fn malformed_body_is_refused_before_the_key_is_claimed() {
         json!({"amount_cents": "ten"}),
     )
     .await;
-    assert_eq!(answer.status, StatusCode::BAD_REQUEST);
+    answer.assert_problem(400, "request-invalid");
+    assert!(
+        answer.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expected i64"),
+        "the detail says what could not be read: {:?}",
+        answer.body
+    );
+    assert_eq!(server.count(KEYS, &[]).await, 0);
+    let not_json = read_answer(
+        server
+            .post("/payments", "token-a", Some("k-text"))
+            .insert_header(("content-type", "text/plain"))
+            .send_body("amount_cents=10")
+            .await
+            .expect("the server answers"),
+    )
+    .await;
+    not_json.assert_problem(400, "request-invalid");
+    assert!(
+        not_json.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("Content type"),
+        "{:?}",
+        not_json.body
+    );
     assert_eq!(server.count(KEYS, &[]).await, 0);
     let oversized = json!({"amount_cents": 1, "pad": "x".repeat(70 * 1024)});
     send(
