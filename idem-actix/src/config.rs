@@ -108,3 +108,33 @@ impl<DB: Backend> Idempotency<DB> {
         &self.store
     }
 }
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+
+    struct NoTenants;
+
+    impl TenantResolver for NoTenants {
+        async fn resolve(
+            &self,
+            _: &actix_web::HttpRequest,
+        ) -> Result<idem_runtime::TenantId, crate::TenantRejection> {
+            Err(crate::TenantRejection::new("none"))
+        }
+    }
+
+    /// The HTTP defaults the documents promise: replays of `201` answer `200`, `POST` answers
+    /// `201`, bodies up to 256 KiB within 10 s, 64 MiB of bodies being read at once.
+    #[tokio::test]
+    async fn the_defaults_are_the_documented_ones() {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().connect_lazy("sqlite::memory:");
+        let store = IdempotencyStore::new(pool.unwrap(), Default::default());
+        let idem = Idempotency::new(store, NoTenants);
+        assert_eq!(idem.replay_status, ReplayStatus::Ok);
+        assert!(idem.created_status);
+        assert_eq!(idem.body_limit, 256 * 1024);
+        assert_eq!(idem.body_timeout, Duration::from_secs(10));
+        assert_eq!(idem.buffered_bodies.available_permits(), 64 * 1024 * 1024);
+    }
+}

@@ -270,6 +270,23 @@ impl RetryPolicy {
 mod tests {
     use super::*;
 
+    /// The defaults the documents promise (README, CONTRACT.md, the rustdoc of each setting):
+    /// changing one is a decision that changes these lines and those documents together.
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        let config = StoreConfig::default();
+        assert_eq!(config.retention(), Duration::from_secs(24 * 3600));
+        assert_eq!(config.lock_timeout(), Duration::from_secs(5));
+        assert_eq!(config.acquire_timeout(), Duration::from_secs(5));
+        assert_eq!(config.write_timeout(), Duration::from_secs(30));
+        assert_eq!(config.replica_timeout(), Duration::from_secs(1));
+        assert_eq!(config.retry_after(), Duration::from_secs(1));
+        assert_eq!(config.audit_queue_limit(), 10_000);
+        assert_eq!(config.retry().max_attempts(), 10);
+        assert_eq!(config.sqlite_synchronous(), SqliteSynchronous::Full);
+        assert!(!config.transaction_pooling());
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_ceiling() {
         let policy = RetryPolicy::default()

@@ -88,6 +88,17 @@ mod postgres {
         assert!(!encrypted(&store).await);
     }
 
+    /// `prefer` (the default) encrypts when the server offers TLS, as this one does; `allow`
+    /// tries plaintext first, as libpq's does, and the server accepts it.
+    #[tokio::test]
+    async fn sslmode_prefer_encrypts_and_allow_starts_in_plaintext() {
+        let url = idem_tests::postgres_test_url().await;
+        let preferred = connect(&url, "sslmode=prefer").await.expect("prefer");
+        assert!(encrypted(&preferred).await, "prefer encrypts when it can");
+        let allowed = connect(&url, "sslmode=allow").await.expect("allow");
+        assert!(!encrypted(&allowed).await, "allow starts in plaintext");
+    }
+
     #[tokio::test]
     async fn a_server_certificate_from_another_ca_is_refused_at_connect() {
         // The public CAs did not issue the server's self-signed certificate.

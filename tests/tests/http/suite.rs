@@ -1074,7 +1074,7 @@ async fn a_protected_route_refuses_to_write_without_the_mutation_gate() {
         .insert_header(("authorization", "Bearer token-a"))
         .insert_header(("idempotency-key", "k-ungated"));
     let answer = send(request, json!({"amount_cents": 500})).await;
-    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    answer.assert_problem(500, "not-configured");
     assert!(
         answer.json()["detail"]
             .as_str()
