@@ -120,11 +120,18 @@ pub enum WriteError<E> {
 pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for ErrorChain<'_> {
+    /// A cause that its outer error already printed (sqlx's errors end their message with
+    /// their source's) is not printed again.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut printed = self.0.to_string();
+        write!(f, "{printed}")?;
         let mut cause = self.0.source();
         while let Some(error) = cause {
-            write!(f, ": {error}")?;
+            let text = error.to_string();
+            if !printed.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            printed = text;
             cause = error.source();
         }
         Ok(())
@@ -142,6 +149,17 @@ mod tests {
     use std::error::Error as _;
 
     use super::*;
+
+    #[test]
+    fn a_cause_its_outer_error_already_printed_is_printed_once() {
+        let error = StoreError::from(sqlx::Error::Configuration("bad sslmode".into()));
+        let chain = ErrorChain(&error).to_string();
+        assert_eq!(
+            chain,
+            "the idempotency store's database failed: error with configuration: bad sslmode"
+        );
+        assert_eq!(chain.matches("bad sslmode").count(), 1, "{chain}");
+    }
 
     fn chain(error: &(dyn std::error::Error + 'static)) -> String {
         ErrorChain(error).to_string()

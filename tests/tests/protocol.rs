@@ -1461,6 +1461,25 @@ mod postgres_only {
         assert_eq!(keys, 1);
     }
 
+    /// A real database error, as the store reports it, names its cause once: sqlx's
+    /// `Database` error ends its message with the server's, which is also its source.
+    #[tokio::test]
+    async fn a_database_errors_cause_is_printed_once() {
+        let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+        let error = sqlx::query("SELECT 1 / 0")
+            .execute(db.store.pool())
+            .await
+            .expect_err("division by zero");
+        assert!(matches!(error, sqlx::Error::Database(_)), "{error:?}");
+        let error = idem_runtime::StoreError::from(error);
+        let chain = idem_runtime::ErrorChain(&error).to_string();
+        assert_eq!(chain.matches("division by zero").count(), 1, "{chain}");
+        assert!(
+            chain.starts_with("the idempotency store's database failed: "),
+            "{chain}"
+        );
+    }
+
     /// The server ends the write's connection mid-body (`pg_terminate_backend`): the write is
     /// `ConnectionLost`, nothing of it is written, the key is free, and the retry writes once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
