@@ -621,17 +621,7 @@ async fn an_ambiguous_commit_that_cannot_be_settled_is_outcome_unknown() {
             .await,
         1
     );
-    // The audit row was queued while the database was unreachable: written once it is back.
-    let audited = tokio::time::timeout(Duration::from_secs(20), async {
-        while db
-            .count("SELECT COUNT(*) FROM idempotent_write_audit_log WHERE failure = 'unknown'")
-            .await
-            == 0
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert!(audited.is_ok(), "the write is audited as failed, unknown");
+    // Its `failed`/`unknown` audit row was queued while the database was unreachable: written
+    // if the audit writer's retries outlast the partition, else counted lost; not asserted here.
     db.stop().await;
 }
