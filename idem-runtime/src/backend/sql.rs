@@ -153,31 +153,33 @@ VALUES (?, ?, ?, ?, ?, ?, ?, " NOW ")"]
 /// MySQL has no `UPDATE … RETURNING`: [`MYSQL_DUE_EVENTS`] and [`mysql_lease_events`].
 pub(crate) const CLAIM_EVENTS: DialectSql = DialectSql {
     #[cfg(feature = "postgres")]
-    postgres: sql_with_now!("idem_now_ms()";
-        "UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
-WHERE event_id IN (
-    SELECT event_id FROM idem_outbox
-    WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
-    ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
-    LIMIT $2
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
-    sequence_in_write"),
+    postgres: claim_events!("idem_now_ms()", "FOR UPDATE SKIP LOCKED"),
     #[cfg(feature = "sqlite")]
-    sqlite: sql_with_now!("CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
-        "UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
-WHERE event_id IN (
-    SELECT event_id FROM idem_outbox
-    WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
-    ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
-    LIMIT $2
-)
-RETURNING event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
-    sequence_in_write"),
+    sqlite: claim_events!(
+        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
+        ""
+    ),
     #[cfg(feature = "mysql")]
     mysql: MYSQL_DUE_EVENTS,
 };
+
+/// [`CLAIM_EVENTS`] in PostgreSQL's or SQLite's words: their clock, and what locks the due rows
+/// (PostgreSQL's `FOR UPDATE SKIP LOCKED`; nothing on SQLite, whose one writer is the lock).
+macro_rules! claim_events {
+    ($now:literal, $lock:literal) => {
+        sql_with_now!($now;
+            "UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
+WHERE event_id IN (
+    SELECT event_id FROM idem_outbox
+    WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
+    ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
+    LIMIT $2 " $lock "
+)
+RETURNING event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
+    sequence_in_write")
+    };
+}
+use claim_events;
 
 /// MySQL's first half of [`CLAIM_EVENTS`], in a transaction: the due events (at most `?`),
 /// locked, skipping those another dispatcher holds.
