@@ -419,6 +419,26 @@ impl CommitCutter {
         }
     }
 
+    /// A cutter in front of `DATABASE_URL`'s server, and a server whose store's pool (`pool`)
+    /// reaches the database through it.
+    async fn in_front_of_a_server(pool: PgPoolOptions) -> (Self, Faulty) {
+        let url = std::env::var("DATABASE_URL").unwrap();
+        let target: PgConnectOptions = url.parse().unwrap();
+        let cutter = Self::start(format!("{}:{}", target.get_host(), target.get_port())).await;
+        let port = cutter.port;
+        let db = Faulty::start(
+            |options| {
+                options
+                    .host("127.0.0.1")
+                    .port(port)
+                    .ssl_mode(PgSslMode::Disable)
+            },
+            pool,
+        )
+        .await;
+        (cutter, db)
+    }
+
     /// After the next cut, refuses every new connection until [`Self::restore`]: the
     /// database is unreachable when the write tries to read its outcome back.
     fn partition_after_the_cut(&self) {
@@ -513,19 +533,7 @@ impl CommitCutter {
 /// the new write (not an error, not a replay of itself); the retry replays; one payment.
 #[actix_web::test]
 async fn commit_answer_lost_is_settled_as_the_new_write() {
-    let url = std::env::var("DATABASE_URL").unwrap();
-    let target: PgConnectOptions = url.parse().unwrap();
-    let cutter = CommitCutter::start(format!("{}:{}", target.get_host(), target.get_port())).await;
-    let db = Faulty::start(
-        |options| {
-            options
-                .host("127.0.0.1")
-                .port(cutter.port)
-                .ssl_mode(PgSslMode::Disable)
-        },
-        PgPoolOptions::new(),
-    )
-    .await;
+    let (cutter, db) = CommitCutter::in_front_of_a_server(PgPoolOptions::new()).await;
     assert_eq!(
         db.pay("k-before", json!({ "amount_cents": 1 })).await.0,
         StatusCode::CREATED
@@ -567,16 +575,7 @@ async fn commit_answer_lost_is_settled_as_the_new_write() {
 /// payment exists), and the retry, once the database is back, replays the write.
 #[actix_web::test]
 async fn an_ambiguous_commit_that_cannot_be_settled_is_outcome_unknown() {
-    let url = std::env::var("DATABASE_URL").unwrap();
-    let target: PgConnectOptions = url.parse().unwrap();
-    let cutter = CommitCutter::start(format!("{}:{}", target.get_host(), target.get_port())).await;
-    let db = Faulty::start(
-        |options| {
-            options
-                .host("127.0.0.1")
-                .port(cutter.port)
-                .ssl_mode(PgSslMode::Disable)
-        },
+    let (cutter, db) = CommitCutter::in_front_of_a_server(
         PgPoolOptions::new().acquire_timeout(Duration::from_millis(500)),
     )
     .await;
