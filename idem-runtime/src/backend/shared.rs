@@ -157,7 +157,7 @@ macro_rules! shared_statements {
             if dialect == Dialect::MySql {
                 // No `UPDATE … RETURNING`: lock the due rows, then lease them, in one transaction.
                 let mut tx = pool.begin().await?;
-                let rows = sqlx::query_as::<_, EventRow>(MYSQL_DUE_EVENTS)
+                let rows = sqlx::query_as::<_, EventRow>(CLAIM_EVENTS.get(dialect))
                     .persistent(statements.persistent())
                     .bind(limit)
                     .fetch_all(&mut *tx)

@@ -31,30 +31,39 @@ impl DialectSql {
     }
 }
 
-/// Concatenates SQL text, writing `NOW` as the given dialect's clock in Unix milliseconds.
+/// Concatenates SQL text in one dialect's words (`postgres`, `sqlite` or `mysql`), writing
+/// `NOW` as that dialect's clock in Unix milliseconds and `LOCK` as what locks the rows a
+/// claim selects: `idem_now_ms()` on PostgreSQL (a migration defines it on
+/// `clock_timestamp()`), `julianday('now')` on SQLite (whose database lives on the
+/// application's own host), `CURRENT_TIMESTAMP(3)` on MySQL (whose sessions idem sets to UTC);
+/// `FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL, nothing on SQLite, whose one writer is
+/// the lock.
 macro_rules! sql_with_now {
-    ($now:literal; $($part:tt)*) => { concat!($($crate::backend::sql_with_now!(@part $now $part)),*) };
-    (@part $now:literal NOW) => { $now };
-    (@part $now:literal $text:literal) => { $text };
+    ($dialect:ident; $($part:tt)*) => {
+        concat!($($crate::backend::sql_with_now!(@part $dialect $part)),*)
+    };
+    (@part $dialect:ident NOW) => { $crate::backend::sql_with_now!(@now $dialect) };
+    (@part $dialect:ident LOCK) => { $crate::backend::sql_with_now!(@lock $dialect) };
+    (@part $dialect:ident $text:literal) => { $text };
+    (@now postgres) => { "idem_now_ms()" };
+    (@now sqlite) => { "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)" };
+    (@now mysql) => { "CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(3)) * 1000 AS SIGNED)" };
+    (@lock postgres) => { "FOR UPDATE SKIP LOCKED" };
+    (@lock sqlite) => { "" };
+    (@lock mysql) => { "FOR UPDATE SKIP LOCKED" };
 }
 
 /// A [`DialectSql`] from PostgreSQL's and SQLite's shared text and MySQL's, in which `NOW` is
-/// the database's clock: `idem_now_ms()` on PostgreSQL (a migration defines it on
-/// `clock_timestamp()`), `julianday('now')` on SQLite (whose database lives on the
-/// application's own host), `CURRENT_TIMESTAMP(3)` on MySQL (whose sessions idem sets to UTC).
+/// the database's clock and `LOCK` the claim's row lock ([`sql_with_now`]).
 macro_rules! dialect_sql {
     ([$($shared:tt)*], mysql: [$($mysql:tt)*]) => {
         $crate::backend::DialectSql {
             #[cfg(feature = "postgres")]
-            postgres: $crate::backend::sql_with_now!("idem_now_ms()"; $($shared)*),
+            postgres: $crate::backend::sql_with_now!(postgres; $($shared)*),
             #[cfg(feature = "sqlite")]
-            sqlite: $crate::backend::sql_with_now!(
-                "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"; $($shared)*
-            ),
+            sqlite: $crate::backend::sql_with_now!(sqlite; $($shared)*),
             #[cfg(feature = "mysql")]
-            mysql: $crate::backend::sql_with_now!(
-                "CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(3)) * 1000 AS SIGNED)"; $($mysql)*
-            ),
+            mysql: $crate::backend::sql_with_now!(mysql; $($mysql)*),
         }
     };
     (shared: $shared:expr, mysql: $mysql:expr) => {
@@ -148,60 +157,34 @@ VALUES (?, ?, ?, ?, ?, ?, ?, " NOW ")"]
 
 /// Claims up to `$2` of the oldest due events (neither delivered, parked, nor backing off or
 /// claimed by a dispatcher) for a lease of `$1` ms, by moving their next attempt past it, and
-/// returns them. On PostgreSQL `FOR UPDATE SKIP LOCKED` lets concurrent dispatchers claim
-/// disjoint batches without waiting on each other; SQLite's single writer serializes them.
-/// MySQL has no `UPDATE … RETURNING`: [`MYSQL_DUE_EVENTS`] and [`mysql_lease_events`].
-pub(crate) const CLAIM_EVENTS: DialectSql = DialectSql {
-    #[cfg(feature = "postgres")]
-    postgres: claim_events!("idem_now_ms()", "FOR UPDATE SKIP LOCKED"),
-    #[cfg(feature = "sqlite")]
-    sqlite: claim_events!(
-        "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)",
-        ""
-    ),
-    #[cfg(feature = "mysql")]
-    mysql: MYSQL_DUE_EVENTS,
-};
-
-/// [`CLAIM_EVENTS`] in PostgreSQL's or SQLite's words: their clock, and what locks the due rows
-/// (PostgreSQL's `FOR UPDATE SKIP LOCKED`; nothing on SQLite, whose one writer is the lock).
-macro_rules! claim_events {
-    ($now:literal, $lock:literal) => {
-        sql_with_now!($now;
-            "UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
+/// returns them. `FOR UPDATE SKIP LOCKED` lets concurrent dispatchers claim disjoint batches
+/// without waiting on each other; SQLite's single writer serializes them. MySQL has no
+/// `UPDATE … RETURNING`: its text only selects and locks the due rows (bound to the limit
+/// alone), and [`mysql_lease_events`] leases them in the same transaction.
+pub(crate) const CLAIM_EVENTS: DialectSql = dialect_sql!(
+    ["UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
 WHERE event_id IN (
     SELECT event_id FROM idem_outbox
     WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
     ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
-    LIMIT $2 " $lock "
+    LIMIT $2 " LOCK "
 )
 RETURNING event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
-    sequence_in_write")
-    };
-}
-use claim_events;
-
-/// MySQL's first half of [`CLAIM_EVENTS`], in a transaction: the due events (at most `?`),
-/// locked, skipping those another dispatcher holds.
-#[cfg(feature = "mysql")]
-pub(crate) const MYSQL_DUE_EVENTS: &str = sql_with_now!(
-    "CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(3)) * 1000 AS SIGNED)";
-    "SELECT event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
+    sequence_in_write"],
+    mysql: ["SELECT event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
     sequence_in_write
 FROM idem_outbox
 WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
 ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
-LIMIT ?
-FOR UPDATE SKIP LOCKED"
+LIMIT ? " LOCK]
 );
 
 /// MySQL's second half of [`CLAIM_EVENTS`]: the lease (ms), then the ids of `count` events.
 #[cfg(feature = "mysql")]
 pub(crate) fn mysql_lease_events(count: usize) -> String {
-    format!(
-        "UPDATE idem_outbox SET next_attempt_at_ms = CAST(UNIX_TIMESTAMP(CURRENT_TIMESTAMP(3)) * 1000 AS SIGNED) + ? WHERE event_id IN ({})",
-        vec!["?"; count].join(", ")
-    )
+    const LEASE: &str = sql_with_now!(mysql;
+        "UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + ? WHERE event_id IN (");
+    format!("{LEASE}{})", vec!["?"; count].join(", "))
 }
 
 /// Makes an event due again after `$1` ms, without counting an attempt: a claimed event not
