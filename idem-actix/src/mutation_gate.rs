@@ -222,15 +222,15 @@ impl AllowedMutations {
             };
         };
         let key = (method.clone(), pattern);
-        if self.protected.contains_key(&key) {
-            let (_, pattern) = key;
+        let protected = self.protected.contains_key(&key);
+        let (_, pattern) = key;
+        if protected {
             // The router runs the first resource that matches: it must be one of idem's.
             return match resources.match_name(path) {
                 Some(name) if self.is_protected_resource(name) => Decision::Protected(pattern),
                 _ => Decision::Refuse(Refusal::Shadowed { pattern }),
             };
         }
-        let (_, pattern) = key;
         if self.exempt.iter().any(|(exempt_method, def)| {
             exempt_method == method && def.pattern() == Some(pattern.as_str())
         }) {
