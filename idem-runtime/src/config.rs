@@ -212,7 +212,8 @@ impl StoreConfig {
 
 /// Bounded exponential backoff with full jitter, for failures that a fresh attempt of the same
 /// transaction may not meet: PostgreSQL's serialization failures and deadlocks (SQLSTATE 40001,
-/// 40P01) and SQLite's busy and locked errors.
+/// 40P01), MySQL's deadlocks (1213, and MariaDB's 1020) and SQLite's busy and locked errors. It
+/// governs a write's attempts and each statement of the outbox dispatcher.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
     max_attempts: u32,

@@ -252,13 +252,16 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         while !stopping() {
             let lease = self.lease();
             let leased_until = Instant::now() + lease;
-            let claimed = DB::claim_events(
-                &self.store.pool,
-                self.store.config.statements(),
-                millis(lease),
-                self.batch,
-            )
-            .await?;
+            let claimed = self
+                .retrying(|| {
+                    DB::claim_events(
+                        &self.store.pool,
+                        self.store.config.statements(),
+                        millis(lease),
+                        self.batch,
+                    )
+                })
+                .await?;
             let full = i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= self.batch;
             let writes = by_write(claimed);
             let passes: Vec<Result<DispatchReport, StoreError>> = stream::iter(writes)
@@ -322,11 +325,13 @@ impl<DB: Backend> OutboxDispatcher<DB> {
                 }
                 Some(handler) => match self.deliver(handler, event).await {
                     Ok(()) => {
-                        DB::mark_delivered(
-                            &self.store.pool,
-                            self.store.config.statements(),
-                            &event_id,
-                        )
+                        self.retrying(|| {
+                            DB::mark_delivered(
+                                &self.store.pool,
+                                self.store.config.statements(),
+                                &event_id,
+                            )
+                        })
                         .await?;
                         report.delivered += 1;
                         continue;
@@ -376,12 +381,14 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         delay: Duration,
     ) -> Result<(), StoreError> {
         for row in events {
-            DB::defer_event(
-                &self.store.pool,
-                self.store.config.statements(),
-                &row.0,
-                millis(delay),
-            )
+            self.retrying(|| {
+                DB::defer_event(
+                    &self.store.pool,
+                    self.store.config.statements(),
+                    &row.0,
+                    millis(delay),
+                )
+            })
             .await?;
         }
         Ok(())
@@ -397,22 +404,52 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         park_after: u32,
     ) -> Result<bool, StoreError> {
         let backoff = self.backoff(attempts.saturating_add(1));
-        let parked = DB::record_delivery_failure(
-            &self.store.pool,
-            self.store.config.statements(),
-            &DeliveryFailure {
-                event_id,
-                error,
-                backoff_ms: millis(backoff),
-                park_after: i32::try_from(park_after).unwrap_or(i32::MAX),
-            },
-        )
-        .await?;
+        let failure = DeliveryFailure {
+            event_id,
+            error,
+            backoff_ms: millis(backoff),
+            park_after: i32::try_from(park_after).unwrap_or(i32::MAX),
+        };
+        let parked = self
+            .retrying(|| {
+                DB::record_delivery_failure(
+                    &self.store.pool,
+                    self.store.config.statements(),
+                    &failure,
+                )
+            })
+            .await?;
         if parked {
             tracing::error!(%event_id, %error, "an outbox event is parked: it is not delivered again until it is requeued");
             metrics::counter!(OUTBOX_EVENTS_PARKED_TOTAL).increment(1);
         }
         Ok(parked)
+    }
+
+    /// Runs one of the dispatcher's statements, again after a transient failure (a deadlock, a
+    /// busy SQLite database) as the store's [`RetryPolicy`](crate::RetryPolicy) allows: each
+    /// statement is its own transaction, which the failure rolled back whole.
+    async fn retrying<T, Statement>(
+        &self,
+        mut statement: impl FnMut() -> Statement,
+    ) -> Result<T, StoreError>
+    where
+        Statement: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let retry = self.store.config.retry();
+        let mut attempt = 1;
+        loop {
+            match statement().await {
+                Err(sqlx::Error::Database(error))
+                    if DB::is_transient(error.as_ref()) && attempt < retry.max_attempts() =>
+                {
+                    tracing::debug!(attempt, %error, "an outbox statement failed transiently; trying again");
+                    tokio::time::sleep(retry.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                result => return Ok(result?),
+            }
+        }
     }
 
     /// The wait before the next delivery of an event that failed `failures` times.

@@ -1414,6 +1414,35 @@ mod sqlite_only {
         assert_eq!(db.count(PAYMENTS, &[]).await, 1);
     }
 
+    /// Another process holds SQLite's write lock for longer than the busy timeout: the
+    /// dispatcher's claim meets a busy database and claims again under the retry policy, so
+    /// the pass delivers everything once the lock is free, instead of failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dispatcher_outlasts_another_process_holding_the_write_lock() {
+        let lock_timeout = Duration::from_millis(200);
+        let db = sqlx::Sqlite::fresh(StoreConfig::default().with_lock_timeout(lock_timeout)).await;
+        record_writes(&db.store, "k-busy", 3).await;
+        let other = db.second_process(StoreConfig::default()).await;
+        let mut holder = other.pool().acquire().await.unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        let release = tokio::spawn(async move {
+            tokio::time::sleep(lock_timeout * 3).await;
+            sqlx::raw_sql("ROLLBACK")
+                .execute(&mut *holder)
+                .await
+                .unwrap();
+        });
+        let seen = Seen::default();
+        let report = seen.dispatcher(db.store.clone()).dispatch_pending().await;
+        release.await.unwrap();
+        assert_eq!(report.unwrap().delivered, 6);
+        assert_eq!(seen.all().len(), 6, "each handler ran once");
+        assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
+    }
+
     /// SQLite has one writer: concurrent read-then-write bodies never interleave.
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn conflicting_writes_are_serialized() {

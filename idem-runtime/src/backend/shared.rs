@@ -156,7 +156,7 @@ macro_rules! shared_statements {
             #[cfg(feature = "mysql")]
             if dialect == Dialect::MySql {
                 // No `UPDATE … RETURNING`: lock the due rows, then lease them, in one transaction.
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_with(MYSQL_CLAIM_BEGIN).await?;
                 let rows = sqlx::query_as::<_, EventRow>(CLAIM_EVENTS.get(dialect))
                     .persistent(statements.persistent())
                     .bind(limit)

@@ -179,6 +179,14 @@ ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
 LIMIT ? " LOCK]
 );
 
+/// Begins MySQL's claim at READ COMMITTED: its locking read then locks the due rows alone. At
+/// InnoDB's default REPEATABLE READ it would also lock the gaps of the due-events index it
+/// scanned, and two dispatchers' leases, which move their rows in that index, would each wait to
+/// insert into the other's gaps: a deadlock.
+#[cfg(feature = "mysql")]
+pub(crate) const MYSQL_CLAIM_BEGIN: &str =
+    "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION";
+
 /// MySQL's second half of [`CLAIM_EVENTS`]: the lease (ms), then the ids of `count` events.
 #[cfg(feature = "mysql")]
 pub(crate) fn mysql_lease_events(count: usize) -> String {
