@@ -125,6 +125,9 @@ pub trait TestDb: Backend + Sized {
         amount: i64,
     ) -> BoxFuture<'c, Result<i64, sqlx::Error>>;
 
+    /// The primary keys of the `payments` rows.
+    fn payment_ids(pool: &Pool<Self>) -> BoxFuture<'_, Vec<Uuid>>;
+
     /// Runs one statement (no parameters) and returns the rows it affected, or the database's
     /// refusal.
     fn execute<'a>(
@@ -193,6 +196,11 @@ impl<DB: TestDb> TestStore<DB> {
     /// Counts with SQL on the store's database.
     pub async fn count(&self, sql: &'static str, args: &[&str]) -> i64 {
         DB::count(self.direct.as_ref().unwrap_or(self.store.pool()), sql, args).await
+    }
+
+    /// The primary keys of the `payments` rows.
+    pub async fn payment_ids(&self) -> Vec<Uuid> {
+        DB::payment_ids(self.direct.as_ref().unwrap_or(self.store.pool())).await
     }
 }
 
@@ -273,10 +281,11 @@ const MYSQL_SQL: BusinessSql = BusinessSql {
 /// The test-only methods, written once for every backend over its [`BusinessSql`].
 macro_rules! business_statements {
     ($sql:expr) => {
-        business_statements!($sql, std::convert::identity);
+        business_statements!($sql, std::convert::identity, Uuid, std::convert::identity);
     };
-    // `$payment_id` turns the write's entity id into what the database binds.
-    ($sql:expr, $payment_id:expr) => {
+    // `$payment_id` turns the write's entity id into what the database binds, and
+    // `$read_payment_id` a `$stored_id` the database returns back into the id.
+    ($sql:expr, $payment_id:expr, $stored_id:ty, $read_payment_id:expr) => {
         fn create_business_tables(pool: &Pool<Self>) -> BoxFuture<'_, ()> {
             Box::pin(async move {
                 sqlx::raw_sql($sql.schema)
@@ -320,6 +329,18 @@ macro_rules! business_statements {
                     .execute(&mut *conn)
                     .await?;
                 Ok(balance + amount)
+            })
+        }
+
+        fn payment_ids(pool: &Pool<Self>) -> BoxFuture<'_, Vec<Uuid>> {
+            Box::pin(async move {
+                sqlx::query_scalar::<_, $stored_id>("SELECT id FROM payments")
+                    .fetch_all(pool)
+                    .await
+                    .expect("read the payments' ids")
+                    .into_iter()
+                    .map($read_payment_id)
+                    .collect()
             })
         }
 
@@ -863,7 +884,12 @@ impl TestDb for sqlx::Any {
     }
 
     // `Any` binds no UUID: its 16 bytes, as the MySQL driver binds one.
-    business_statements!(MYSQL_SQL, |id: Uuid| id.as_bytes().to_vec());
+    business_statements!(
+        MYSQL_SQL,
+        |id: Uuid| id.as_bytes().to_vec(),
+        Vec<u8>,
+        |bytes: Vec<u8>| Uuid::from_slice(&bytes).expect("a payment id is 16 bytes")
+    );
 }
 
 /// Databases for the MySQL suite are named `idem_t_<unix seconds>_<random>`, on the server

@@ -124,7 +124,11 @@ async fn burst_of_500_with_one_key_writes_once<DB: TestDb>() {
         replayed.iter().all(|response| *response == new[0]),
         "replays are byte-identical"
     );
-    assert_eq!(db.count(PAYMENTS, &[]).await, 1);
+    assert_eq!(
+        db.payment_ids().await,
+        [idem_runtime::entity_id(&t, "createPayment", &k)],
+        "one row, keyed by the id derived from tenant, operation and key"
+    );
     assert_eq!(db.count(KEYS, &[]).await, 1);
 }
 
