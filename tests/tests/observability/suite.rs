@@ -357,13 +357,19 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
     assert_eq!(audit(by_outcome, &["mismatch"]).await, 1);
     assert_eq!(audit(by_outcome, &["failed"]).await, 2);
     assert_eq!(audit(by_outcome, &["conflict"]).await, 1);
+    let failed_by = "SELECT COUNT(*) FROM idempotent_write_audit_log
+                     WHERE outcome = 'failed' AND failure = $1 AND key_hash = $2";
+    let refused_hash = sha256_hex(b"k-refused");
+    let panic_hash = sha256_hex(b"k-panic");
     assert_eq!(
-        audit(
-            "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE outcome = 'failed' AND failure IN ('handler', 'panic')",
-            &[]
-        )
-        .await,
-        2
+        db.count(failed_by, &["handler", &refused_hash]).await,
+        1,
+        "the refused transfer is the handler's failure"
+    );
+    assert_eq!(
+        db.count(failed_by, &["panic", &panic_hash]).await,
+        1,
+        "the panic is recorded as a panic, not as the handler's failure"
     );
     let key_hash = sha256_hex(b"k-new");
     let story = "SELECT COUNT(*) FROM idempotent_write_audit_log
