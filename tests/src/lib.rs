@@ -180,6 +180,12 @@ impl<DB: TestDb> TestStore<DB> {
         }
     }
 
+    /// A pool on the database itself: the store's, or the direct one when the store is behind
+    /// PgBouncer.
+    pub fn database(&self) -> &Pool<DB> {
+        self.direct.as_ref().unwrap_or(self.store.pool())
+    }
+
     /// Applies idem's migrations, on the database itself when the store is behind PgBouncer.
     pub async fn migrate(&self) {
         match &self.direct {
@@ -195,12 +201,12 @@ impl<DB: TestDb> TestStore<DB> {
 
     /// Counts with SQL on the store's database.
     pub async fn count(&self, sql: &'static str, args: &[&str]) -> i64 {
-        DB::count(self.direct.as_ref().unwrap_or(self.store.pool()), sql, args).await
+        DB::count(self.database(), sql, args).await
     }
 
     /// The primary keys of the `payments` rows.
     pub async fn payment_ids(&self) -> Vec<Uuid> {
-        DB::payment_ids(self.direct.as_ref().unwrap_or(self.store.pool())).await
+        DB::payment_ids(self.database()).await
     }
 }
 

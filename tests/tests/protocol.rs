@@ -398,7 +398,10 @@ async fn expired_keys_stop_replaying_and_are_purged<DB: TestDb>() {
     );
 }
 
-async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>() {
+async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>()
+where
+    DB::Connection: sqlx::migrate::Migrate,
+{
     let db = DB::fresh(StoreConfig::default()).await;
     if db.store.config().transaction_pooling() {
         let refused = db.store.migrate().await;
@@ -418,6 +421,42 @@ async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>() {
         "keys, outbox, audit log, outbox parking, database clock, audit roles, key expiry, outbox claims: each applied once, in idem's own table"
     );
     assert!(db.store.pending_migrations().await.unwrap().is_empty());
+
+    // The application's own migrations, in sqlx's `_sqlx_migrations`, before and after idem's
+    // again: each migrator sees only its own (sqlx refuses to run beside an applied version it
+    // does not know, and so does idem).
+    use sqlx::SqlSafeStr as _;
+    let application =
+        sqlx::migrate::Migrator::with_migrations(vec![sqlx::migrate::Migration::new(
+            1,
+            "the application's first table".into(),
+            sqlx::migrate::MigrationType::Simple,
+            sqlx::AssertSqlSafe("CREATE TABLE application_notes (id INTEGER PRIMARY KEY)")
+                .into_sql_str(),
+            false,
+        )]);
+    for round in ["first", "second"] {
+        application
+            .run(db.database())
+            .await
+            .unwrap_or_else(|error| panic!("the application's migrations, {round} run: {error}"));
+        db.migrate().await;
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM _sqlx_migrations", &[]).await,
+        1,
+        "the application's table holds its one migration"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
+        8,
+        "idem's holds its own eight"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM application_notes", &[])
+            .await,
+        0
+    );
 }
 
 /// Writes whose bodies read a balance and append to it, all at once, under SERIALIZABLE (or
