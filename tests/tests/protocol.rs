@@ -906,6 +906,38 @@ async fn a_reused_key_records_new_event_ids<DB: TestDb>() {
     assert_eq!(db.count(PENDING_EVENTS, &[]).await, 0);
 }
 
+/// Each event's id is what CONTRACT.md and `record_event` say: UUID v5 of
+/// `{topic}:{n}:{claim}` (the write's `n`th event, the id of the attempt holding the key)
+/// under the write's entity id. A handler that dedupes on it may rely on it: the stored row and
+/// the delivered event carry that id.
+async fn event_ids_derive_from_the_entity_the_place_and_the_claim<DB: TestDb>() {
+    let db = DB::fresh(StoreConfig::default()).await;
+    record_writes(&db.store, "k-derived", 1).await;
+    let claim = db
+        .count("SELECT attempt_id FROM idempotency_keys", &[])
+        .await;
+    let entity = idem_runtime::entity_id(&tenant("acme"), "createPayment", &key("k-derived-0"));
+    let expected: Vec<uuid::Uuid> = ["first", "second"]
+        .iter()
+        .zip(1..)
+        .map(|(topic, n)| uuid::Uuid::new_v5(&entity, format!("{topic}:{n}:{claim}").as_bytes()))
+        .collect();
+    let stored_as = [
+        "SELECT COUNT(*) FROM idem_outbox WHERE event_id = $1 AND sequence_in_write = 1",
+        "SELECT COUNT(*) FROM idem_outbox WHERE event_id = $1 AND sequence_in_write = 2",
+    ];
+    for (id, sql) in expected.iter().zip(stored_as) {
+        assert_eq!(db.count(sql, &[&id.to_string()]).await, 1, "{sql}: {id}");
+    }
+    let seen = Seen::default();
+    seen.dispatcher(db.store.clone())
+        .dispatch_pending()
+        .await
+        .unwrap();
+    let delivered: Vec<uuid::Uuid> = seen.all().into_iter().map(|(_, _, id)| id).collect();
+    assert_eq!(delivered, expected, "and delivered with it");
+}
+
 /// An operation whose `RegisteredOperation` was written by hand, past the compiler's refusal
 /// (it implements the hidden mark too), under a name a registered operation owns: its entry is
 /// not in the registries, so the protocol runs nothing and writes nothing.
@@ -1373,6 +1405,7 @@ macro_rules! with_scenarios {
             2 a_stuck_handler_delays_nobody_else,
             2 one_writes_events_arrive_in_order,
             2 a_reused_key_records_new_event_ids,
+            2 event_ids_derive_from_the_entity_the_place_and_the_claim,
             2 a_handlers_own_io_error_is_its_answer,
             2 unhandled_and_undecodable_events_do_not_block_the_queue,
             2 a_running_dispatcher_survives_database_errors_and_stops_when_told,
