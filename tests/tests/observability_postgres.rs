@@ -6,6 +6,16 @@
 
 type Db = sqlx::Postgres;
 
+/// A transaction that holds the audit log against inserts until it is dropped.
+async fn hold_audit_log(pool: &sqlx::PgPool) -> sqlx::Transaction<'static, Db> {
+    let mut holder = pool.begin().await.expect("begin the holder");
+    sqlx::raw_sql("LOCK TABLE idempotent_write_audit_log IN SHARE MODE")
+        .execute(&mut *holder)
+        .await
+        .expect("hold the audit log");
+    holder
+}
+
 #[path = "observability/suite.rs"]
 mod suite;
 

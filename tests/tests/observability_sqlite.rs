@@ -5,6 +5,13 @@
 
 type Db = sqlx::Sqlite;
 
+/// A transaction that holds SQLite's write lock, and so the audit log, until it is dropped.
+async fn hold_audit_log(pool: &sqlx::SqlitePool) -> sqlx::Transaction<'static, Db> {
+    pool.begin_with("BEGIN IMMEDIATE")
+        .await
+        .expect("take the write lock")
+}
+
 #[path = "observability/suite.rs"]
 mod suite;
 

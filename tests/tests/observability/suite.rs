@@ -421,5 +421,31 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         1.0,
         "the lost row is counted"
     );
+
+    // Rows still queued when a shutdown's bound runs out are counted lost too: another
+    // transaction holds the audit log, so the writer waits on it past the bound.
+    let holder = super::hold_audit_log(db.store.pool()).await;
+    for _ in 0..3 {
+        assert_eq!(send("k-new", json!({ "amount_cents": 100 })).await, 200);
+    }
+    assert_eq!(
+        db.store
+            .flush_audit_within(Duration::from_millis(300))
+            .await,
+        3,
+        "the three replays' rows are given up at the bound"
+    );
+    let mut response = client.get(format!("{base}/metrics")).send().await.unwrap();
+    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    assert_eq!(
+        metric(
+            &text,
+            "idempotent_write_audit_rows_lost_total",
+            &[("operation", "createTransfer"), ("class", "financial")],
+        ),
+        4.0,
+        "the rows given up at the bound are counted"
+    );
+    drop(holder);
     handle.stop(true).await;
 }
