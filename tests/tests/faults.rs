@@ -22,6 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 
+/// The problem type of a refusal while the database cannot be reached.
+const STORE_UNAVAILABLE: &str = "tag:idem-rs.github.io,2026:problems#store-unavailable";
+
 const PAYMENTS: &str = "SELECT COUNT(*) FROM payments";
 
 /// The rows of `pg_stat_activity` that are a write of this server (`$1`, its application name)
@@ -109,8 +112,19 @@ impl Faulty {
     }
 
     async fn pay(&self, key: &str, body: serde_json::Value) -> (StatusCode, Option<String>) {
+        let (status, retry_after, _) = self.pay_or_refused(key, body).await;
+        (status, retry_after)
+    }
+
+    /// [`Self::pay`], and the problem type of a refusal (`None` for an answer that is not a
+    /// problem).
+    async fn pay_or_refused(
+        &self,
+        key: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, Option<String>, Option<String>) {
         let client = Client::builder().timeout(Duration::from_secs(30)).finish();
-        let response = client
+        let mut response = client
             .post(format!("{}/payments", self.base))
             .insert_header(("idempotency-key", key))
             .send_json(&body)
@@ -120,7 +134,12 @@ impl Faulty {
             .headers()
             .get("retry-after")
             .map(|value| value.to_str().unwrap().to_owned());
-        (response.status(), retry_after)
+        let problem = response
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+            .and_then(|body| Some(body["type"].as_str()?.to_owned()));
+        (response.status(), retry_after, problem)
     }
 
     async fn count(&self, sql: &'static str) -> i64 {
@@ -268,12 +287,15 @@ async fn pool_exhaustion_is_503_with_retry_after() {
     let starved = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = std::time::Instant::now();
-        let answer = db.pay("k-starved", json!({ "amount_cents": 2 })).await;
+        let answer = db
+            .pay_or_refused("k-starved", json!({ "amount_cents": 2 }))
+            .await;
         (answer, started.elapsed())
     };
-    let (holder, ((status, retry_after), waited)) = tokio::join!(holder, starved);
+    let (holder, ((status, retry_after, problem), waited)) = tokio::join!(holder, starved);
     assert_eq!(holder.0, StatusCode::CREATED);
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(problem.as_deref(), Some(STORE_UNAVAILABLE));
     assert_eq!(retry_after.as_deref(), Some("1"));
     assert!(waited < Duration::from_secs(5), "no hang: {waited:?}");
     assert_eq!(
@@ -353,8 +375,10 @@ async fn database_unreachable_then_back() {
     relay.set(false);
     tokio::time::sleep(Duration::from_millis(100)).await;
     for key in ["k-down-1", "k-down-2"] {
-        let (status, retry_after) = db.pay(key, json!({ "amount_cents": 2 })).await;
+        let (status, retry_after, problem) =
+            db.pay_or_refused(key, json!({ "amount_cents": 2 })).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{key}");
+        assert_eq!(problem.as_deref(), Some(STORE_UNAVAILABLE), "{key}");
         assert!(retry_after.is_some());
     }
     relay.set(true);
