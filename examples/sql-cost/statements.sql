@@ -67,7 +67,9 @@ INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ('enti
 -- $18: 1
 -- $19: 2.5
 -- $20: NULL
--- $21: 1767225600000
+-- $21: 1
+-- $22: 0
+-- $23: 0
 WITH stored AS (
     UPDATE idempotency_keys
     SET response_status = $1, response_headers = $2, response_body = $3
@@ -76,7 +78,7 @@ WITH stored AS (
 )
 INSERT INTO idempotent_write_audit_log
     (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint, outcome, status,
-     failure, attempts, duration_ms, request_id, created_at_ms) SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21 FROM stored;
+     failure, attempts, duration_ms, request_id, repeat_count, created_at_ms, first_seen_at_ms) SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, idem_now_ms() - $22, idem_now_ms() - $23 FROM stored;
 -- @ commit
 COMMIT;
 -- @ bare-begin: the bare twin's BEGIN

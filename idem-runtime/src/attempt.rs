@@ -16,7 +16,6 @@ use uuid::Uuid;
 use crate::audit::{AuditRecord, WriteOutcome};
 use crate::backend::{Claim, KeyRecord, KeyScope, Statements};
 use crate::context;
-use crate::store::now_ms;
 use crate::{
     Backend, ErrorChain, Fingerprint, IdempotencyStore, Operation, Outcome, StoreError,
     StoredResponse, WriteContext, WriteError, WriteRequest,
@@ -57,6 +56,7 @@ impl Call<'_> {
         status: Option<u16>,
         attempts: u32,
     ) -> AuditRecord {
+        let now = std::time::Instant::now();
         AuditRecord {
             id: Uuid::from_u128(fastrand::u128(..)),
             operation: self.operation,
@@ -70,7 +70,9 @@ impl Call<'_> {
             attempts,
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             request_id: self.request.request_id().map(str::to_owned),
-            now_ms: now_ms(),
+            at: now,
+            first_at: now,
+            repeats: 1,
         }
     }
 }

@@ -23,6 +23,7 @@ pub struct StoreConfig {
     retry_after: Duration,
     retry: RetryPolicy,
     audit_queue_limit: usize,
+    audit_coalescing_window: Duration,
     sqlite_synchronous: SqliteSynchronous,
     write_timeout: Duration,
     acquire_timeout: Duration,
@@ -53,6 +54,7 @@ impl Default for StoreConfig {
             retry_after: Duration::from_secs(1),
             retry: RetryPolicy::default(),
             audit_queue_limit: 10_000,
+            audit_coalescing_window: Duration::from_secs(1),
             sqlite_synchronous: SqliteSynchronous::Full,
             write_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(5),
@@ -161,6 +163,19 @@ impl StoreConfig {
         self
     }
 
+    /// How long the audit writer waits after each batch, so that repeats of one outcome gather
+    /// in one row (default 1 s): a replay, mismatch or conflict of a key (same operation,
+    /// tenant, user, request and status) that happens while an earlier one's row still waits
+    /// is counted in that row (`repeat_count`, `first_seen_at_ms`) instead of adding one. A
+    /// client replaying one key in a loop then adds at most about one row per window. Zero
+    /// writes each batch at once, still counting the repeats that meet in the queue.
+    /// [`IdempotencyStore::flush_audit`](crate::IdempotencyStore::flush_audit) does not wait
+    /// for it.
+    pub fn with_audit_coalescing_window(mut self, window: Duration) -> Self {
+        self.audit_coalescing_window = window;
+        self
+    }
+
     /// How SQLite makes commits durable (default [`SqliteSynchronous::Full`]).
     pub fn with_sqlite_synchronous(mut self, synchronous: SqliteSynchronous) -> Self {
         self.sqlite_synchronous = synchronous;
@@ -182,6 +197,11 @@ impl StoreConfig {
     /// The configured audit queue limit.
     pub fn audit_queue_limit(&self) -> usize {
         self.audit_queue_limit
+    }
+
+    /// The configured audit coalescing window.
+    pub fn audit_coalescing_window(&self) -> Duration {
+        self.audit_coalescing_window
     }
 
     /// The configured SQLite durability.
@@ -283,6 +303,7 @@ mod tests {
         assert_eq!(config.replica_timeout(), Duration::from_secs(1));
         assert_eq!(config.retry_after(), Duration::from_secs(1));
         assert_eq!(config.audit_queue_limit(), 10_000);
+        assert_eq!(config.audit_coalescing_window(), Duration::from_secs(1));
         assert_eq!(config.retry().max_attempts(), 10);
         assert_eq!(config.sqlite_synchronous(), SqliteSynchronous::Full);
         assert!(!config.transaction_pooling());

@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::observe::{MAINTENANCE_ERRORS_TOTAL, MAINTENANCE_PURGED_ROWS_TOTAL};
-use crate::store::{millis, now_ms};
+use crate::store::millis;
 use crate::{Backend, ErrorChain, IdempotencyStore, StoreError};
 
 /// The most rows one purge statement deletes: short transactions that never hold up writers.
@@ -153,9 +153,8 @@ impl<DB: Backend> Maintenance<DB> {
         };
         metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => "keys")
             .increment(report.expired_keys);
-        let delivered_before = now_ms().saturating_sub(millis(self.outbox_retention));
         report.delivered_events = purge_in_batches(stop, || {
-            DB::purge_delivered(pool, statements, delivered_before, PURGE_BATCH)
+            DB::purge_delivered(pool, statements, millis(self.outbox_retention), PURGE_BATCH)
         })
         .await?;
         metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => "outbox")

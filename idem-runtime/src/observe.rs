@@ -26,8 +26,9 @@ pub const WORKFLOWS_TRIGGERED_TOTAL: &str = "idempotent_writes_workflows_trigger
 pub const WRITE_DURATION_MS: &str = "idempotent_write_duration_ms";
 
 /// Counter: audit rows of outcomes that changed nothing (replays, mismatches, failures,
-/// conflicts) that could not be written after their answers, by `operation` and `class`. A new
-/// write's row commits with the write and is never counted here.
+/// conflicts) that could not be written after their answers, by `operation` and `class`: one
+/// per outcome, so a row that stood for repeats counts each. A new write's row commits with
+/// the write and is never counted here.
 pub const AUDIT_ROWS_LOST_TOTAL: &str = "idempotent_write_audit_rows_lost_total";
 
 /// Gauge: outbox events not delivered yet and not parked.
@@ -100,7 +101,7 @@ pub fn register_metrics() {
     describe_counter!(
         AUDIT_ROWS_LOST_TOTAL,
         Unit::Count,
-        "Audit rows of outcomes that changed nothing that the database refused, by operation and class."
+        "Audit rows of outcomes that changed nothing that the database refused or a shutdown gave up on, one per outcome, by operation and class."
     );
     describe_gauge!(
         OUTBOX_EVENTS_PENDING,

@@ -417,8 +417,8 @@ where
     db.migrate().await;
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        8,
-        "keys, outbox, audit log, outbox parking, database clock, audit roles, key expiry, outbox claims: each applied once, in idem's own table"
+        9,
+        "keys, outbox, audit log, outbox parking, database clock, audit roles, key expiry, outbox claims, audit repeats: each applied once, in idem's own table"
     );
     assert!(db.store.pending_migrations().await.unwrap().is_empty());
 
@@ -449,8 +449,8 @@ where
     );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        8,
-        "idem's holds its own eight"
+        9,
+        "idem's holds its own nine"
     );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM application_notes", &[])
@@ -1182,6 +1182,134 @@ async fn a_running_dispatcher_survives_database_errors_and_stops_when_told<DB: T
 
 const AUDIT: &str = "SELECT COUNT(*) FROM idempotent_write_audit_log";
 
+/// Sixteen clients replay one key as fast as they can for 1.2 s: every replay is in the audit
+/// log, counted, in at most one row per coalescing window (300 ms here) and two more for the
+/// edges, each row saying when its first and last replay happened (at most the flood and a
+/// second apart); a mismatch and a replay of
+/// another key each keep a row of their own.
+async fn a_replay_flood_writes_a_bounded_number_of_audit_rows<DB: TestDb>() {
+    const WINDOW: Duration = Duration::from_millis(300);
+    const FLOOD: Duration = Duration::from_millis(1200);
+    let db = DB::fresh(StoreConfig::default().with_audit_coalescing_window(WINDOW)).await;
+    let t = tenant("acme");
+    for k in ["k-flood", "k-other"] {
+        execute(&db.store, &t, &key(k), "{}", pay::<DB>(1))
+            .await
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let replays: Vec<usize> = concurrently((0..16).map(|_| {
+        let (store, t) = (db.store.clone(), t.clone());
+        async move {
+            let mut replays = 0;
+            while started.elapsed() < FLOOD {
+                let outcome = execute(&store, &t, &key("k-flood"), "{}", pay::<DB>(1)).await;
+                assert!(
+                    matches!(outcome, Ok(Outcome::Replayed { .. })),
+                    "{outcome:?}"
+                );
+                replays += 1;
+            }
+            replays
+        }
+    }))
+    .await;
+    let replays: usize = replays.iter().sum();
+    let mismatch = execute(
+        &db.store,
+        &t,
+        &key("k-flood"),
+        "{\"other\":1}",
+        pay::<DB>(1),
+    )
+    .await;
+    assert!(
+        matches!(mismatch, Ok(Outcome::FingerprintMismatch { .. })),
+        "{mismatch:?}"
+    );
+    let other = execute(&db.store, &t, &key("k-other"), "{}", pay::<DB>(1)).await;
+    assert!(matches!(other, Ok(Outcome::Replayed { .. })), "{other:?}");
+    db.store.flush_audit().await;
+
+    let flood_hash = idem_runtime::sha256_hex(b"k-flood");
+    let replay_rows = "SELECT COUNT(*) FROM idempotent_write_audit_log
+                       WHERE outcome = 'replayed' AND key_hash = $1";
+    let rows = db.count(replay_rows, &[&flood_hash]).await;
+    let bound = i64::try_from(FLOOD.as_millis() / WINDOW.as_millis()).unwrap() + 2;
+    assert!(
+        (1..=bound).contains(&rows),
+        "{replays} replays in {rows} rows, not at most {bound}"
+    );
+    assert!(replays > 100, "a flood: {replays} replays");
+    assert_eq!(
+        db.count(
+            "SELECT CAST(SUM(repeat_count) AS BIGINT) FROM idempotent_write_audit_log
+             WHERE outcome = 'replayed' AND key_hash = $1",
+            &[&flood_hash]
+        )
+        .await,
+        i64::try_from(replays).unwrap(),
+        "every replay counted"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idempotent_write_audit_log
+             WHERE outcome = 'replayed' AND key_hash = $1
+               AND first_seen_at_ms <= created_at_ms
+               AND created_at_ms - first_seen_at_ms <= 2200",
+            &[&flood_hash]
+        )
+        .await,
+        rows,
+        "each row spans its first and last replay, within the flood"
+    );
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE outcome = 'mismatch'",
+            &[]
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        db.count(replay_rows, &[&idem_runtime::sha256_hex(b"k-other")])
+            .await,
+        1,
+        "another key's replay is its own row"
+    );
+}
+
+/// A flush does not wait out the coalescing window: with a 30 s window, a replay queued while
+/// the writer lingers after an earlier one is written as soon as a flush asks.
+async fn a_flush_cuts_the_coalescing_window_short<DB: TestDb>() {
+    let db =
+        DB::fresh(StoreConfig::default().with_audit_coalescing_window(Duration::from_secs(30)))
+            .await;
+    let (t, k) = (tenant("acme"), key("k-linger"));
+    for _ in 0..2 {
+        execute(&db.store, &t, &k, "{}", pay::<DB>(1))
+            .await
+            .unwrap();
+    }
+    // The first replay's row is written; the writer lingers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    execute(&db.store, &t, &k, "{}", pay::<DB>(1))
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), db.store.flush_audit())
+        .await
+        .expect("the flush does not wait for the window");
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE outcome = 'replayed'",
+            &[]
+        )
+        .await,
+        2,
+        "the lingering writer's row and the one the flush asked for"
+    );
+}
+
 /// The database itself refuses to change or remove audit rows; only the logged maintenance
 /// path removes rows past its horizon.
 async fn the_audit_log_is_append_only<DB: TestDb>() {
@@ -1405,6 +1533,8 @@ macro_rules! with_scenarios {
             2 a_stuck_handler_delays_nobody_else,
             2 one_writes_events_arrive_in_order,
             2 a_reused_key_records_new_event_ids,
+            4 a_replay_flood_writes_a_bounded_number_of_audit_rows,
+            2 a_flush_cuts_the_coalescing_window_short,
             2 event_ids_derive_from_the_entity_the_place_and_the_claim,
             2 a_handlers_own_io_error_is_its_answer,
             2 unhandled_and_undecodable_events_do_not_block_the_queue,
@@ -1785,7 +1915,8 @@ mod postgres_only {
 
     /// Expiry and takeover follow the database's clock, not the application node's: with the
     /// database's clock two days ahead (as another node's skew would put it), a key written a
-    /// moment ago is past its 24 h retention, and the next request with it is a new write.
+    /// moment ago is past its 24 h retention, and the next request with it is a new write; the
+    /// audit rows, the new write's and a queued replay's, carry the database's time too.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn expiry_follows_the_database_clock() {
         let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
@@ -1795,6 +1926,7 @@ mod postgres_only {
             .unwrap();
         let replay = execute(&db.store, &t, &k, "{}", pay::<sqlx::Postgres>(1)).await;
         assert!(matches!(replay, Ok(Outcome::Replayed { .. })), "{replay:?}");
+        db.store.flush_audit().await;
         sqlx::Postgres::execute(
             db.store.pool(),
             "CREATE OR REPLACE FUNCTION idem_now_ms() RETURNS BIGINT LANGUAGE sql STABLE \
@@ -1815,6 +1947,40 @@ mod postgres_only {
             1,
             "the takeover stamped the key with the database's time"
         );
+        let replay = execute(&db.store, &t, &k, "{}", pay::<sqlx::Postgres>(1)).await;
+        assert!(matches!(replay, Ok(Outcome::Replayed { .. })), "{replay:?}");
+        db.store.flush_audit().await;
+        assert_eq!(
+            db.count("SELECT COUNT(*) FROM idempotent_write_audit_log WHERE created_at_ms > (EXTRACT(EPOCH FROM clock_timestamp() + interval '1 day') * 1000)::BIGINT AND first_seen_at_ms > (EXTRACT(EPOCH FROM clock_timestamp() + interval '1 day') * 1000)::BIGINT", &[]).await,
+            2,
+            "the takeover's audit row and the queued replay's carry the database's time"
+        );
+        // With the database's clock two days behind the node's, an event delivered a moment
+        // ago is past a one-day outbox retention by the node's clock, not by the database's,
+        // which the purge reads.
+        sqlx::Postgres::execute(
+            db.store.pool(),
+            "CREATE OR REPLACE FUNCTION idem_now_ms() RETURNS BIGINT LANGUAGE sql STABLE \
+             AS $$ SELECT (EXTRACT(EPOCH FROM clock_timestamp() - interval '2 days') * 1000)::BIGINT $$",
+        )
+        .await
+        .unwrap();
+        record_writes(&db.store, "k-clock-event", 1).await;
+        Seen::default()
+            .dispatcher(db.store.clone())
+            .dispatch_pending()
+            .await
+            .unwrap();
+        let purged = idem_runtime::Maintenance::new(db.store.clone())
+            .with_outbox_retention(Duration::from_secs(24 * 3600))
+            .run_once()
+            .await
+            .unwrap();
+        assert_eq!(
+            purged.delivered_events, 0,
+            "delivered a moment ago: {purged:?}"
+        );
+        assert_eq!(db.count(EVENTS, &[]).await, 2);
     }
 
     /// The two-role setup: a runtime role that serves requests can append to the audit log and

@@ -7,12 +7,25 @@ use sqlx::AssertSqlSafe;
 
 use crate::backend::{Dialect, DialectSql, dialect_sql};
 
-/// `INSERT INTO` the audit log with its column list, in the order [`bind_audit!`] binds.
+/// `INSERT INTO` the audit log with its column list, in the order [`bind_audit!`] binds: the
+/// last two, the times, are the database's clock less the age of what happened.
 macro_rules! insert_audit {
     () => {
         "INSERT INTO idempotent_write_audit_log
     (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint, outcome, status,
-     failure, attempts, duration_ms, request_id, created_at_ms) "
+     failure, attempts, duration_ms, request_id, repeat_count, created_at_ms, first_seen_at_ms) "
+    };
+}
+
+/// [`insert_audit!`] with one row of `$n` parameters, in `$dialect`'s clock.
+macro_rules! append_audit_numbered {
+    ($dialect:ident) => {
+        concat!(
+            insert_audit!(),
+            $crate::backend::sql_with_now!($dialect;
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+                NOW " - $16, " NOW " - $17)")
+        )
     };
 }
 
@@ -28,42 +41,61 @@ pub(crate) const RECORD_WRITE_TOGETHER: &str = concat!(
 )
 ",
     insert_audit!(),
-    "SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21 FROM stored"
+    crate::backend::sql_with_now!(postgres;
+        "SELECT $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, "
+        NOW " - $22, " NOW " - $23 FROM stored")
 );
 
 /// One audit row.
-pub(crate) const APPEND_AUDIT: DialectSql = dialect_sql!(
-    shared: concat!(
+pub(crate) const APPEND_AUDIT: DialectSql = DialectSql {
+    #[cfg(feature = "postgres")]
+    postgres: append_audit_numbered!(postgres),
+    #[cfg(feature = "sqlite")]
+    sqlite: append_audit_numbered!(sqlite),
+    #[cfg(feature = "mysql")]
+    mysql: concat!(
         insert_audit!(),
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        crate::backend::sql_with_now!(mysql;
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, " NOW " - ?, " NOW " - ?)")
     ),
-    mysql: concat!(insert_audit!(), "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-);
+};
 
 /// The columns of [`insert_audit!`], which [`bind_audit!`] binds.
-pub(crate) const AUDIT_COLUMNS: usize = 15;
+pub(crate) const AUDIT_COLUMNS: usize = 17;
+
+/// The last columns of [`insert_audit!`], the times: each the database's clock less an age.
+const AUDIT_TIMES: usize = 2;
 
 /// The audit insert for `rows` rows, with the dialect's parameters: `$1`, `$2`, … on
 /// PostgreSQL and SQLite (a `QueryBuilder<Any>` would write `?`, which PostgreSQL refuses), `?`
 /// on MySQL.
 pub(crate) fn append_audit_rows(rows: usize, dialect: Dialect) -> AssertSqlSafe<String> {
+    let now = DATABASE_NOW.get(dialect);
     let mut sql = String::from(insert_audit!());
     sql.push_str("VALUES ");
     for row in 0..rows {
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for column in 0..AUDIT_COLUMNS {
             let separator = if column == 0 { "" } else { ", " };
+            let age = if column >= AUDIT_COLUMNS - AUDIT_TIMES {
+                format!("{now} - ")
+            } else {
+                String::new()
+            };
             let _ = match dialect {
                 #[cfg(feature = "mysql")]
-                Dialect::MySql => write!(sql, "{separator}?"),
+                Dialect::MySql => write!(sql, "{separator}{age}?"),
                 #[allow(unreachable_patterns, reason = "MySQL's is the only other dialect")]
-                _ => write!(sql, "{separator}${}", row * AUDIT_COLUMNS + column + 1),
+                _ => write!(sql, "{separator}{age}${}", row * AUDIT_COLUMNS + column + 1),
             };
         }
         sql.push(')');
     }
     AssertSqlSafe(sql)
 }
+
+/// The database's clock in Unix milliseconds.
+const DATABASE_NOW: DialectSql = dialect_sql!([NOW], mysql: [NOW]);
 
 #[cfg(feature = "postgres")]
 pub(crate) const PURGE_AUDIT_AS_OWNER: &str = "SELECT idempotent_write_audit_purge($1, $2)";
@@ -108,7 +140,9 @@ macro_rules! bind_audit {
             .bind(i32::try_from(record.attempts).unwrap_or(i32::MAX))
             .bind(record.duration_ms)
             .bind(record.request_id.as_deref())
-            .bind(record.now_ms)
+            .bind(i32::try_from(record.repeats).unwrap_or(i32::MAX))
+            .bind($crate::store::millis(record.at.elapsed()))
+            .bind($crate::store::millis(record.first_at.elapsed()))
     }};
 }
 

@@ -30,11 +30,15 @@ impl<DB: Backend> IdempotencyStore<DB> {
         }
     }
 
-    /// Inserts the queued audit rows, a batch at a time, until the queue is empty.
+    /// Inserts the queued audit rows, a batch at a time, until the queue is empty, lingering
+    /// for the coalescing window after each batch.
     async fn write_audit_queue(&self) {
         while let Some(batch) = self.audit_queue.next_batch() {
             self.append_audit_rows(&batch).await;
             self.audit_queue.done(batch.len());
+            self.audit_queue
+                .linger(self.config.audit_coalescing_window())
+                .await;
         }
     }
 
@@ -65,7 +69,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
                 }
                 Err(error) => {
                     tracing::error!(rows = rows.len(), %error, "audit rows could not be written");
-                    record_lost_audit_rows(rows.iter().map(|row| row.operation));
+                    record_lost_audit_rows(rows.iter().flat_map(AuditRecord::outcomes));
                     return;
                 }
                 Ok(()) => return,
@@ -107,7 +111,8 @@ impl<DB: Backend> IdempotencyStore<DB> {
 
     /// [`Self::flush_audit`] for at most `bound`, for a process that must exit in bounded time
     /// even when its database is unreachable: the rows still unwritten then are given up,
-    /// logged and counted in `idempotent_write_audit_rows_lost_total`. Returns how many.
+    /// logged and counted in `idempotent_write_audit_rows_lost_total`, one per outcome (a row
+    /// standing for repeats counts each). Returns how many outcomes.
     pub async fn flush_audit_within(&self, bound: Duration) -> usize {
         if tokio::time::timeout(bound, self.flush_audit())
             .await

@@ -317,11 +317,12 @@ pub(crate) mod sealed {
             statements: Statements,
         ) -> impl Future<Output = Result<(i64, i64, Option<i64>), sqlx::Error>> + Send;
 
-        /// Deletes up to `limit` events delivered before `before_ms`.
+        /// Deletes up to `limit` events delivered longer than `retention_ms` ago, by the
+        /// database's clock.
         fn purge_delivered(
             pool: &Pool<Self>,
             statements: Statements,
-            before_ms: i64,
+            retention_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
 

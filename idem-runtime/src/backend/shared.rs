@@ -275,13 +275,13 @@ macro_rules! shared_statements {
         async fn purge_delivered(
             pool: &Pool<Self>,
             statements: Statements,
-            before_ms: i64,
+            retention_ms: i64,
             limit: i64,
         ) -> Result<u64, sqlx::Error> {
             let done = in_session!(pool, statements, |conn| {
                 sqlx::query(PURGE_DELIVERED.get(Self::pool_dialect(pool)))
                     .persistent(statements.persistent())
-                    .bind(before_ms)
+                    .bind(retention_ms)
                     .bind(limit)
                     .execute(conn)
                     .await?

@@ -265,14 +265,14 @@ FROM idem_outbox
 WHERE delivered_at_ms IS NULL"]
 );
 
-/// One bounded batch of delivered events past their retention.
+/// One bounded batch of delivered events past their retention (ms), by the database's clock.
 pub(crate) const PURGE_DELIVERED: DialectSql = dialect_sql!(
     ["DELETE FROM idem_outbox WHERE event_id IN (
     SELECT event_id FROM idem_outbox
-    WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < $1
+    WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < " NOW " - $1
     LIMIT $2
 )"],
-    mysql: ["DELETE FROM idem_outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < ? LIMIT ?"]
+    mysql: ["DELETE FROM idem_outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < " NOW " - ? LIMIT ?"]
 );
 
 /// Marks an event delivered, at the database's clock, unless it was marked or parked

@@ -433,7 +433,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
             .flush_audit_within(Duration::from_millis(300))
             .await,
         3,
-        "the three replays' rows are given up at the bound"
+        "the three replays' outcomes are given up at the bound"
     );
     let mut response = client.get(format!("{base}/metrics")).send().await.unwrap();
     let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
