@@ -14,7 +14,7 @@ use actix_web::{FromRequest, HttpRequest, HttpResponse, Responder, ResponseError
 use futures_util::future::{LocalBoxFuture, ready};
 use idem_runtime::{Backend, IdempotencyKey, WriteContext};
 
-use crate::serve::HandlerFailure;
+use crate::failure::HandlerFailure;
 
 /// The tag of a handler's `Result`: `Err` refuses the write.
 pub struct ResultTag;

@@ -157,6 +157,7 @@
 
 mod answer;
 mod config;
+mod failure;
 mod gate;
 pub mod health;
 mod key;
@@ -169,6 +170,7 @@ mod serve;
 mod tenant;
 
 pub use config::{Idempotency, ReplayStatus};
+pub use failure::HandlerFailure;
 pub use gate::{
     FinancialMutation, HighRiskMutation, ProtectedRoutes, StartupError, StartupProblem,
     VerifiedRoutes,
@@ -181,7 +183,6 @@ pub use idem_runtime::*;
 pub use key::IDEMPOTENCY_KEY;
 pub use mutation_gate::{Exemption, MutationGate, MutationGateService, exemptions};
 pub use replay::{IDEMPOTENT_REPLAYED, REPLAYED_HEADERS};
-pub use serve::HandlerFailure;
 pub use tenant::{Tenant, TenantRejection, TenantResolver};
 
 /// sqlx, which the handlers use for their statements.

@@ -4,14 +4,12 @@
 //! is meant to be called by hand.
 
 use std::cell::{Cell, RefCell};
-use std::error::Error as StdError;
-use std::fmt;
 use std::rc::Rc;
 use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::web::{Bytes, BytesMut};
-use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use futures_util::future::LocalBoxFuture;
 use idem_runtime::{
@@ -22,65 +20,12 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::answer::Extraction;
 use crate::config::Idempotency;
+use crate::failure::HandlerFailure;
 use crate::key::key_from_headers;
 use crate::mutation_gate::{GatePassed, ServedByIdem, gate_not_installed};
 use crate::problem::{PROBLEM_JSON, Problem, ProblemKind};
 use crate::replay::{capture, replay};
 use crate::tenant::not_configured;
-
-/// A handler's refusal: its own error answer, and the error itself when it implements
-/// [`std::error::Error`], so the protocol can find a transient database failure in its
-/// `source()` chain and retry.
-pub struct HandlerFailure {
-    response: HttpResponse,
-    cause: Option<Box<dyn StdError + 'static>>,
-}
-
-impl HandlerFailure {
-    /// A refusal that answers itself and is kept as the failure's cause.
-    pub(crate) fn with_cause<E: ResponseError + StdError + 'static>(error: E) -> Self {
-        Self {
-            response: error.error_response(),
-            cause: Some(Box::new(error)),
-        }
-    }
-
-    /// A refusal answered by actix-web's error, whose cause the protocol cannot inspect.
-    pub(crate) fn answered(error: actix_web::Error) -> Self {
-        Self {
-            response: error.error_response(),
-            cause: None,
-        }
-    }
-}
-
-impl fmt::Debug for HandlerFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HandlerFailure")
-            .field("status", &self.response.status())
-            .field("cause", &self.cause)
-            .finish()
-    }
-}
-
-impl fmt::Display for HandlerFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.cause {
-            Some(cause) => write!(f, "the handler refused the write: {cause}"),
-            None => write!(
-                f,
-                "the handler refused the write ({})",
-                self.response.status()
-            ),
-        }
-    }
-}
-
-impl StdError for HandlerFailure {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        self.cause.as_deref()
-    }
-}
 
 /// Runs one request of the registered operation `Op`: `extract` takes the handler's parameters
 /// but its write context from the request (the client's key among them), `handler` is the
@@ -219,7 +164,7 @@ where
             )
             .retry_after(retry_after),
         )),
-        Err(WriteError::Handler(failure)) => Err(failure.response),
+        Err(WriteError::Handler(failure)) => Err(failure.into_response()),
         Err(WriteError::Panicked { .. }) => Err(problem(Problem::new(
             ProblemKind::WriteFailed,
             "the write failed and nothing was written: retry with the same key",

@@ -66,6 +66,7 @@ mod attempt;
 mod audit;
 mod backend;
 mod canonical_json;
+mod clock;
 mod config;
 mod context;
 mod entity_id;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::clock::millis;
 use crate::observe::{MAINTENANCE_ERRORS_TOTAL, MAINTENANCE_PURGED_ROWS_TOTAL};
-use crate::store::millis;
 use crate::{Backend, ErrorChain, IdempotencyStore, StoreError};
 
 /// The most rows one purge statement deletes: short transactions that never hold up writers.

@@ -22,11 +22,11 @@ use uuid::Uuid;
 
 use crate::attempt::panic_message;
 use crate::backend::{DeliveryFailure, EventRow};
+use crate::clock::millis;
 use crate::observe::{
     OUTBOX_DISPATCH_ERRORS_TOTAL, OUTBOX_EVENTS_PARKED, OUTBOX_EVENTS_PARKED_TOTAL,
     OUTBOX_EVENTS_PENDING, OUTBOX_OLDEST_PENDING_AGE_SECONDS,
 };
-use crate::store::now_ms;
 use crate::{Backend, ErrorChain, IdempotencyStore, StoreError, TenantId};
 
 /// One recorded event, as its handler receives it.
@@ -507,15 +507,13 @@ impl<DB: Backend> OutboxDispatcher<DB> {
     /// The backlog: pending and parked events, and the oldest pending event's age. The
     /// dispatcher's [`run`](Self::run) reports it as gauges.
     pub async fn backlog(&self) -> Result<OutboxBacklog, StoreError> {
-        let (pending, parked, oldest) =
+        let (pending, parked, oldest_age_ms) =
             DB::outbox_backlog(&self.store.pool, self.store.config.statements()).await?;
-        let age = |recorded_ms: i64| {
-            Duration::from_millis(u64::try_from(now_ms().saturating_sub(recorded_ms)).unwrap_or(0))
-        };
         Ok(OutboxBacklog {
             pending: u64::try_from(pending).unwrap_or(0),
             parked: u64::try_from(parked).unwrap_or(0),
-            oldest_pending_age: oldest.map(age),
+            oldest_pending_age: oldest_age_ms
+                .map(|age_ms| Duration::from_millis(u64::try_from(age_ms).unwrap_or(0))),
         })
     }
 
@@ -599,8 +597,4 @@ fn by_write(mut claimed: Vec<EventRow>) -> Vec<Vec<EventRow>> {
         }
     }
     writes
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -1,7 +1,6 @@
 //! The idempotency store: a pool, its settings, its schema and its maintenance.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
@@ -11,6 +10,7 @@ use sqlx::{Connection as _, Pool};
 
 use crate::audit::AuditQueue;
 use crate::backend::{KeyRecord, KeyScope, Statements};
+use crate::clock::millis;
 use crate::in_flight::InFlightClaims;
 use crate::maintenance::{PURGE_BATCH, purge_in_batches};
 use crate::{Backend, Operation, StoreConfig, StoreError, TenantId};
@@ -260,14 +260,4 @@ impl<DB: Backend> IdempotencyStore<DB> {
             });
         millis(retention)
     }
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, millis)
-}
-
-pub(crate) fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -57,6 +57,10 @@ pub enum ApiError {
     /// reused after it expired, whose deterministic entity id is taken).
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The idempotency store failed one of AccuBooks' own transactions
+    /// (`IdempotencyStore::begin_for`) in a way that is not a database error (`500`).
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 impl ApiError {
@@ -81,7 +85,7 @@ impl ApiError {
             Self::NotJson => "not-json",
             Self::TooLarge => "body-too-large",
             Self::Database(_) if self.is_duplicate() => "already-exists",
-            Self::Database(_) => "internal",
+            Self::Database(_) | Self::Store(_) => "internal",
         }
     }
 
@@ -104,7 +108,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Database(error) => Self::Database(error),
-            other => Self::Database(sqlx::Error::Protocol(ErrorChain(&other).to_string())),
+            other => Self::Store(other),
         }
     }
 }
@@ -132,7 +136,7 @@ impl ResponseError for ApiError {
             Self::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Database(_) if self.is_duplicate() => StatusCode::CONFLICT,
-            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Database(_) | Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -143,8 +147,8 @@ impl ResponseError for ApiError {
                  more than a day ago it has expired: send a new request with a new key"
                     .to_owned()
             }
-            Self::Database(error) => {
-                tracing::error!(%error, "database failure");
+            Self::Database(_) | Self::Store(_) => {
+                tracing::error!(error = %ErrorChain(self), "database failure");
                 "the request failed; retry it with the same Idempotency-Key".to_owned()
             }
             other => other.to_string(),

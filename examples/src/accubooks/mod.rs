@@ -60,7 +60,7 @@ pub enum OpenError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// AccuBooks' own schema could not be migrated.
-    #[error("migrating the AccuBooks schema failed: {0}")]
+    #[error("migrating the AccuBooks schema failed")]
     Migrate(#[from] MigrateError),
     /// The protected routes and the registry disagree.
     #[error(transparent)]

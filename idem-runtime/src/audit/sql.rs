@@ -141,8 +141,8 @@ macro_rules! bind_audit {
             .bind(record.duration_ms)
             .bind(record.request_id.as_deref())
             .bind(i32::try_from(record.repeats).unwrap_or(i32::MAX))
-            .bind($crate::store::millis(record.at.elapsed()))
-            .bind($crate::store::millis(record.first_at.elapsed()))
+            .bind($crate::clock::millis(record.at.elapsed()))
+            .bind($crate::clock::millis(record.first_at.elapsed()))
     }};
 }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 use tokio::time::sleep;
 
 use super::{AuditRecord, Queued};
+use crate::clock::millis;
 use crate::maintenance::{PURGE_BATCH, purge_in_batches};
 use crate::observe::record_lost_audit_rows;
-use crate::store::millis;
 use crate::{Backend, IdempotencyStore, StoreError};
 
 impl<DB: Backend> IdempotencyStore<DB> {

@@ -311,7 +311,8 @@ pub(crate) mod sealed {
             event_id: &str,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
 
-        /// Pending events, parked events, and the oldest pending event's recording instant.
+        /// Pending events, parked events, and the oldest pending event's age in ms (the
+        /// database's clock).
         fn outbox_backlog(
             pool: &Pool<Self>,
             statements: Statements,

@@ -248,19 +248,19 @@ WHERE event_id = $1 AND parked_at_ms IS NOT NULL"],
 WHERE event_id = ? AND parked_at_ms IS NOT NULL"]
 );
 
-/// Pending and parked events, and when the oldest pending one was recorded. `SUM` of integers
-/// is a DECIMAL on MySQL: cast back to a BIGINT.
+/// Pending and parked events, and the age in ms of the oldest pending one, by the database's
+/// clock. `SUM` of integers is a DECIMAL on MySQL: cast back to a BIGINT.
 pub(crate) const OUTBOX_BACKLOG: DialectSql = dialect_sql!(
     ["SELECT
     COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 1 ELSE 0 END), 0),
     COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 0 ELSE 1 END), 0),
-    MIN(CASE WHEN parked_at_ms IS NULL THEN created_at_ms END)
+    " NOW " - MIN(CASE WHEN parked_at_ms IS NULL THEN created_at_ms END)
 FROM idem_outbox
 WHERE delivered_at_ms IS NULL"],
     mysql: ["SELECT
     CAST(COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 1 ELSE 0 END), 0) AS SIGNED),
     CAST(COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 0 ELSE 1 END), 0) AS SIGNED),
-    MIN(CASE WHEN parked_at_ms IS NULL THEN created_at_ms END)
+    " NOW " - MIN(CASE WHEN parked_at_ms IS NULL THEN created_at_ms END)
 FROM idem_outbox
 WHERE delivered_at_ms IS NULL"]
 );
