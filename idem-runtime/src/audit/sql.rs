@@ -95,7 +95,7 @@ pub(crate) fn append_audit_rows(rows: usize, dialect: Dialect) -> AssertSqlSafe<
 }
 
 /// The database's clock in Unix milliseconds.
-const DATABASE_NOW: DialectSql = dialect_sql!([NOW], mysql: [NOW]);
+const DATABASE_NOW: DialectSql = dialect_sql!([NOW]);
 
 #[cfg(feature = "postgres")]
 pub(crate) const PURGE_AUDIT_AS_OWNER: &str = "SELECT idempotent_write_audit_purge($1, $2)";
@@ -103,8 +103,7 @@ pub(crate) const PURGE_AUDIT_AS_OWNER: &str = "SELECT idempotent_write_audit_pur
 /// SQLite and MySQL: the maintenance transaction opens its horizon (the triggers let rows older
 /// than it go), deletes one batch, and closes it.
 pub(crate) const OPEN_AUDIT_MAINTENANCE: DialectSql = dialect_sql!(
-    ["INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES (" NOW " - $1)"],
-    mysql: ["INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES (" NOW " - ?)"]
+    ["INSERT INTO idempotent_write_audit_maintenance (horizon_ms) VALUES (" NOW " - " P1 ")"]
 );
 pub(crate) const PURGE_AUDIT_BATCH: DialectSql = dialect_sql!(
     ["DELETE FROM idempotent_write_audit_log WHERE id IN (

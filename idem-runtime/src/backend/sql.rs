@@ -2,8 +2,9 @@
 //!
 //! PostgreSQL and SQLite share their text (`$n` parameters, `ON CONFLICT ... DO UPDATE ...
 //! WHERE`, `RETURNING`) but for the database's clock. MySQL's text binds the same values in the
-//! same order, with `?` parameters, and says what it lacks in its own words (see
-//! [`super::mysql`]). [`super::shared`] implements them once for every backend.
+//! same order, with `?` parameters: derived from the shared text where only the parameters
+//! differ, written in its own words where it lacks a construct (see [`super::mysql`]).
+//! [`super::shared`] implements them once for every backend.
 
 use super::Dialect;
 
@@ -32,18 +33,28 @@ impl DialectSql {
 }
 
 /// Concatenates SQL text in one dialect's words (`postgres`, `sqlite` or `mysql`), writing
-/// `NOW` as that dialect's clock in Unix milliseconds and `LOCK` as what locks the rows a
-/// claim selects: `idem_now_ms()` on PostgreSQL (a migration defines it on
-/// `clock_timestamp()`), `julianday('now')` on SQLite (whose database lives on the
-/// application's own host), `CURRENT_TIMESTAMP(3)` on MySQL (whose sessions idem sets to UTC);
-/// `FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL, nothing on SQLite, whose one writer is
-/// the lock.
+/// `NOW` as that dialect's clock in Unix milliseconds, `LOCK` as what locks the rows a claim
+/// selects, and `P1` … `P9` as the statement's parameters: `idem_now_ms()` on PostgreSQL (a
+/// migration defines it on `clock_timestamp()`), `julianday('now')` on SQLite (whose database
+/// lives on the application's own host), `CURRENT_TIMESTAMP(3)` on MySQL (whose sessions idem
+/// sets to UTC); `FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL, nothing on SQLite, whose
+/// one writer is the lock; `$1` … on PostgreSQL and SQLite, `?` on MySQL, which binds by
+/// position (each parameter comes once, in order).
 macro_rules! sql_with_now {
     ($dialect:ident; $($part:tt)*) => {
         concat!($($crate::backend::sql_with_now!(@part $dialect $part)),*)
     };
     (@part $dialect:ident NOW) => { $crate::backend::sql_with_now!(@now $dialect) };
     (@part $dialect:ident LOCK) => { $crate::backend::sql_with_now!(@lock $dialect) };
+    (@part $dialect:ident P1) => { $crate::backend::sql_with_now!(@param $dialect "$1") };
+    (@part $dialect:ident P2) => { $crate::backend::sql_with_now!(@param $dialect "$2") };
+    (@part $dialect:ident P3) => { $crate::backend::sql_with_now!(@param $dialect "$3") };
+    (@part $dialect:ident P4) => { $crate::backend::sql_with_now!(@param $dialect "$4") };
+    (@part $dialect:ident P5) => { $crate::backend::sql_with_now!(@param $dialect "$5") };
+    (@part $dialect:ident P6) => { $crate::backend::sql_with_now!(@param $dialect "$6") };
+    (@part $dialect:ident P7) => { $crate::backend::sql_with_now!(@param $dialect "$7") };
+    (@part $dialect:ident P8) => { $crate::backend::sql_with_now!(@param $dialect "$8") };
+    (@part $dialect:ident P9) => { $crate::backend::sql_with_now!(@param $dialect "$9") };
     (@part $dialect:ident $text:literal) => { $text };
     (@now postgres) => { "idem_now_ms()" };
     (@now sqlite) => { "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)" };
@@ -51,11 +62,17 @@ macro_rules! sql_with_now {
     (@lock postgres) => { "FOR UPDATE SKIP LOCKED" };
     (@lock sqlite) => { "" };
     (@lock mysql) => { "FOR UPDATE SKIP LOCKED" };
+    (@param mysql $numbered:literal) => { "?" };
+    (@param $dialect:ident $numbered:literal) => { $numbered };
 }
 
-/// A [`DialectSql`] from PostgreSQL's and SQLite's shared text and MySQL's, in which `NOW` is
-/// the database's clock and `LOCK` the claim's row lock ([`sql_with_now`]).
+/// A [`DialectSql`] from one text for every dialect, or from PostgreSQL's and SQLite's shared
+/// text and MySQL's where MySQL says it in other words; in each, `NOW` is the database's clock,
+/// `LOCK` the claim's row lock and `P1` … the parameters ([`sql_with_now`]).
 macro_rules! dialect_sql {
+    ([$($every:tt)*]) => {
+        $crate::backend::dialect_sql!([$($every)*], mysql: [$($every)*])
+    };
     ([$($shared:tt)*], mysql: [$($mysql:tt)*]) => {
         $crate::backend::DialectSql {
             #[cfg(feature = "postgres")]
@@ -66,16 +83,6 @@ macro_rules! dialect_sql {
             mysql: $crate::backend::sql_with_now!(mysql; $($mysql)*),
         }
     };
-    (shared: $shared:expr, mysql: $mysql:expr) => {
-        $crate::backend::DialectSql {
-            #[cfg(feature = "postgres")]
-            postgres: $shared,
-            #[cfg(feature = "sqlite")]
-            sqlite: $shared,
-            #[cfg(feature = "mysql")]
-            mysql: $mysql,
-        }
-    };
 }
 
 /// The committed record of a key: tenant, operation, key; a row past its own expiry is no
@@ -83,10 +90,7 @@ macro_rules! dialect_sql {
 pub(crate) const FIND_RECORD: DialectSql = dialect_sql!(
     ["SELECT fingerprint, attempt_id, response_status, response_headers, response_body
 FROM idempotency_keys
-WHERE tenant_id = $1 AND operation = $2 AND idempotency_key = $3 AND expires_at_ms > " NOW],
-    mysql: ["SELECT fingerprint, attempt_id, response_status, response_headers, response_body
-FROM idempotency_keys
-WHERE tenant_id = ? AND operation = ? AND idempotency_key = ? AND expires_at_ms > " NOW]
+WHERE tenant_id = " P1 " AND operation = " P2 " AND idempotency_key = " P3 " AND expires_at_ms > " NOW]
 );
 
 /// Inserts the key row (tenant, operation, key, fingerprint, entity id, attempt id, then the
@@ -135,11 +139,8 @@ ON DUPLICATE KEY UPDATE
 /// Stores the response (status, headers, body) on the key row (tenant, operation, key).
 pub(crate) const STORE_RESPONSE: DialectSql = dialect_sql!(
     ["UPDATE idempotency_keys
-SET response_status = $1, response_headers = $2, response_body = $3
-WHERE tenant_id = $4 AND operation = $5 AND idempotency_key = $6"],
-    mysql: ["UPDATE idempotency_keys
-SET response_status = ?, response_headers = ?, response_body = ?
-WHERE tenant_id = ? AND operation = ? AND idempotency_key = ?"]
+SET response_status = " P1 ", response_headers = " P2 ", response_body = " P3 "
+WHERE tenant_id = " P4 " AND operation = " P5 " AND idempotency_key = " P6]
 );
 
 pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _idem_migrations WHERE success";
@@ -149,10 +150,7 @@ pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _idem_migration
 pub(crate) const RECORD_EVENT: DialectSql = dialect_sql!(
     ["INSERT INTO idem_outbox
     (event_id, tenant_id, operation, entity_id, topic, payload, sequence_in_write, created_at_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7, " NOW ")"],
-    mysql: ["INSERT INTO idem_outbox
-    (event_id, tenant_id, operation, entity_id, topic, payload, sequence_in_write, created_at_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, " NOW ")"]
+VALUES (" P1 ", " P2 ", " P3 ", " P4 ", " P5 ", " P6 ", " P7 ", " NOW ")"]
 );
 
 /// Claims up to `$2` of the oldest due events (neither delivered, parked, nor backing off or
@@ -198,10 +196,8 @@ pub(crate) fn mysql_lease_events(count: usize) -> String {
 /// Makes an event due again after `$1` ms, without counting an attempt: a claimed event not
 /// delivered in this pass (the dispatcher stopped, or an earlier event of its write failed).
 pub(crate) const DEFER_EVENT: DialectSql = dialect_sql!(
-    ["UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
-WHERE event_id = $2 AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"],
-    mysql: ["UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + ?
-WHERE event_id = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"]
+    ["UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + " P1 "
+WHERE event_id = " P2 " AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"]
 );
 
 /// Counts a failed delivery (error, backoff in ms), and parks the event once it has failed
@@ -224,8 +220,7 @@ WHERE event_id = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"]
 );
 
 pub(crate) const PARKED_AT: DialectSql = dialect_sql!(
-    ["SELECT parked_at_ms FROM idem_outbox WHERE event_id = $1"],
-    mysql: ["SELECT parked_at_ms FROM idem_outbox WHERE event_id = ?"]
+    ["SELECT parked_at_ms FROM idem_outbox WHERE event_id = " P1]
 );
 
 pub(crate) const PARKED_EVENTS: DialectSql = dialect_sql!(
@@ -233,19 +228,12 @@ pub(crate) const PARKED_EVENTS: DialectSql = dialect_sql!(
 FROM idem_outbox
 WHERE parked_at_ms IS NOT NULL
 ORDER BY parked_at_ms, event_id
-LIMIT $1"],
-    mysql: ["SELECT event_id, tenant_id, operation, topic, attempts, last_error, created_at_ms, parked_at_ms
-FROM idem_outbox
-WHERE parked_at_ms IS NOT NULL
-ORDER BY parked_at_ms, event_id
-LIMIT ?"]
+LIMIT " P1]
 );
 
 pub(crate) const REQUEUE_PARKED: DialectSql = dialect_sql!(
     ["UPDATE idem_outbox SET parked_at_ms = NULL, attempts = 0, next_attempt_at_ms = 0
-WHERE event_id = $1 AND parked_at_ms IS NOT NULL"],
-    mysql: ["UPDATE idem_outbox SET parked_at_ms = NULL, attempts = 0, next_attempt_at_ms = 0
-WHERE event_id = ? AND parked_at_ms IS NOT NULL"]
+WHERE event_id = " P1 " AND parked_at_ms IS NOT NULL"]
 );
 
 /// Pending and parked events, and the age in ms of the oldest pending one, by the database's
@@ -279,9 +267,7 @@ pub(crate) const PURGE_DELIVERED: DialectSql = dialect_sql!(
 /// meanwhile (a dispatcher that took it over after this one's lease ran out).
 pub(crate) const MARK_DELIVERED: DialectSql = dialect_sql!(
     ["UPDATE idem_outbox SET delivered_at_ms = " NOW "
-WHERE event_id = $1 AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"],
-    mysql: ["UPDATE idem_outbox SET delivered_at_ms = " NOW "
-WHERE event_id = ? AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"]
+WHERE event_id = " P1 " AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"]
 );
 
 /// One bounded batch (the limit) of keys past their own expiry.
