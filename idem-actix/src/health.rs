@@ -28,6 +28,41 @@ const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
 /// verified), mount it with [`Health::configure`], and call [`Health::start_draining`] when a
 /// shutdown signal arrives, so the load balancer stops sending requests before the server stops
 /// accepting them.
+///
+/// ```no_run
+/// use actix_web::{App, HttpServer};
+/// use idem_actix::VerifiedRoutes;
+/// use idem_actix::health::Health;
+///
+/// async fn serve(routes: VerifiedRoutes<sqlx::Sqlite>) -> std::io::Result<()> {
+///     let health = Health::new(&routes);
+///     let server = HttpServer::new({
+///         let health = health.clone();
+///         move || {
+///             let (routes, health) = (routes.clone(), health.clone());
+///             App::new()
+///                 .wrap(routes.mutation_gate())
+///                 .configure(move |config| {
+///                     routes.configure(config);
+///                     health.configure(config);
+///                 })
+///         }
+///     })
+///     .disable_signals()
+///     .bind("127.0.0.1:8080")?
+///     .run();
+///     let handle = server.handle();
+///     actix_web::rt::spawn(async move {
+///         let _ = actix_web::rt::signal::ctrl_c().await;
+///         // `/readyz` answers 503 from now on; the load balancer stops sending requests,
+///         // then the server stops accepting them and finishes those in flight.
+///         health.start_draining();
+///         actix_web::rt::time::sleep(std::time::Duration::from_secs(5)).await;
+///         handle.stop(true).await;
+///     });
+///     server.await
+/// }
+/// ```
 pub struct Health<DB: Backend> {
     store: IdempotencyStore<DB>,
     draining: Arc<AtomicBool>,

@@ -143,6 +143,20 @@ impl Tenants {
 
 /// The tenant of a request, as the application's [`TenantResolver`] names it. Read handlers
 /// take it to scope their queries; protected handlers get it from their write context.
+///
+/// ```
+/// use actix_web::{HttpResponse, web};
+/// use idem_actix::Tenant;
+///
+/// /// Lists the requesting company's payments: a read, scoped by the tenant idem resolved
+/// /// (a request whose credentials resolve to no tenant is refused before this runs).
+/// async fn list_payments(Tenant(tenant): Tenant) -> HttpResponse {
+///     HttpResponse::Ok().body(format!("the payments of {}", tenant.as_str()))
+/// }
+///
+/// let route = web::get().to(list_payments);
+/// # drop(route);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant(pub TenantId);
 

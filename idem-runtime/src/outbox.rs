@@ -185,7 +185,22 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         }
     }
 
-    /// Delivers events of `topic` to `handler`.
+    /// Delivers events of `topic` to `handler`. A handler may run more than once for one
+    /// event (after a crash, or a delivery that outlived its lease): dedupe on
+    /// [`OutboxEvent::event_id`], which every redelivery carries. An `Err`, a panic or a
+    /// handler past the delivery timeout is a failed delivery, tried again after a backoff.
+    ///
+    /// ```
+    /// use idem_runtime::{IdempotencyStore, OutboxDispatcher};
+    ///
+    /// fn dispatcher(store: IdempotencyStore<sqlx::Sqlite>) -> OutboxDispatcher<sqlx::Sqlite> {
+    ///     OutboxDispatcher::new(store).on("invoice.finalized", |event| async move {
+    ///         // Send the invoice by e-mail, once per event id.
+    ///         println!("{} {} of {}", event.event_id, event.topic, event.entity_id);
+    ///         Ok(())
+    ///     })
+    /// }
+    /// ```
     pub fn on<F, Fut>(mut self, topic: &str, handler: F) -> Self
     where
         F: Fn(OutboxEvent) -> Fut + Send + Sync + 'static,
