@@ -125,7 +125,7 @@ impl AuditQueue {
         }
         let take = waiting.rows.len().min(MAX_BATCH);
         let batch: Vec<AuditRecord> = waiting.rows.drain(..take).collect();
-        waiting.forget_places(&batch);
+        waiting.forget_places(batch.len());
         *self
             .0
             .writing
@@ -184,7 +184,7 @@ impl AuditQueue {
             .drain(..)
             .collect();
         let abandoned: Vec<AuditRecord> = waiting.rows.drain(..).collect();
-        waiting.forget_places(&abandoned);
+        waiting.forget_places(abandoned.len());
         lost.extend(abandoned.iter().flat_map(AuditRecord::outcomes));
         self.0.pending.store(0, Ordering::SeqCst);
         self.0.idle.notify_waiters();
@@ -205,16 +205,11 @@ impl AuditQueue {
 }
 
 impl Waiting {
-    /// `rows` left the front of the queue: repeats no longer join them.
-    fn forget_places(&mut self, rows: &[AuditRecord]) {
-        for (place, row) in (self.front..).zip(rows) {
-            if let Some(key) = row.repeat_key()
-                && self.repeatable.get(&key) == Some(&place)
-            {
-                self.repeatable.remove(&key);
-            }
-        }
-        self.front += rows.len() as u64;
+    /// `rows` rows left the front of the queue: repeats no longer join them.
+    fn forget_places(&mut self, rows: usize) {
+        self.front += rows as u64;
+        let front = self.front;
+        self.repeatable.retain(|_, place| *place >= front);
     }
 }
 

@@ -77,16 +77,20 @@ pub(crate) fn append_audit_rows(rows: usize, dialect: Dialect) -> AssertSqlSafe<
         sql.push_str(if row == 0 { "(" } else { ", (" });
         for column in 0..AUDIT_COLUMNS {
             let separator = if column == 0 { "" } else { ", " };
-            let age = if column >= AUDIT_COLUMNS - AUDIT_TIMES {
-                format!("{now} - ")
+            let (clock, minus) = if column >= AUDIT_COLUMNS - AUDIT_TIMES {
+                (now, " - ")
             } else {
-                String::new()
+                ("", "")
             };
             let _ = match dialect {
                 #[cfg(feature = "mysql")]
-                Dialect::MySql => write!(sql, "{separator}{age}?"),
+                Dialect::MySql => write!(sql, "{separator}{clock}{minus}?"),
                 #[allow(unreachable_patterns, reason = "MySQL's is the only other dialect")]
-                _ => write!(sql, "{separator}{age}${}", row * AUDIT_COLUMNS + column + 1),
+                _ => write!(
+                    sql,
+                    "{separator}{clock}{minus}${}",
+                    row * AUDIT_COLUMNS + column + 1
+                ),
             };
         }
         sql.push(')');
