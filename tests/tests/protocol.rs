@@ -1585,6 +1585,20 @@ with_scenarios!(backend_suite!(pgbouncer: sqlx::Postgres, idem_tests::through_pg
 mod sqlite_only {
     use super::*;
 
+    /// A connection of a second process on `db` that holds SQLite's write lock (`BEGIN
+    /// IMMEDIATE`) until it runs `ROLLBACK`.
+    async fn write_lock_of_another_process(
+        db: &TestStore<sqlx::Sqlite>,
+    ) -> sqlx::pool::PoolConnection<sqlx::Sqlite> {
+        let other = db.second_process(StoreConfig::default()).await;
+        let mut holder = other.pool().acquire().await.unwrap();
+        sqlx::raw_sql("BEGIN IMMEDIATE")
+            .execute(&mut *holder)
+            .await
+            .unwrap();
+        holder
+    }
+
     /// A twin in another process holds SQLite's write lock: a write waits the lock timeout (the
     /// busy timeout), is answered in flight at once (not retried as a transient failure, for
     /// ten times the wait), writes nothing, and writes once the lock is free.
@@ -1592,12 +1606,7 @@ mod sqlite_only {
     async fn a_write_lock_held_by_another_process_is_in_flight_after_the_lock_timeout() {
         let lock_timeout = Duration::from_millis(300);
         let db = sqlx::Sqlite::fresh(StoreConfig::default().with_lock_timeout(lock_timeout)).await;
-        let other = db.second_process(StoreConfig::default()).await;
-        let mut holder = other.pool().acquire().await.unwrap();
-        sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(&mut *holder)
-            .await
-            .unwrap();
+        let mut holder = write_lock_of_another_process(&db).await;
         let started = std::time::Instant::now();
         let outcome = execute(&db.store, &tenant("acme"), &key("k-held"), "{}", pay(1)).await;
         let waited = started.elapsed();
@@ -1628,12 +1637,7 @@ mod sqlite_only {
         let lock_timeout = Duration::from_millis(200);
         let db = sqlx::Sqlite::fresh(StoreConfig::default().with_lock_timeout(lock_timeout)).await;
         record_writes(&db.store, "k-busy", 3).await;
-        let other = db.second_process(StoreConfig::default()).await;
-        let mut holder = other.pool().acquire().await.unwrap();
-        sqlx::raw_sql("BEGIN IMMEDIATE")
-            .execute(&mut *holder)
-            .await
-            .unwrap();
+        let mut holder = write_lock_of_another_process(&db).await;
         let release = tokio::spawn(async move {
             tokio::time::sleep(lock_timeout * 3).await;
             sqlx::raw_sql("ROLLBACK")

@@ -164,9 +164,24 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         async move { request.send_json(&body).await.unwrap().status().as_u16() }
     };
 
+    // The metrics, as Prometheus scrapes them.
+    let scrape = || {
+        let request = client.get(format!("{base}/metrics"));
+        async move {
+            let mut response = request.send().await.unwrap();
+            String::from_utf8(response.body().await.unwrap().to_vec()).unwrap()
+        }
+    };
+    let lost_rows = |text: &str| {
+        metric(
+            text,
+            "idempotent_write_audit_rows_lost_total",
+            &[("operation", "createTransfer"), ("class", "financial")],
+        )
+    };
+
     // Before the first request: every counter of the operation is there, at zero, with HELP.
-    let mut response = client.get(format!("{base}/metrics")).send().await.unwrap();
-    let fresh = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    let fresh = scrape().await;
     let series = |name: &str, labels: &str| format!("{name}{{{labels}}} 0");
     for line in [
         series(
@@ -240,9 +255,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
     };
     assert_eq!(tokio::join!(slow, twin), (201, 409));
 
-    // Metrics, as Prometheus scrapes them.
-    let mut response = client.get(format!("{base}/metrics")).send().await.unwrap();
-    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
+    let text = scrape().await;
     assert!(has_help(&text, idem_runtime::WRITE_DURATION_MS));
     let total = |outcome| {
         metric(
@@ -410,17 +423,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         1,
         "the row was lost"
     );
-    let mut response = client.get(format!("{base}/metrics")).send().await.unwrap();
-    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
-    assert_eq!(
-        metric(
-            &text,
-            "idempotent_write_audit_rows_lost_total",
-            &[("operation", "createTransfer"), ("class", "financial")],
-        ),
-        1.0,
-        "the lost row is counted"
-    );
+    assert_eq!(lost_rows(&scrape().await), 1.0, "the lost row is counted");
 
     // Rows still queued when a shutdown's bound runs out are counted lost too: another
     // transaction holds the audit log, so the writer waits on it past the bound.
@@ -435,14 +438,8 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         3,
         "the three replays' outcomes are given up at the bound"
     );
-    let mut response = client.get(format!("{base}/metrics")).send().await.unwrap();
-    let text = String::from_utf8(response.body().await.unwrap().to_vec()).unwrap();
     assert_eq!(
-        metric(
-            &text,
-            "idempotent_write_audit_rows_lost_total",
-            &[("operation", "createTransfer"), ("class", "financial")],
-        ),
+        lost_rows(&scrape().await),
         4.0,
         "the rows given up at the bound are counted"
     );
