@@ -298,7 +298,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
             sqlx::Error::Database(db) if DB::is_transient(db.as_ref()) => {
                 AttemptFailure::Transient(Transient::Store(error))
             }
-            _ => AttemptFailure::Final(StoreError::Database(error).into()),
+            _ => AttemptFailure::Final(StoreError::from(error).into()),
         }
     }
 

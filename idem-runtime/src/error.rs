@@ -10,7 +10,7 @@ use crate::RegistryError;
 pub enum StoreError {
     /// The database refused or failed a statement of the protocol.
     #[error("the idempotency store's database failed")]
-    Database(#[from] sqlx::Error),
+    Database(#[source] sqlx::Error),
     /// Applying the store's schema migrations failed.
     #[error("applying idem's migrations failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -64,6 +64,28 @@ pub enum StoreError {
         last: sqlx::Error,
     },
 }
+
+impl From<sqlx::Error> for StoreError {
+    /// Wraps a database failure, saying in plain words what sqlx reports by a symptom: a
+    /// server that closes the connection before answering PostgreSQL's TLS request (a proxy
+    /// with no healthy server behind it, a server shutting down) reads as "unexpected response
+    /// from SSLRequest: 0x00", the byte sqlx never received.
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(match error {
+            sqlx::Error::Protocol(message) if message.starts_with(SSL_REQUEST_UNANSWERED) => {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection before answering (sqlx reads this as \"unexpected response from SSLRequest: 0x00\"): is the database, or the proxy's server behind it, up?",
+                ))
+            }
+            error => error,
+        })
+    }
+}
+
+/// sqlx's error when the connection closes before the server answers its TLS request (sqlx
+/// appends where in its source it arose).
+const SSL_REQUEST_UNANSWERED: &str = "unexpected response from SSLRequest: 0x00";
 
 /// Why one write produced no [`Outcome`](crate::Outcome). In every case nothing of the write
 /// was committed and the key is free for a retry.

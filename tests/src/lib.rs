@@ -983,3 +983,22 @@ where
         () = cut => {}
     }
 }
+
+/// The sum of the samples of `name` whose labels include `labels`, in a Prometheus text
+/// exposition `text`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
+            (metric == name).then_some((label_text.trim_end_matches('}'), value))
+        })
+        .filter(|(label_text, _)| {
+            labels
+                .iter()
+                .all(|(key, value)| label_text.contains(&format!("{key}=\"{value}\"")))
+        })
+        .map(|(_, value)| value.parse::<f64>().expect("a numeric sample"))
+        .sum()
+}

@@ -2,13 +2,14 @@
 //! was written twice and nothing acknowledged was lost. `chaos-scenarios.md` describes each.
 #![cfg(postgres_suite)]
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError, web};
 use awc::Client;
+use idem_actix::prometheus::{PrometheusHandle, install_recorder};
 use idem_actix::{
     Idempotency, IdempotencyKey, IdempotencyStore, ProtectedRoutes, StoreConfig, WriteContext,
     financial_mutation,
@@ -55,6 +56,24 @@ async fn create_payment(
     write: &mut WriteContext<'_, Postgres>,
     payment: web::Json<Payment>,
 ) -> Result<HttpResponse, PaymentError> {
+    record_payment(write, payment.into_inner()).await
+}
+
+/// The same write as [`create_payment`] under an operation of its own, whose metrics no other
+/// test of this binary moves (they run beside each other, with one recorder).
+#[financial_mutation("createRefund", post = "/refunds")]
+async fn create_refund(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Postgres>,
+    refund: web::Json<Payment>,
+) -> Result<HttpResponse, PaymentError> {
+    record_payment(write, refund.into_inner()).await
+}
+
+async fn record_payment(
+    write: &mut WriteContext<'_, Postgres>,
+    payment: Payment,
+) -> Result<HttpResponse, PaymentError> {
     let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
     Postgres::insert_payment(write.tx(), id, &tenant, payment.amount_cents).await?;
     tokio::time::sleep(Duration::from_millis(payment.hold_ms)).await;
@@ -67,6 +86,7 @@ async fn create_payment(
 /// application name, so faults hit only this test's connections).
 struct Faulty {
     base: String,
+    store: IdempotencyStore<Postgres>,
     admin: Pool<Postgres>,
     application: String,
     handle: actix_web::dev::ServerHandle,
@@ -91,16 +111,19 @@ impl Faulty {
         let pool = pool.connect_lazy_with(options);
         let config = StoreConfig::default().with_lock_timeout(Duration::from_secs(2));
         let store = IdempotencyStore::new(pool.clone(), config);
-        let routes = ProtectedRoutes::new(Idempotency::new(store, FixedTenant::new("acme")))
-            .financial(create_payment)
-            .verify()
-            .await
-            .expect("the startup check passes");
+        let routes =
+            ProtectedRoutes::new(Idempotency::new(store.clone(), FixedTenant::new("acme")))
+                .financial(create_payment)
+                .financial(create_refund)
+                .verify()
+                .await
+                .expect("the startup check passes");
         let (base, handle) = idem_tests::serve(routes.mutation_gate(), move |config| {
             routes.configure(config)
         });
         Self {
             base,
+            store,
             admin,
             application,
             handle,
@@ -123,9 +146,24 @@ impl Faulty {
         key: &str,
         body: serde_json::Value,
     ) -> (StatusCode, Option<String>, Option<String>) {
+        self.post("/payments", key, body).await
+    }
+
+    async fn refund(&self, key: &str, body: serde_json::Value) -> StatusCode {
+        self.post("/refunds", key, body).await.0
+    }
+
+    /// Posts `body` to `path` with `key`: the status, `Retry-After` and the problem type of a
+    /// refusal.
+    async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, Option<String>, Option<String>) {
         let client = Client::builder().timeout(Duration::from_secs(30)).finish();
         let mut response = client
-            .post(format!("{}/payments", self.base))
+            .post(format!("{}{path}", self.base))
             .insert_header(("idempotency-key", key))
             .send_json(&body)
             .await
@@ -403,12 +441,15 @@ async fn database_unreachable_then_back() {
     db.stop().await;
 }
 
-/// A TCP proxy in front of PostgreSQL that, once armed, lets the next `COMMIT` through to the
-/// server, waits for the server's answer (the commit has landed), swallows it and cuts the
-/// connection: the client cannot know whether its transaction committed.
+/// A TCP proxy in front of PostgreSQL that, once armed, lets the next `COMMIT` (or the next
+/// audit batch insert) through to the server, waits for the server's answer (the commit has
+/// landed), swallows it and cuts the connection: the client cannot know whether its
+/// transaction committed.
 struct CommitCutter {
     port: u16,
     armed: Arc<AtomicBool>,
+    /// Whether the armed cut is that of an audit batch insert rather than of a `COMMIT`.
+    audit_batch: Arc<AtomicBool>,
     /// Whether new connections are refused once the cut happened, until restored.
     partition: Arc<AtomicBool>,
 }
@@ -416,14 +457,12 @@ struct CommitCutter {
 impl CommitCutter {
     async fn start(target: String) -> Self {
         let armed = Arc::new(AtomicBool::new(false));
+        let audit_batch = Arc::new(AtomicBool::new(false));
         let partition = Arc::new(AtomicBool::new(false));
-        let (cutter_armed, cutter_partition) = (armed.clone(), partition.clone());
+        let cutter = (armed.clone(), audit_batch.clone(), partition.clone());
         let port = proxy(move |client| {
-            let (target, armed, partition) = (
-                target.clone(),
-                cutter_armed.clone(),
-                cutter_partition.clone(),
-            );
+            let target = target.clone();
+            let (armed, audit_batch, partition) = cutter.clone();
             async move {
                 // Partitioned: the connection is refused, as by a network that is down.
                 let partitioned = partition.load(Ordering::SeqCst) && !armed.load(Ordering::SeqCst);
@@ -431,7 +470,12 @@ impl CommitCutter {
                     return;
                 }
                 if let Ok(server) = TcpStream::connect(&target).await {
-                    Self::relay(client, server, armed, partition).await;
+                    let cut = Cut {
+                        armed,
+                        audit_batch,
+                        partition,
+                    };
+                    Self::relay(client, server, cut).await;
                 }
             }
         })
@@ -439,6 +483,7 @@ impl CommitCutter {
         Self {
             port,
             armed,
+            audit_batch,
             partition,
         }
     }
@@ -476,6 +521,14 @@ impl CommitCutter {
 
     /// Cuts the next `COMMIT` any connection sends.
     fn arm(&self) {
+        self.audit_batch.store(false, Ordering::SeqCst);
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Cuts the next audit batch insert (an autocommit statement: it commits at the `Sync`
+    /// that follows its `Execute`).
+    fn arm_audit_batch(&self) {
+        self.audit_batch.store(true, Ordering::SeqCst);
         self.armed.store(true, Ordering::SeqCst);
     }
 
@@ -485,29 +538,30 @@ impl CommitCutter {
     }
 
     /// Relays one connection until the cut, or until the partition after it.
-    async fn relay(
-        client: TcpStream,
-        server: TcpStream,
-        armed: Arc<AtomicBool>,
-        partition: Arc<AtomicBool>,
-    ) {
+    async fn relay(client: TcpStream, server: TcpStream, cut: Cut) {
         let (client_read, client_write) = client.into_split();
         let (server_read, server_write) = server.into_split();
         let cutting = AtomicBool::new(false);
         tokio::select! {
-            _ = Self::to_server(client_read, server_write, &armed, &partition, &cutting) => {}
+            _ = Self::to_server(client_read, server_write, &cut, &cutting) => {}
             _ = Self::to_client(server_read, client_write, &cutting) => {}
         }
     }
 
-    /// The client's messages, one by one, to spot the `COMMIT` to cut.
+    /// The client's messages, one by one, to spot the statement to cut.
     async fn to_server(
         mut from: OwnedReadHalf,
         mut to: OwnedWriteHalf,
-        armed: &AtomicBool,
-        partition: &AtomicBool,
+        cut: &Cut,
         cutting: &AtomicBool,
     ) -> std::io::Result<()> {
+        let Cut {
+            armed,
+            audit_batch,
+            partition,
+        } = cut;
+        // How far this connection is into an audit batch insert: parsed, then executed.
+        let (mut audit_parsed, mut audit_executed) = (false, false);
         // The startup message has no type byte: a length, then the rest.
         let length = from.read_u32().await?;
         let mut startup = vec![0; length as usize - 4];
@@ -523,8 +577,19 @@ impl CommitCutter {
             if partition.load(Ordering::SeqCst) && !armed.load(Ordering::SeqCst) {
                 return Ok(());
             }
-            // A simple query `COMMIT`, as sqlx sends it.
-            if tag == b'Q' && body == b"COMMIT\0" && armed.swap(false, Ordering::SeqCst) {
+            if audit_batch.load(Ordering::SeqCst) {
+                // The extended protocol: `Parse` of the insert, `Execute`, then the `Sync` at
+                // which the implicit transaction commits and the server answers.
+                audit_parsed |= tag == b'P'
+                    && body
+                        .windows(AUDIT_INSERT.len())
+                        .any(|text| text == AUDIT_INSERT);
+                audit_executed |= audit_parsed && tag == b'E';
+                if audit_executed && tag == b'S' && armed.swap(false, Ordering::SeqCst) {
+                    cutting.store(true, Ordering::SeqCst);
+                }
+            } else if tag == b'Q' && body == b"COMMIT\0" && armed.swap(false, Ordering::SeqCst) {
+                // A simple query `COMMIT`, as sqlx sends it.
                 cutting.store(true, Ordering::SeqCst);
             }
             to.write_all(&[tag]).await?;
@@ -551,6 +616,16 @@ impl CommitCutter {
         }
     }
 }
+
+/// What a relayed connection of a [`CommitCutter`] watches for.
+struct Cut {
+    armed: Arc<AtomicBool>,
+    audit_batch: Arc<AtomicBool>,
+    partition: Arc<AtomicBool>,
+}
+
+/// The start of the audit writer's batch insert.
+const AUDIT_INSERT: &[u8] = b"INSERT INTO idempotent_write_audit_log";
 
 /// The connection drops after the server committed but before the client heard so: the
 /// ambiguous `COMMIT`. The protocol re-reads the key, finds its own attempt's row, and answers
@@ -647,4 +722,53 @@ async fn an_ambiguous_commit_that_cannot_be_settled_is_outcome_unknown() {
     // Its `failed`/`unknown` audit row was queued while the database was unreachable: written
     // if the audit writer's retries outlast the partition, else counted lost; not asserted here.
     db.stop().await;
+}
+
+/// The audit writer's batch insert commits and its answer is lost with the connection: the
+/// writer tries again on another connection, meets its own rows (a unique violation), and
+/// counts nothing lost; the row is there once.
+#[actix_web::test]
+async fn an_audit_batch_whose_answer_was_lost_is_not_counted_lost() {
+    let metrics = prometheus();
+    let lost = || {
+        idem_tests::metric(
+            &metrics.render(),
+            idem_runtime::AUDIT_ROWS_LOST_TOTAL,
+            &[("operation", "createRefund")],
+        )
+    };
+    let (cutter, db) = CommitCutter::in_front_of_a_server(PgPoolOptions::new()).await;
+    assert_eq!(
+        db.refund("k-audited", json!({ "amount_cents": 7 })).await,
+        StatusCode::CREATED
+    );
+    cutter.arm_audit_batch();
+    assert_eq!(
+        db.refund("k-audited", json!({ "amount_cents": 7 })).await,
+        StatusCode::OK,
+        "the replay, whose audit row the writer inserts after the answer"
+    );
+    db.store.flush_audit().await;
+    assert!(cutter.has_cut(), "the audit batch's answer was cut");
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE operation = 'createRefund' AND outcome = 'replayed'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        lost(),
+        0.0,
+        "no audit row is lost, and none is counted lost"
+    );
+    db.stop().await;
+}
+
+/// This binary's metrics recorder, installed by the first test that asks.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| install_recorder().expect("the only recorder of this test binary"))
+        .clone()
 }

@@ -116,6 +116,35 @@ mod postgres {
         );
     }
 
+    /// A server that accepts the connection and closes it before answering the TLS request (a
+    /// proxy with no healthy database behind it): the error says so, not sqlx's "unexpected
+    /// response from SSLRequest: 0x00" alone.
+    #[tokio::test]
+    async fn a_server_that_closes_before_answering_is_said_to() {
+        use tokio::io::AsyncReadExt as _;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut connection, _)) = listener.accept().await {
+                // The SSLRequest read whole, so that the close is a clean one, not a reset.
+                let mut ssl_request = [0; 8];
+                let _ = connection.read_exact(&mut ssl_request).await;
+            }
+        });
+        let error = connect(
+            &format!("postgres://postgres@127.0.0.1:{port}/idem"),
+            "sslmode=prefer",
+        )
+        .await
+        .map(|_| ())
+        .expect_err("nothing answers");
+        assert!(
+            error.contains("the server closed the connection before answering"),
+            "{error}"
+        );
+    }
+
     /// What sqlx would weaken, refused at startup as libpq would, before any connection.
     #[tokio::test]
     async fn a_url_sqlx_would_weaken_is_refused_before_connecting() {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sqlx::error::ErrorKind;
 use tokio::time::sleep;
 
 use super::{AuditRecord, Queued};
@@ -50,12 +51,27 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// context … is being shutdown"), and the pool discards it; at worst every pooled
     /// connection is such a one, so as many tries as the pool holds, plus one, reach a new
     /// connection on the writer's own runtime.
+    ///
+    /// A connection that fails after sending the insert leaves its outcome unknown: the batch
+    /// may have committed (the server's answer was what got lost). The insert is one
+    /// statement, so all its rows landed or none did, and each row's id is its own (a UUID):
+    /// when the next try then meets a unique violation, the rows are there, and nothing is
+    /// lost or counted lost.
     async fn append_audit_rows(&self, rows: &[AuditRecord]) {
         let mut attempt = 1;
         let broken_connections = self.pool.options().get_max_connections() + 1;
         let mut broken = 0;
         loop {
             match DB::append_audit_batch(&self.pool, self.config.statements(), rows).await {
+                Err(sqlx::Error::Database(error))
+                    if broken > 0 && error.kind() == ErrorKind::UniqueViolation =>
+                {
+                    tracing::debug!(
+                        rows = rows.len(),
+                        "an audit batch whose answer was lost had committed"
+                    );
+                    return;
+                }
                 Err(sqlx::Error::Database(error))
                     if DB::is_transient(error.as_ref())
                         && attempt < self.config.retry().max_attempts() =>

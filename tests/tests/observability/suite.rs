@@ -116,24 +116,6 @@ impl<S: tracing::Subscriber + for<'a> LookupSpan<'a>> Layer<S> for ClosedSpans {
     }
 }
 
-/// The sum of the samples of `name` whose labels include `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = series.split_once('{').unwrap_or((series, "}"));
-            (metric == name).then_some((label_text.trim_end_matches('}'), value))
-        })
-        .filter(|(label_text, _)| {
-            labels
-                .iter()
-                .all(|(key, value)| label_text.contains(&format!("{key}=\"{value}\"")))
-        })
-        .map(|(_, value)| value.parse::<f64>().expect("a numeric sample"))
-        .sum()
-}
-
 pub async fn every_outcome_is_counted_traced_and_audited() {
     let spans = ClosedSpans::default();
     tracing::subscriber::set_global_default(Registry::default().with(spans.clone()))
@@ -173,7 +155,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         }
     };
     let lost_rows = |text: &str| {
-        metric(
+        idem_tests::metric(
             text,
             "idempotent_write_audit_rows_lost_total",
             &[("operation", "createTransfer"), ("class", "financial")],
@@ -258,7 +240,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
     let text = scrape().await;
     assert!(has_help(&text, idem_runtime::WRITE_DURATION_MS));
     let total = |outcome| {
-        metric(
+        idem_tests::metric(
             &text,
             "idempotent_writes_total",
             &[
@@ -280,7 +262,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         "{text}"
     );
     assert_eq!(
-        metric(
+        idem_tests::metric(
             &text,
             "idempotent_writes_replayed_total",
             &[("operation", "createTransfer")]
@@ -288,7 +270,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         1.0
     );
     assert_eq!(
-        metric(
+        idem_tests::metric(
             &text,
             "idempotent_writes_failed_total",
             &[("reason", "handler")]
@@ -296,7 +278,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         1.0
     );
     assert_eq!(
-        metric(
+        idem_tests::metric(
             &text,
             "idempotent_writes_failed_total",
             &[("reason", "panic")]
@@ -304,7 +286,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         1.0
     );
     assert_eq!(
-        metric(
+        idem_tests::metric(
             &text,
             "idempotent_writes_workflows_triggered_total",
             &[("operation", "createTransfer")]
@@ -312,7 +294,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         2.0
     );
     assert_eq!(
-        metric(
+        idem_tests::metric(
             &text,
             "idempotent_write_duration_ms_count",
             &[("outcome", "new")]
@@ -320,7 +302,7 @@ pub async fn every_outcome_is_counted_traced_and_audited() {
         2.0
     );
     assert!(
-        metric(
+        idem_tests::metric(
             &text,
             "idempotent_write_duration_ms_bucket",
             &[("outcome", "conflict"), ("le", "+Inf")]
