@@ -112,6 +112,10 @@ impl<DB: Backend> ProtectedRoutes<DB> {
     /// ([`unprotected_mutation!`](crate::unprotected_mutation)) names a protected route or
     /// another exemption's, and the store's schema is migrated. Lists every problem it finds,
     /// and logs every exemption, so that the routes served without idem are in the startup log.
+    /// Warns, without refusing to start, when row-level security does not hold for the serving
+    /// role ([`IdempotencyStore::row_level_security_bypasses`](idem_runtime::IdempotencyStore::row_level_security_bypasses))
+    /// and when a failover could lose acknowledged writes
+    /// ([`IdempotencyStore::replication_risks`](idem_runtime::IdempotencyStore::replication_risks)).
     pub async fn verify(self) -> Result<VerifiedRoutes<DB>, StartupError> {
         let mut problems = check_registry(registered_operations(), &self.mounts);
         problems.extend(check_exemptions(exemptions(), &self.mounts));
@@ -131,6 +135,16 @@ impl<DB: Backend> ProtectedRoutes<DB> {
             }
             Err(error) => {
                 tracing::warn!(error = %ErrorChain(&error), "could not check row-level security")
+            }
+        }
+        match self.idem.store.replication_risks().await {
+            Ok(risks) => {
+                for risk in risks {
+                    tracing::warn!(%risk, "a failover can lose acknowledged writes");
+                }
+            }
+            Err(error) => {
+                tracing::warn!(error = %ErrorChain(&error), "could not check replication")
             }
         }
         idem_runtime::register_metrics();

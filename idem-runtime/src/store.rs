@@ -9,7 +9,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Connection as _, Pool};
 
 use crate::audit::AuditQueue;
-use crate::backend::{KeyRecord, KeyScope, Statements};
+use crate::backend::{KeyRecord, KeyScope, PostgresCheck, Statements};
 use crate::clock::millis;
 use crate::in_flight::InFlightClaims;
 use crate::maintenance::{PURGE_BATCH, purge_in_batches};
@@ -124,7 +124,23 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// are then silently off. Looks only when tables of the search path have policies.
     /// idem-actix's `ProtectedRoutes::verify` logs each reason as a warning at startup.
     pub async fn row_level_security_bypasses(&self) -> Result<Vec<String>, StoreError> {
-        Ok(DB::row_security_bypasses(&self.pool, self.config.statements()).await?)
+        self.postgres_findings(PostgresCheck::RowSecurity).await
+    }
+
+    /// Why a write this store's primary acknowledged could be lost when a standby is promoted,
+    /// one sentence per reason, each naming the fix; empty when it cannot, and always on
+    /// SQLite and MySQL. On PostgreSQL: the primary streams to standbys while
+    /// `synchronous_standby_names` is empty (no commit waits for a standby), or names one while
+    /// `synchronous_commit` is `off` or `local`. Exactly-once holds either way (a lost write's
+    /// retry writes it again, once), but "never lost" needs a synchronous standby: see
+    /// SCALING.md, "When the primary fails over". idem-actix's `ProtectedRoutes::verify` logs
+    /// each reason as a warning at startup.
+    pub async fn replication_risks(&self) -> Result<Vec<String>, StoreError> {
+        self.postgres_findings(PostgresCheck::Replication).await
+    }
+
+    async fn postgres_findings(&self, check: PostgresCheck) -> Result<Vec<String>, StoreError> {
+        Ok(DB::postgres_findings(&self.pool, self.config.statements(), check).await?)
     }
 
     /// Deletes the keys past their own expiry and returns how many, in batches of

@@ -640,6 +640,9 @@ pub enum TestServer {
     /// Port 6436: PgBouncer in transaction pooling mode, in front of [`TestServer::Tls`]'s
     /// databases, with four server connections per database.
     PgBouncer,
+    /// Port 5440: HAProxy in front of a three-node Patroni cluster with synchronous
+    /// replication (`tests/servers/start-ha`), routing to whichever node is the primary.
+    Ha,
 }
 
 impl TestServer {
@@ -650,6 +653,7 @@ impl TestServer {
             Self::Standby => 5434,
             Self::Crash => 5435,
             Self::PgBouncer => 6436,
+            Self::Ha => 5440,
         }
     }
 
@@ -660,6 +664,7 @@ impl TestServer {
             Self::Standby => "(standby)",
             Self::Crash => "idem_crash",
             Self::PgBouncer => "(pgbouncer)",
+            Self::Ha => "(patroni)",
         }
     }
 }
@@ -686,14 +691,32 @@ pub fn start_test_servers() {
     });
 }
 
+/// Runs `tests/servers/start-ha`: starts whatever of the high-availability cluster is not
+/// running (a node a test crashed, say) and waits until it is whole again, a primary streaming
+/// to two standbys, one synchronous; panics, never skips, when it fails.
+pub fn start_ha_cluster() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/servers/start-ha");
+    let status = std::process::Command::new(script)
+        .status()
+        .unwrap_or_else(|error| panic!("run {script}: {error}"));
+    assert!(
+        status.success(),
+        "{script} failed: the HA cluster is not up"
+    );
+}
+
 /// Databases on the servers of `tests/servers/start` are named `idem_t_<unix seconds>_<random>`.
 const TEST_DATABASE_PREFIX: &str = "idem_t_";
 
-/// A new database on `server` (created on the primary for the standby, and on the server behind
-/// PgBouncer for PgBouncer), as a URL for the `postgres` user over 127.0.0.1. Databases of earlier runs, older than three hours, are
+/// A new database on `server` (created on the primary for the standby, on the server behind
+/// PgBouncer for PgBouncer, and through HAProxy on the HA cluster's primary), as a URL for the
+/// `postgres` user over 127.0.0.1. Databases of earlier runs, older than three hours, are
 /// dropped first.
 pub async fn test_server_database(server: TestServer) -> String {
-    start_test_servers();
+    match server {
+        TestServer::Ha => start_ha_cluster(),
+        _ => start_test_servers(),
+    }
     let primary = match server {
         TestServer::Standby | TestServer::PgBouncer => TestServer::Tls,
         other => other,

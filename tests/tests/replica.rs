@@ -95,6 +95,37 @@ mod postgres {
         .unwrap()
     }
 
+    /// The TLS test server streams to its standby asynchronously: a store on it names the risk
+    /// (which `ProtectedRoutes::verify` logs at startup); a store on the standby, which streams
+    /// to nothing, finds none.
+    #[tokio::test]
+    async fn an_asynchronous_standby_is_named_as_a_risk_of_losing_writes() {
+        let standby_url = idem_tests::test_server_database(TestServer::Standby).await;
+        let primary_url = standby_url.replacen(":5434/", ":5433/", 1);
+        let primary = IdempotencyStore::<Postgres>::connect(&primary_url, StoreConfig::default())
+            .await
+            .unwrap();
+        let risks = primary.replication_risks().await.unwrap();
+        assert_eq!(risks.len(), 1, "{risks:?}");
+        assert!(
+            risks[0].starts_with("this primary streams to 1 standby(s) asynchronously"),
+            "{risks:?}"
+        );
+        let standby = loop {
+            // The new database reaches the standby by replication.
+            if let Ok(standby) =
+                IdempotencyStore::<Postgres>::connect(&standby_url, StoreConfig::default()).await
+            {
+                break standby;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(
+            standby.replication_risks().await.unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
     #[tokio::test]
     async fn replays_come_from_the_standby_and_lag_never_writes_twice() {
         let standby_url = idem_tests::test_server_database(TestServer::Standby).await;

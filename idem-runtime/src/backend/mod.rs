@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 pub(crate) use dialect::Dialect;
 pub(crate) use shared::{bind_response, shared_statements};
+pub(crate) use sql::PostgresCheck;
 pub(crate) use sql::{DialectSql, dialect_sql, sql_with_now};
 pub(crate) use statements::{Session, Statements, in_session};
 
@@ -226,12 +227,12 @@ pub(crate) mod sealed {
             tenant: &TenantId,
         ) -> impl Future<Output = Result<Transaction<'static, Self>, sqlx::Error>> + Send;
 
-        /// Why row-level security does not apply to the pool's role on PostgreSQL, one sentence
-        /// per reason (a superuser or `BYPASSRLS` role while visible tables have policies, or
-        /// the owner of such a table that does not `FORCE` them); none elsewhere.
-        fn row_security_bypasses(
+        /// What `check` finds wrong on PostgreSQL, one sentence per finding, each naming the
+        /// fix; nothing elsewhere.
+        fn postgres_findings(
             pool: &Pool<Self>,
             statements: Statements,
+            check: PostgresCheck,
         ) -> impl Future<Output = Result<Vec<String>, sqlx::Error>> + Send;
 
         /// Undoes, before a write's transaction ends (committed or rolled back), what the write

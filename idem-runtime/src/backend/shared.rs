@@ -25,20 +25,21 @@ macro_rules! bind_response {
 /// ([`SqlDialect`](super::SqlDialect)); only the types differ.
 macro_rules! shared_statements {
     () => {
-        async fn row_security_bypasses(
+        async fn postgres_findings(
             pool: &Pool<Self>,
             statements: Statements,
+            check: PostgresCheck,
         ) -> Result<Vec<String>, sqlx::Error> {
             #[cfg(feature = "postgres")]
             if Self::pool_dialect(pool) == Dialect::Postgres {
                 return Ok(in_session!(pool, statements, |conn| {
-                    sqlx::query_scalar::<_, String>(ROW_SECURITY_BYPASSES)
+                    sqlx::query_scalar::<_, String>(check.sql())
                         .persistent(statements.persistent())
                         .fetch_all(conn)
                         .await?
                 }));
             }
-            let _ = (pool, statements);
+            let _ = (pool, statements, check);
             Ok(Vec::new())
         }
 

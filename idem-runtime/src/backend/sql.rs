@@ -285,11 +285,46 @@ pub(crate) const PURGE_EXPIRED: DialectSql = dialect_sql!(
 #[cfg(feature = "mysql")]
 pub(crate) const MYSQL_END_WRITE: &str = "SET SESSION innodb_lock_wait_timeout = CAST(@idem_lock_wait AS UNSIGNED), @idem_lock_wait = NULL";
 
+/// A startup check that only PostgreSQL can make, each finding a sentence that names its fix.
+#[derive(Debug, Clone, Copy)]
+pub enum PostgresCheck {
+    /// Why the policies of row-level security on the tables of the search path do not apply to
+    /// the current role, if they do not.
+    RowSecurity,
+    /// Why a write this primary acknowledged could be lost when a standby is promoted.
+    Replication,
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresCheck {
+    pub(crate) fn sql(self) -> &'static str {
+        match self {
+            Self::RowSecurity => ROW_SECURITY_BYPASSES,
+            Self::Replication => REPLICATION_RISKS,
+        }
+    }
+}
+
+/// A primary with standbys whose commits do not wait for one of them: promoting a standby can
+/// lose what the primary acknowledged. Rows of `pg_stat_replication` are visible to every role
+/// (their details are not). Nothing on a server without standbys, which has no failover to
+/// lose writes to, nor on a standby.
+#[cfg(feature = "postgres")]
+const REPLICATION_RISKS: &str = "SELECT 'this primary streams to ' || s.standbys
+    || ' standby(s) asynchronously (synchronous_standby_names is empty): promoting one can lose writes already acknowledged; name a synchronous standby (Patroni: synchronous_mode: true)'
+FROM (SELECT COUNT(*) AS standbys FROM pg_stat_replication) s
+WHERE s.standbys > 0 AND current_setting('synchronous_standby_names') = ''
+UNION ALL
+SELECT 'synchronous_commit is ' || current_setting('synchronous_commit')
+    || ', so a commit does not wait for the synchronous standby and promoting it can lose writes already acknowledged: set synchronous_commit to on'
+WHERE current_setting('synchronous_standby_names') <> ''
+  AND current_setting('synchronous_commit') IN ('off', 'local')";
+
 /// PostgreSQL only: why the policies of row-level security on the tables of the search path do
 /// not apply to the current role, if they do not. A superuser and a `BYPASSRLS` role pass every
 /// policy; a table's owner passes its policies unless the table `FORCE`s them.
 #[cfg(feature = "postgres")]
-pub(crate) const ROW_SECURITY_BYPASSES: &str = "SELECT 'the role ' || quote_ident(r.rolname)
+const ROW_SECURITY_BYPASSES: &str = "SELECT 'the role ' || quote_ident(r.rolname)
     || CASE WHEN r.rolsuper THEN ' is a superuser' ELSE ' has BYPASSRLS' END
     || ', so no row-level security policy applies to it: serve as a role with NOSUPERUSER NOBYPASSRLS'
 FROM pg_roles r

@@ -4,11 +4,12 @@
 //! done, and after a restart every retry replays. A second signal during the drain ends the
 //! process at once, still without a half write.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+#[cfg(postgres_suite)]
+mod failover;
+mod process;
+
+use std::process::Command;
+use std::time::Duration;
 
 use awc::Client;
 use futures_util::StreamExt;
@@ -16,188 +17,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use sqlx::AnyPool;
 
-/// The AccuBooks binary, built (or found up to date) by the cargo that builds this test, once
-/// per test process.
-fn accubooks_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let built = Command::new(env!("CARGO"))
-                .args(["build", "--example", "accubooks", "-p", "idem-examples"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo");
-            assert!(built.success(), "building the AccuBooks example failed");
-            let target = std::env::current_exe()
-                .expect("the test's path")
-                .parent()
-                .and_then(|deps| deps.parent())
-                .expect("target/<profile>/deps")
-                .to_path_buf();
-            target.join("examples").join("accubooks")
-        })
-        .clone()
-}
-
-/// One running AccuBooks process.
-struct Process {
-    child: Child,
-    base: String,
-    /// What the process printed (its log), for the messages of failed assertions.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Process {
-    /// Starts AccuBooks on `database_url` on a free port and waits until it listens.
-    fn start(database_url: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(accubooks_binary())
-            .args(["--bind", "127.0.0.1:0", "--database-url", database_url])
-            .args(extra)
-            .env_remove("DATABASE_URL")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start AccuBooks");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("AccuBooks printed its address before exiting")
-                .expect("readable stdout");
-            if let Some(address) = line.strip_prefix("listening on ") {
-                break address.trim().to_owned();
-            }
-        };
-        // Keep draining stdout (so the process never blocks on a full pipe) into the test's
-        // output, which the harness shows when the test fails.
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let lines_seen = log.clone();
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                lines_seen.lock().unwrap().push(line);
-            }
-        });
-        Self { child, base, log }
-    }
-
-    fn signal(&self, name: &str) {
-        let sent = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -{name}");
-    }
-
-    /// What the process has printed so far.
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits for the exit, at most `bound`: the status and how long it took.
-    async fn exit_within(&mut self, bound: Duration) -> (ExitStatus, Duration) {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait for AccuBooks") {
-                return (status, started.elapsed());
-            }
-            if started.elapsed() > bound {
-                let _ = self.child.kill();
-                panic!("AccuBooks did not exit within {bound:?}");
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// A test that fails before AccuBooks exits does not leave it running (holding the test's
-/// output open, and its database).
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// What one request got: its status, whether it was a replay, its body; `None` when the
-/// connection was refused or cut (the server was shutting down).
-#[derive(Debug, Clone)]
-struct Answer {
-    status: u16,
-    replayed: bool,
-    /// Whether it said when to retry (`Retry-After`): read by the PostgreSQL crash test.
-    #[cfg_attr(not(postgres_suite), allow(dead_code))]
-    retry_after: bool,
-    body: Value,
-}
-
-async fn send(
-    client: &Client,
-    base: &str,
-    path: &str,
-    token: Option<&str>,
-    key: Option<&str>,
-    request_id: &str,
-    body: Value,
-) -> Option<Answer> {
-    let mut request = client
-        .post(format!("{base}{path}"))
-        .insert_header(("x-request-id", request_id));
-    if let Some(token) = token {
-        request = request.insert_header(("authorization", format!("Bearer {token}")));
-    }
-    if let Some(key) = key {
-        request = request.insert_header(("idempotency-key", key));
-    }
-    let mut response = request.send_json(&body).await.ok()?;
-    let bytes = response.body().await.ok()?;
-    Some(Answer {
-        status: response.status().as_u16(),
-        replayed: response.headers().contains_key("idempotent-replayed"),
-        retry_after: response.headers().contains_key("retry-after"),
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    })
-}
-
-fn client() -> Client {
-    Client::builder().timeout(Duration::from_secs(30)).finish()
-}
-
-async fn create_company(base: &str) -> String {
-    let company = send(
-        &client(),
-        base,
-        "/api/companies",
-        None,
-        None,
-        "company",
-        json!({ "name": "Acme" }),
-    )
-    .await
-    .expect("the company is created");
-    assert_eq!(company.status, 201, "{company:?}");
-    company.body["token"].as_str().expect("a token").to_owned()
-}
-
-async fn count(pool: &AnyPool, sql: &'static str, arg: Option<&str>) -> i64 {
-    let text = if pool.connect_options().database_url.scheme() == "mysql" {
-        idem_tests::positional(sql)
-    } else {
-        sql.to_owned()
-    };
-    let query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(text));
-    let query = match arg {
-        Some(arg) => query.bind(arg.to_owned()),
-        None => query,
-    };
-    query
-        .fetch_one(pool)
-        .await
-        .unwrap_or_else(|error| panic!("{sql}: {error}"))
-}
+use process::{Answer, Process, accubooks_binary, client, count, create_company, send};
 
 /// Every customer row has its committed key and its `new` audit row, and nothing else: no
 /// write is half done.
@@ -698,8 +518,8 @@ fn crash_cluster(action: &[&str]) -> bool {
             idem_tests::TestServer::Crash.cluster(),
         ])
         .args(action)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .status()
         .expect("run pg_ctlcluster")
         .success()
