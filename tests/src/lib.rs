@@ -761,10 +761,20 @@ pub async fn test_server_database(server: TestServer) -> String {
         }
     }
     let name = format!("{TEST_DATABASE_PREFIX}{now}_{}", fastrand::u32(..));
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+    let create = format!("CREATE DATABASE {name}");
+    let mut tries = 0;
+    // Right after a promotion HAProxy may route to a node that is still read-only for a moment.
+    while let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(create.clone()))
         .execute(&admin)
         .await
-        .unwrap_or_else(|error| panic!("CREATE DATABASE {name}: {error}"));
+    {
+        let read_only = error
+            .as_database_error()
+            .is_some_and(|error| error.code().as_deref() == Some("25006"));
+        tries += 1;
+        assert!(read_only && tries < 40, "{create}: {error}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     format!("postgres://postgres@127.0.0.1:{}/{name}", server.port())
 }
 

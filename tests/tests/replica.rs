@@ -10,8 +10,8 @@ mod postgres {
     use std::time::Duration;
 
     use idem_actix::{
-        Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, StoreConfig, StoredResponse,
-        TenantId, WriteRequest, operation,
+        Fingerprint, IdempotencyKey, IdempotencyStore, Outcome, StoreConfig, StoreError,
+        StoredResponse, TenantId, WriteError, WriteRequest, operation,
     };
     use idem_tests::TestServer;
     use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -93,6 +93,62 @@ mod postgres {
         .fetch_one(&mut *conn)
         .await
         .unwrap()
+    }
+
+    /// A write that reaches a read-only server (a standby; behind HAProxy, a node that is still
+    /// read-only right after a promotion) fails in the store at its claim, before its body
+    /// runs: nothing is written, and the HTTP layer answers `503` `#store-unavailable`.
+    #[tokio::test]
+    async fn a_write_on_a_read_only_server_fails_before_its_body() {
+        let standby_url = idem_tests::test_server_database(TestServer::Standby).await;
+        let primary_url = standby_url.replacen(":5434/", ":5433/", 1);
+        let admin = pool(&primary_url).await;
+        IdempotencyStore::<Postgres>::new(admin.clone(), StoreConfig::default())
+            .migrate()
+            .await
+            .unwrap();
+        let standby = loop {
+            if let Ok(standby) = PgPoolOptions::new().connect(&standby_url).await {
+                break standby;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        caught_up(&admin, &standby).await;
+        let store = IdempotencyStore::new(standby, StoreConfig::default());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (tenant, key) = (
+            TenantId::new("acme").unwrap(),
+            IdempotencyKey::parse("k-read-only").unwrap(),
+        );
+        let request =
+            WriteRequest::new(&tenant, &key, Fingerprint::of_job("postJournal", b"entry"));
+        let body_runs = runs.clone();
+        let refused = store
+            .execute(PostJournal, request, move |_write| {
+                let runs = body_runs.clone();
+                Box::pin(async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, sqlx::Error>(StoredResponse::new(201, "posted"))
+                })
+            })
+            .await;
+        match refused {
+            Err(WriteError::Store(StoreError::Database(error))) => assert_eq!(
+                error
+                    .as_database_error()
+                    .and_then(|error| error.code())
+                    .as_deref(),
+                Some("25006"),
+                "read_only_sql_transaction: {error}"
+            ),
+            other => panic!("not refused by the read-only server: {other:?}"),
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 0, "the body never ran");
+        let keys: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency_keys")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+        assert_eq!(keys, 0, "nothing was written");
     }
 
     /// The TLS test server streams to its standby asynchronously: a store on it names the risk
