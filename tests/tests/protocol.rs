@@ -417,8 +417,8 @@ where
     db.migrate().await;
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        9,
-        "keys, outbox, audit log, outbox parking, database clock, audit roles, key expiry, outbox claims, audit repeats: each applied once, in idem's own table"
+        10,
+        "keys, outbox, audit log, outbox parking, database clock, audit roles, key expiry, outbox claims, audit repeats, the clock per statement: each applied once, in idem's own table"
     );
     assert!(db.store.pending_migrations().await.unwrap().is_empty());
 
@@ -449,8 +449,8 @@ where
     );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        9,
-        "idem's holds its own nine"
+        10,
+        "idem's holds its own ten"
     );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM application_notes", &[])
@@ -1924,6 +1924,22 @@ mod postgres_only {
         assert!(
             attempts > u32::try_from(writes).unwrap(),
             "the workload conflicts, so the retry path is taken ({attempts} attempts)"
+        );
+    }
+
+    /// The database's clock is read once per statement, as on MySQL and SQLite: two readings
+    /// in one statement (an audit row's two times) never differ. A hundred thousand readings
+    /// take milliseconds, so a clock read per call would show several values.
+    #[tokio::test]
+    async fn the_database_clock_is_read_once_per_statement() {
+        let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+        assert_eq!(
+            db.count(
+                "SELECT COUNT(DISTINCT idem_now_ms() + n - n) FROM generate_series(1, 100000) AS n",
+                &[]
+            )
+            .await,
+            1
         );
     }
 
