@@ -16,11 +16,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use actix_web::{App, HttpServer};
-use idem_actix::StoreConfig;
+use idem_actix::{Lifecycle, Stopped, StoreConfig};
 use idem_examples::accubooks::AccuBooks;
-use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
-use tokio::time::Instant;
 
 const USAGE: &str = "usage: accubooks [OPTIONS]
   --bind ADDR               where to listen (default 127.0.0.1:8080; port 0 picks a free one)
@@ -102,8 +99,7 @@ async fn main() -> ExitCode {
         }
     };
     match serve(options).await {
-        Ok(Shutdown::Graceful) => ExitCode::SUCCESS,
-        Ok(Shutdown::Forced) => ExitCode::FAILURE,
+        Ok(stopped) => stopped.exit_code(),
         Err(error) => {
             eprintln!("accubooks: {}", idem_actix::ErrorChain(error.as_ref()));
             ExitCode::FAILURE
@@ -111,15 +107,7 @@ async fn main() -> ExitCode {
     }
 }
 
-/// How the server stopped.
-enum Shutdown {
-    /// One signal: everything in flight finished, every audit row was written.
-    Graceful,
-    /// A second signal cut the drain short.
-    Forced,
-}
-
-async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>> {
+async fn serve(options: Options) -> Result<Stopped, Box<dyn std::error::Error>> {
     // Bind first: a taken port fails before anything is migrated.
     let listener = TcpListener::bind(&options.bind)?;
     let metrics = idem_actix::prometheus::install_recorder()?;
@@ -156,22 +144,6 @@ async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>>
         );
     }
 
-    // Background work runs on this, the main runtime, which outlives the HTTP workers.
-    let (stop_background, background_stopped) = watch::channel(false);
-    let stopped = |mut receiver: watch::Receiver<bool>| async move {
-        let _ = receiver.wait_for(|stop| *stop).await;
-    };
-    let workflows = actix_web::rt::spawn(
-        accubooks
-            .workflows()
-            .run_until(Duration::from_secs(5), stopped(background_stopped.clone())),
-    );
-    let maintenance = actix_web::rt::spawn(
-        accubooks
-            .maintenance()
-            .run_until(stopped(background_stopped)),
-    );
-
     let app = accubooks.clone();
     let server = HttpServer::new(move || {
         let app = app.clone();
@@ -179,121 +151,19 @@ async fn serve(options: Options) -> Result<Shutdown, Box<dyn std::error::Error>>
             .wrap(app.mutation_gate())
             .configure(move |config| app.configure(config))
     })
-    .disable_signals()
-    // The server's own bound on in-flight requests starts after the drain: what is left of
-    // the whole stop's bound then (whole seconds, as actix-web counts them).
-    .shutdown_timeout(
-        options
-            .shutdown_timeout
-            .saturating_sub(options.drain_delay)
-            .as_secs(),
-    )
     .listen(listener)?;
     for address in server.addrs() {
         println!("listening on http://{address}");
     }
     tracing::info!(bind = %options.bind, "ready to serve");
-    let server = server.run();
-    let handle = server.handle();
-
-    let mut signals = Signals::new()?;
-    let server = actix_web::rt::spawn(server);
-    tokio::pin!(server);
-    let signal = tokio::select! {
-        served = &mut server => {
-            // The server ended on its own (it failed): still stop and flush what runs beside it.
-            tracing::error!(outcome = ?served, "the server stopped without a signal");
-            None
-        }
-        name = signals.next() => Some(name),
-    };
-    let deadline = Instant::now() + options.shutdown_timeout;
-    accubooks.health().start_draining();
-
-    let mut forced = false;
-    if let Some(name) = signal {
-        tracing::info!(signal = name, "shutdown started: draining");
-        tokio::select! {
-            () = tokio::time::sleep(options.drain_delay.min(options.shutdown_timeout)) => {}
-            name = signals.next() => {
-                tracing::warn!(signal = name, "second signal: stopping at once");
-                forced = true;
-            }
-        }
-    }
-    // In-flight requests may take what is left of the bound after the drain, no more.
-    let mut cut = false;
-    if signal.is_some() && !forced {
-        tracing::info!("no longer accepting; waiting for in-flight requests");
-        let stop = handle.stop(true);
-        tokio::pin!(stop);
-        tokio::select! {
-            () = &mut stop => {}
-            () = tokio::time::sleep_until(deadline) => {
-                tracing::warn!("the shutdown timeout passed: cutting in-flight requests");
-                cut = true;
-            }
-            name = signals.next() => {
-                tracing::warn!(signal = name, "second signal: cutting in-flight requests");
-                forced = true;
-            }
-        }
-    }
-    if forced || cut {
-        // Dropped requests roll back: a write lands whole or not at all.
-        handle.stop(false).await;
-    }
-    if signal.is_some() {
-        let _ = server.await;
-    }
-
-    let _ = stop_background.send(true);
-    let remaining = || deadline.saturating_duration_since(Instant::now());
-    let background = async {
-        let _ = workflows.await;
-        let _ = maintenance.await;
-    };
-    if tokio::time::timeout(remaining(), background).await.is_err() {
-        tracing::warn!("the workflow dispatcher or the maintenance task did not stop in time");
-    }
-    let bound = if forced {
-        remaining().min(Duration::from_secs(1))
-    } else {
-        remaining()
-    };
-    let lost = accubooks.store().flush_audit_within(bound).await;
-    tracing::info!(lost_audit_rows = lost, forced, "stopped");
-    if signal.is_none() {
-        return Err("the server stopped without a signal".into());
-    }
-    Ok(if forced {
-        Shutdown::Forced
-    } else {
-        Shutdown::Graceful
-    })
-}
-
-/// SIGTERM and SIGINT (Ctrl-C), as one stream.
-struct Signals {
-    terminate: tokio::signal::unix::Signal,
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Self> {
-        Ok(Self {
-            terminate: signal(SignalKind::terminate())?,
-            interrupt: signal(SignalKind::interrupt())?,
-        })
-    }
-
-    /// The next signal's name.
-    async fn next(&mut self) -> &'static str {
-        tokio::select! {
-            _ = self.terminate.recv() => "SIGTERM",
-            _ = self.interrupt.recv() => "SIGINT",
-        }
-    }
+    Ok(Lifecycle::new(accubooks.store().clone())
+        .with_health(accubooks.health().clone())
+        .with_outbox(accubooks.workflows(), Duration::from_secs(5))
+        .with_maintenance(accubooks.maintenance())
+        .with_shutdown_timeout(options.shutdown_timeout)
+        .with_drain_delay(options.drain_delay)
+        .run(server)
+        .await?)
 }
 
 /// The URL without its password, for printing.

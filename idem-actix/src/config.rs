@@ -73,8 +73,10 @@ impl<DB: Backend> Idempotency<DB> {
     }
 
     /// Whether a new write by `POST` that the handler answered `200 OK` answers
-    /// `201 Created` (the default), or keeps the handler's status. Other methods always keep
-    /// it: a `PUT` that replaces settings created nothing.
+    /// `201 Created` (the default), or keeps the handler's status. Other methods keep it: a
+    /// `PUT` that replaces settings created nothing. An operation says otherwise for itself
+    /// with its attribute's `created = false` (a cancel by `POST`) or `created = true` (a `PUT`
+    /// that creates).
     pub fn with_created_status(mut self, created_status: bool) -> Self {
         self.created_status = created_status;
         self

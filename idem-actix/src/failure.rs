@@ -4,7 +4,11 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use actix_web::http::header;
 use actix_web::{HttpResponse, ResponseError};
+use idem_runtime::ErrorChain;
+
+use crate::problem::{PROBLEM_JSON, Problem, ProblemKind};
 
 /// A handler's refusal: its own error answer, and the error itself when it implements
 /// [`std::error::Error`], so the protocol can find a transient database failure in its
@@ -23,9 +27,38 @@ impl HandlerFailure {
         }
     }
 
-    /// The handler's own answer.
-    pub(crate) fn into_response(self) -> HttpResponse {
-        self.response
+    /// The handler's own answer, unless it is a server error in actix-web's default shape (the
+    /// error's text as `text/plain`, which may hold a database's message or a query): then
+    /// idem's `#handler-failed` problem, naming the request's id, and the error with its causes
+    /// goes to the log under that id. A server error the handler answered as problem+json is
+    /// the application's own choice, and stays.
+    pub(crate) fn into_answer(self, operation: &str, request_id: Option<&str>) -> HttpResponse {
+        let own_problem = self
+            .response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|media_type| media_type.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        if !self.response.status().is_server_error() || own_problem {
+            return self.response;
+        }
+        tracing::error!(
+            error = %ErrorChain(&self),
+            operation,
+            request_id,
+            "a protected handler failed; the client is told only that it did"
+        );
+        let detail = match request_id {
+            Some(id) => format!(
+                "the write failed on the server and nothing was written; the server's log has the cause under request id {id}"
+            ),
+            None => "the write failed on the server and nothing was written; send an X-Request-Id header to find the cause in the server's log".to_owned(),
+        };
+        let problem = Problem::new(ProblemKind::HandlerFailed, detail);
+        match request_id {
+            Some(id) => problem.with_extension("request_id", id),
+            None => problem,
+        }
+        .to_response()
     }
 
     /// A refusal answered by actix-web's error, whose cause the protocol cannot inspect.

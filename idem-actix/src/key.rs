@@ -41,7 +41,7 @@ mod tests {
         let request = request.to_http_request();
         key_from_headers(request.headers())
             .map(|key| key.as_str().to_owned())
-            .map_err(|problem| problem.kind())
+            .map_err(|problem| problem.kind().expect("one of idem's problems"))
     }
 
     #[test]

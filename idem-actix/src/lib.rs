@@ -76,6 +76,10 @@
 //! - optionally `ignore_in_fingerprint = ["client_sent_at"]`: top-level JSON fields of the body
 //!   that do not make a retry another request (a client's own timestamp or trace id). With it,
 //!   the body is fingerprinted as a JSON object without those fields, with its keys sorted.
+//! - optionally `created = false`: the operation creates nothing (a cancel, a refund of an
+//!   existing charge), so its `200 OK` stays `200` where the server turns a `POST`'s `200` into
+//!   `201 Created` ([`Idempotency::with_created_status`]); `created = true` asks for the `201`
+//!   on another method (a `PUT` that creates);
 //! - optionally `crate = my_platform::idem`: the path to this crate where a facade re-exports it
 //!   (as `#[serde(crate = ...)]` and linkme's `#[linkme(crate = ...)]`); the expansion then names
 //!   nothing else of idem's.
@@ -161,6 +165,7 @@ mod failure;
 mod gate;
 pub mod health;
 mod key;
+mod lifecycle;
 mod mutation_gate;
 pub mod problem;
 #[cfg(feature = "prometheus")]
@@ -181,6 +186,7 @@ pub use idem_macros::{financial_mutation, high_risk_mutation};
 /// maintenance, fingerprints, metrics.
 pub use idem_runtime::*;
 pub use key::IDEMPOTENCY_KEY;
+pub use lifecycle::{Lifecycle, LifecycleError, Stopped};
 pub use mutation_gate::{Exemption, MutationGate, MutationGateService, exemptions};
 pub use replay::{IDEMPOTENT_REPLAYED, REPLAYED_HEADERS};
 pub use tenant::{Tenant, TenantRejection, TenantResolver};

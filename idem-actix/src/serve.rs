@@ -31,7 +31,8 @@ use crate::tenant::not_configured;
 /// but its write context from the request (the client's key among them), `handler` is the
 /// user's function, called once per attempt (closures that capture nothing, so copying them is
 /// free). `ignored_fields` are the top-level JSON fields of the body that the fingerprint
-/// leaves out (`ignore_in_fingerprint`).
+/// leaves out (`ignore_in_fingerprint`); `created` is the attribute's `created = …`, if it
+/// says.
 pub async fn serve<Op, DB, Args, X, H>(
     operation: Op,
     request: HttpRequest,
@@ -39,6 +40,7 @@ pub async fn serve<Op, DB, Args, X, H>(
     extract: X,
     handler: H,
     ignored_fields: &'static [&'static str],
+    created: Option<bool>,
 ) -> HttpResponse
 where
     Op: RegisteredOperation,
@@ -60,6 +62,7 @@ where
         extract,
         handler,
         ignored_fields,
+        created,
     )
     .await;
     response.extensions_mut().insert(ServedByIdem);
@@ -73,6 +76,7 @@ async fn serve_checked<Op, DB, Args, X, H>(
     extract: X,
     handler: H,
     ignored_fields: &'static [&'static str],
+    created: Option<bool>,
 ) -> Result<HttpResponse, HttpResponse>
 where
     Op: RegisteredOperation,
@@ -123,7 +127,10 @@ where
 
     let first_args = Cell::new(Some(args));
     let answer: Rc<RefCell<Option<HttpResponse>>> = Rc::default();
-    let created_status = idem.created_status && request.method() == actix_web::http::Method::POST;
+    // The attribute's word, where it says; else the server's setting, for POST only.
+    let created_status = created.unwrap_or_else(|| {
+        idem.created_status && request.method() == actix_web::http::Method::POST
+    });
     let outcome: Result<Outcome, WriteError<HandlerFailure>> = idem
         .store
         .execute_local(operation, write_request, |write| {
@@ -164,7 +171,9 @@ where
             )
             .retry_after(retry_after),
         )),
-        Err(WriteError::Handler(failure)) => Err(failure.into_response()),
+        Err(WriteError::Handler(failure)) => {
+            Err(failure.into_answer(definition.name(), request_id))
+        }
         Err(WriteError::Panicked { .. }) => Err(problem(Problem::new(
             ProblemKind::WriteFailed,
             "the write failed and nothing was written: retry with the same key",

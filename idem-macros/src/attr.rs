@@ -54,6 +54,9 @@ pub(crate) struct Args {
     pub(crate) path: LitStr,
     /// Top-level JSON fields of the body that the fingerprint leaves out.
     pub(crate) ignored_fields: Vec<LitStr>,
+    /// `created = true | false`: whether a `200 OK` answer becomes `201 Created`, for this
+    /// operation whatever the server's setting; `None` leaves it to the server.
+    pub(crate) created: Option<bool>,
     /// The path to idem-actix in the user's crate: `::idem_actix` unless `crate = path` names a
     /// facade that re-exports it.
     pub(crate) krate: syn::Path,
@@ -95,7 +98,7 @@ impl RawArgs {
     pub(crate) fn validate(self, class: Class) -> syn::Result<Args> {
         let attribute = class.attribute();
         let expected = format!(
-            "expected #[{attribute}(\"operationName\", post = \"/path\")]; the method is one of post, put, patch, delete; ignore_in_fingerprint = [\"field\"] and crate = path::to::idem_actix are optional"
+            "expected #[{attribute}(\"operationName\", post = \"/path\")]; the method is one of post, put, patch, delete; ignore_in_fingerprint = [\"field\"], created = false and crate = path::to::idem_actix are optional"
         );
         let mut errors = Errors::default();
         let mut name = None;
@@ -107,6 +110,7 @@ impl RawArgs {
         }
         let mut route = None;
         let mut ignored_fields = Vec::new();
+        let mut created = None;
         let mut krate: syn::Path = syn::parse_quote!(::idem_actix);
         for meta in self.pairs {
             let Meta::NameValue(pair) = &meta else {
@@ -127,6 +131,19 @@ impl RawArgs {
                     other => errors.push(syn::Error::new_spanned(
                         other,
                         "expected the path to idem_actix as your crate re-exports it, such as crate = my_platform::idem",
+                    )),
+                }
+                continue;
+            }
+            if key == "created" {
+                match &pair.value {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Bool(value),
+                        ..
+                    }) => created = Some(value.value),
+                    other => errors.push(syn::Error::new_spanned(
+                        other,
+                        "expected created = true (a 200 OK answer becomes 201 Created) or created = false (it stays 200)",
                     )),
                 }
                 continue;
@@ -205,6 +222,7 @@ impl RawArgs {
                 method,
                 path,
                 ignored_fields,
+                created,
                 krate,
             }
         })

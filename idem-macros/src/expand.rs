@@ -109,6 +109,10 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
     let operation_name = &args.name;
     let (method, path) = (args.method, &args.path);
     let ignored_fields = &args.ignored_fields;
+    let created = match args.created {
+        Some(created) => quote!(::core::option::Option::Some(#created)),
+        None => quote!(::core::option::Option::None),
+    };
     let slice = class.slice();
     let class_variant = class.variant();
     let gate = class.gate();
@@ -236,6 +240,7 @@ fn expand(class: Class, args: &Args, handler: &Handler) -> TokenStream {
                                 })
                             },
                             &[#(#ignored_fields),*],
+                            #created,
                         )
                         .await
                     }

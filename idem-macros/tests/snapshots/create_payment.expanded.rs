@@ -123,6 +123,7 @@ const _: () = {
                             })
                         },
                         &[],
+                        ::core::option::Option::None,
                     )
                     .await
             }

@@ -1,14 +1,22 @@
 //! An orders service on PostgreSQL, as a new user writes it from README.md and the rustdoc:
-//! only `idem_actix`'s root, one database feature, its own tenant resolution, a protected route
-//! and a nightly job. `DATABASE_URL` names the database; it prints `orders: ok` when the
-//! startup check passes and the job's rerun is a replay.
+//! only `idem_actix`'s root, one database feature, its own tenant resolution, its own problem
+//! types, two protected routes (one that creates nothing), a nightly job, and the service's
+//! life run by `Lifecycle`. `DATABASE_URL` names the database. It serves on a free port, sends
+//! itself an order, a cancellation and a refused order over HTTP, stops on its own SIGTERM, and
+//! prints `orders: ok` when every answer was the one expected and the stop was graceful.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, ResponseError, web};
+use idem_actix::health::Health;
+use idem_actix::problem::Problem;
 use idem_actix::{
-    Fingerprint, Idempotency, IdempotencyKey, IdempotencyStore, Outcome, ProtectedRoutes,
-    StoreConfig, StoredResponse, TenantId, TenantRejection, TenantResolver, WriteContext,
-    WriteRequest, financial_mutation, operation, verify_registry,
+    Fingerprint, Idempotency, IdempotencyKey, IdempotencyStore, Lifecycle, Maintenance, Outcome,
+    ProtectedRoutes, Stopped, StoreConfig, StoredResponse, TenantId, TenantRejection,
+    TenantResolver, WriteContext, WriteRequest, financial_mutation, operation, verify_registry,
 };
 use sqlx::Postgres;
 
@@ -26,11 +34,28 @@ enum OrderError {
     Database(#[from] sqlx::Error),
 }
 
+/// The problem type of an order for nothing.
+const NOT_POSITIVE: &str = "https://orders.example/problems#not-positive";
+
 impl ResponseError for OrderError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::NotPositive => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            Self::NotPositive => {
+                Problem::of_type(NOT_POSITIVE, "order not positive", self.status_code())
+                    .with_detail(self.to_string())
+                    .with_extension("minimum_cents", 1)
+                    .to_response()
+            }
+            // idem answers a 5xx that is not problem+json with its own #handler-failed, and
+            // logs the cause: the database's message never reaches the client.
+            Self::Database(_) => HttpResponse::new(self.status_code()),
         }
     }
 }
@@ -51,7 +76,23 @@ async fn place_order(
         .bind(order.cents)
         .execute(write.tx())
         .await?;
-    Ok(HttpResponse::Created().finish())
+    Ok(HttpResponse::Created().json(serde_json::json!({ "id": write.entity_id() })))
+}
+
+/// Cancels an order: it creates nothing, so its `200 OK` stays `200`.
+#[financial_mutation("cancelOrder", post = "/orders/{id}/cancellation", created = false)]
+async fn cancel_order(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Postgres>,
+    order: web::Path<uuid::Uuid>,
+) -> Result<web::Json<serde_json::Value>, OrderError> {
+    let cancelled = sqlx::query("DELETE FROM orders WHERE id = $1 AND tenant_id = $2")
+        .bind(*order)
+        .bind(write.tenant())
+        .execute(write.tx())
+        .await?
+        .rows_affected();
+    Ok(web::Json(serde_json::json!({ "cancelled": cancelled })))
 }
 
 operation! {
@@ -101,13 +142,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .execute(store.pool())
     .await?;
     verify_registry()?;
-    let _routes = ProtectedRoutes::new(Idempotency::new(
+    let routes = ProtectedRoutes::new(Idempotency::new(
         store.clone(),
         Shops {
             pool: store.pool().clone(),
         },
     ))
     .financial(place_order)
+    .financial(cancel_order)
     .verify()
     .await?;
 
@@ -142,6 +184,103 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .fetch_one(store.pool())
         .await?;
     assert_eq!(charged, 1);
+
+    // The service itself, run by the lifecycle; this process plays its first client.
+    let api_key = format!("key-{}", std::process::id());
+    sqlx::query(
+        "INSERT INTO shop_api_keys (key_sha256, shop) VALUES (encode(sha256(convert_to($1, 'UTF8')), 'hex'), $2)",
+    )
+    .bind(&api_key)
+    .bind(&shop)
+    .execute(store.pool())
+    .await?;
+    let health = Health::new(&routes);
+    let (probes, served) = (health.clone(), routes.clone());
+    let server = HttpServer::new(move || {
+        let (probes, served) = (probes.clone(), served.clone());
+        App::new()
+            .wrap(served.mutation_gate())
+            .configure(move |config| {
+                probes.configure(config);
+                served.configure(config);
+            })
+    })
+    .workers(1)
+    .bind("127.0.0.1:0")?;
+    let address = server.addrs()[0];
+    let client = std::thread::spawn(move || first_client(address, &api_key));
+    let stopped = Lifecycle::new(store.clone())
+        .with_health(health)
+        .with_maintenance(Maintenance::new(store.clone()))
+        .with_shutdown_timeout(Duration::from_secs(10))
+        .run(server)
+        .await?;
+    client.join().expect("the client finished")?;
+    assert_eq!(stopped, Stopped::Graceful);
     println!("orders: ok");
     Ok(())
+}
+
+/// Places an order, cancels it, has an order for nothing refused, and then asks the service to
+/// stop, as an orchestrator does: SIGTERM.
+fn first_client(address: SocketAddr, api_key: &str) -> Result<(), String> {
+    let (status, body) = post(address, api_key, "/orders", "order-1", r#"{"cents": 1250}"#)?;
+    expect(status == 201, "a new order answers 201", &body)?;
+    let id = body
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .ok_or_else(|| format!("no id in {body}"))?
+        .to_owned();
+    let cancellation = format!("/orders/{id}/cancellation");
+    let (status, body) = post(address, api_key, &cancellation, "cancel-1", "{}")?;
+    expect(status == 200, "a cancellation keeps its 200 (created = false)", &body)?;
+    expect(body.contains("\"cancelled\":1"), "the order was cancelled", &body)?;
+    let (status, body) = post(address, api_key, "/orders", "order-2", r#"{"cents": 0}"#)?;
+    expect(status == 422, "an order for nothing is refused", &body)?;
+    expect(body.contains(NOT_POSITIVE), "with the service's own problem type", &body)?;
+    expect(body.contains("\"minimum_cents\":1"), "and its extension", &body)?;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &std::process::id().to_string()])
+        .status()
+        .map_err(|error| format!("kill: {error}"))?;
+    expect(sent.success(), "SIGTERM sent", "")
+}
+
+fn expect(holds: bool, what: &str, body: &str) -> Result<(), String> {
+    if holds {
+        Ok(())
+    } else {
+        Err(format!("expected that {what}: {body}"))
+    }
+}
+
+/// One `POST` over HTTP/1.1 with `Connection: close`: the status and the body.
+fn post(
+    address: SocketAddr,
+    api_key: &str,
+    path: &str,
+    key: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    let mut stream = TcpStream::connect(address).map_err(|error| error.to_string())?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {api_key}\r\n\
+         Idempotency-Key: {key}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|error| error.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|error| error.to_string())?;
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer: {answer}"))?;
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    Ok((status, body))
 }

@@ -9,6 +9,7 @@ use actix_web::http::header::{LOCATION, SET_COOKIE};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use awc::Client;
 use futures_util::future::join_all;
+use idem_actix::problem::Problem;
 use idem_actix::{
     Idempotency, IdempotencyKey, OperationClass, ProtectedRoutes, ReplayStatus, StartupProblem,
     StoreConfig, TenantId, TenantRejection, TenantResolver, WriteContext, financial_mutation,
@@ -29,6 +30,14 @@ const KEYS: &str = "SELECT COUNT(*) FROM idempotency_keys";
 const APPROVAL_LIMIT: i64 = 1_000_000;
 /// A payment of exactly this is declined by the card network: a final answer, with its row.
 const DECLINED_AMOUNT: i64 = 402;
+/// A payment of exactly this finds the card network down: the application's own 502 problem.
+const GATEWAY_DOWN_AMOUNT: i64 = 90_502;
+/// A payment of exactly this runs a statement the database refuses: a server error whose text
+/// (a table's name) the client must never read.
+const BROKEN_QUERY_AMOUNT: i64 = 90_500;
+/// The application's own problem types.
+const NEEDS_APPROVAL: &str = "https://payments.example/problems#needs-approval";
+const GATEWAY_DOWN: &str = "https://payments.example/problems#gateway-down";
 
 #[derive(Deserialize)]
 struct NewPayment {
@@ -41,15 +50,45 @@ struct NewPayment {
 enum PaymentError {
     #[error("payments above {APPROVAL_LIMIT} cents need approval")]
     NeedsApproval,
+    #[error("the card network did not answer")]
+    GatewayDown,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
+/// The refusals the application names answer as problems of its own; a database failure keeps
+/// actix-web's default answer (its text, as `text/plain`), which idem must not let through.
 impl ResponseError for PaymentError {
     fn status_code(&self) -> StatusCode {
+        self.problem()
+            .map_or(StatusCode::INTERNAL_SERVER_ERROR, |problem| {
+                problem.status()
+            })
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self.problem() {
+            Some(problem) => problem.to_response(),
+            None => HttpResponse::build(self.status_code())
+                .content_type("text/plain; charset=utf-8")
+                .body(self.to_string()),
+        }
+    }
+}
+
+impl PaymentError {
+    fn problem(&self) -> Option<Problem> {
         match self {
-            Self::NeedsApproval => StatusCode::FORBIDDEN,
-            Self::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NeedsApproval => Some(
+                Problem::of_type(NEEDS_APPROVAL, "approval needed", StatusCode::FORBIDDEN)
+                    .with_detail(self.to_string())
+                    .with_extension("limit_cents", APPROVAL_LIMIT),
+            ),
+            Self::GatewayDown => Some(
+                Problem::of_type(GATEWAY_DOWN, "card network down", StatusCode::BAD_GATEWAY)
+                    .with_detail(self.to_string()),
+            ),
+            Self::Database(_) => None,
         }
     }
 }
@@ -69,6 +108,14 @@ async fn create_payment(
     }
     if payment.amount_cents > APPROVAL_LIMIT {
         return Err(PaymentError::NeedsApproval);
+    }
+    if payment.amount_cents == GATEWAY_DOWN_AMOUNT {
+        return Err(PaymentError::GatewayDown);
+    }
+    if payment.amount_cents == BROKEN_QUERY_AMOUNT {
+        sqlx::query("SELECT amount FROM no_such_ledger")
+            .execute(write.tx())
+            .await?;
     }
     if payment.amount_cents == DECLINED_AMOUNT {
         return Ok(HttpResponse::PaymentRequired()
@@ -96,6 +143,15 @@ async fn create_customer(
 ) -> web::Json<Value> {
     assert_ne!(customer.name, "panic", "the handler has a bug");
     web::Json(json!({ "id": write.entity_id(), "name": customer.name, "key": key.as_str() }))
+}
+
+/// A cancellation creates nothing: its `200 OK` stays `200`, whatever the server's setting.
+#[financial_mutation("cancelPayment", post = "/cancellations", created = false)]
+async fn cancel_payment(
+    _key: IdempotencyKey,
+    write: &mut WriteContext<'_, Db>,
+) -> web::Json<Value> {
+    web::Json(json!({ "cancellation": write.entity_id(), "nonce": fastrand::u64(..) }))
 }
 
 /// Answers with a stream after writing a payment: an answer that cannot be stored, so the
@@ -150,6 +206,7 @@ unprotected_mutation!(
 fn routes(idem: Idempotency<Db>) -> ProtectedRoutes<Db> {
     ProtectedRoutes::new(idem)
         .financial(create_payment)
+        .financial(cancel_payment)
         .high_risk(create_customer)
         .high_risk(stream_report)
 }
@@ -615,6 +672,13 @@ async fn handler_error_answers_its_own_error_and_frees_the_key() {
         StatusCode::FORBIDDEN,
         "the handler's own error"
     );
+    assert_eq!(
+        refused.header("content-type"),
+        Some("application/problem+json")
+    );
+    let problem = refused.json();
+    assert_eq!(problem["type"], NEEDS_APPROVAL, "{problem}");
+    assert_eq!(problem["limit_cents"], APPROVAL_LIMIT, "{problem}");
     assert_eq!(server.count(PAYMENTS, &[]).await, 0, "its row rolled back");
     assert_eq!(server.count(KEYS, &[]).await, 0, "nothing stored");
 
@@ -629,6 +693,71 @@ async fn handler_error_answers_its_own_error_and_frees_the_key() {
         "the key was free for a retry"
     );
     assert_eq!(server.count(PAYMENTS, &[]).await, 1);
+    server.stop().await;
+}
+
+/// A handler's server error in actix-web's default shape (the error's text) never reaches the
+/// client: idem answers `#handler-failed` with the request's id, and logs the cause under it.
+/// A server error the application answers as a problem of its own is its answer. Neither
+/// writes anything.
+#[actix_web::test]
+async fn a_handlers_server_error_never_carries_its_cause_to_the_client() {
+    let server = Server::default().await;
+    let broken = send(
+        server
+            .post("/payments", "token-a", Some("k-broken"))
+            .insert_header(("x-request-id", "req-broken-1")),
+        json!({"amount_cents": BROKEN_QUERY_AMOUNT}),
+    )
+    .await;
+    broken.assert_problem(500, "handler-failed");
+    let problem = broken.json();
+    assert_eq!(problem["request_id"], "req-broken-1", "{problem}");
+    let text = String::from_utf8_lossy(&broken.body);
+    assert!(!text.contains("no_such_ledger"), "the cause leaked: {text}");
+
+    let down = send(
+        server.post("/payments", "token-a", Some("k-down")),
+        json!({"amount_cents": GATEWAY_DOWN_AMOUNT}),
+    )
+    .await;
+    assert_eq!(down.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        down.json()["type"],
+        GATEWAY_DOWN,
+        "the application's own problem"
+    );
+    assert_eq!(server.count(PAYMENTS, &[]).await, 0, "both rolled back");
+    assert_eq!(server.count(KEYS, &[]).await, 0, "both keys free");
+    server.stop().await;
+}
+
+/// `created = false` keeps an operation's `200 OK` where the server turns a POST's `200` into
+/// `201 Created` (its default, which `createCustomer` shows beside it).
+#[actix_web::test]
+async fn an_operation_that_creates_nothing_keeps_its_200() {
+    let server = Server::default().await;
+    let cancelled = send(
+        server.post("/cancellations", "token-a", Some("k-cancel")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(cancelled.status, StatusCode::OK, "{:?}", cancelled.body);
+    let replayed = send(
+        server.post("/cancellations", "token-a", Some("k-cancel")),
+        json!({}),
+    )
+    .await;
+    assert_eq!(replayed.status, StatusCode::OK);
+    assert_eq!(replayed.header("idempotent-replayed"), Some("true"));
+    assert_eq!(replayed.body, cancelled.body, "the stored answer");
+    let created = send(
+        server.post("/customers", "token-a", Some("k-customer")),
+        json!({"name": "Ada"}),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "the server's default");
+    assert_eq!(server.count(KEYS, &[]).await, 2);
     server.stop().await;
 }
 
@@ -819,6 +948,7 @@ async fn the_registry_lists_every_operation_with_class_route_and_location() {
     assert_eq!(
         listing,
         [
+            "cancelPayment financial POST /cancellations",
             "createCustomer high_risk POST /customers",
             "createPayment financial POST /payments",
             "streamReport high_risk POST /reports",
@@ -828,6 +958,7 @@ async fn the_registry_lists_every_operation_with_class_route_and_location() {
     assert_eq!(
         classes,
         [
+            OperationClass::Financial,
             OperationClass::Financial,
             OperationClass::HighRisk,
             OperationClass::HighRisk
@@ -840,6 +971,7 @@ async fn startup_refuses_an_unmounted_operation() {
     let db = Db::fresh(StoreConfig::default()).await;
     let error = ProtectedRoutes::new(Idempotency::new(db.store.clone(), BearerTokens))
         .financial(create_payment)
+        .financial(cancel_payment)
         .high_risk(stream_report)
         .verify()
         .await
