@@ -1,9 +1,11 @@
-//! An orders service on PostgreSQL, as a new user writes it from README.md and the rustdoc:
-//! only `idem_actix`'s root, one database feature, its own tenant resolution, its own problem
-//! types, two protected routes (one that creates nothing), a nightly job, and the service's
-//! life run by `Lifecycle`. `DATABASE_URL` names the database. It serves on a free port, sends
-//! itself an order, a cancellation and a refused order over HTTP, stops on its own SIGTERM, and
-//! prints `orders: ok` when every answer was the one expected and the stop was graceful.
+//! An orders service on PostgreSQL, as a new user writes it from docs/postgres.md, README.md
+//! and the rustdoc: only `idem_actix`'s root, one database feature, its own tenant resolution,
+//! its own problem types, two protected routes (one that creates nothing), a nightly job over
+//! every shop, and the service's life run by `Lifecycle`. `.ci/new-user` runs it as the guide
+//! says: `orders migrate` as the owner, then `orders` as the runtime role, with `DATABASE_URL`
+//! and `ORDERS_API_KEY`. It serves on a free port, sends itself an order, a cancellation and a
+//! refused order over HTTP, stops on its own SIGTERM, and prints `orders: ok` when every answer
+//! was the one expected and the stop was graceful.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -133,14 +135,13 @@ impl TenantResolver for Shops {
 #[actix_web::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")?;
+    if std::env::args().nth(1).as_deref() == Some("migrate") {
+        let owner = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default()).await?;
+        owner.migrate().await?;
+        println!("orders: migrated");
+        return Ok(());
+    }
     let store = IdempotencyStore::<Postgres>::connect(&url, StoreConfig::default()).await?;
-    store.migrate().await?;
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS orders (id UUID PRIMARY KEY, tenant_id TEXT NOT NULL, cents BIGINT NOT NULL);
-         CREATE TABLE IF NOT EXISTS shop_api_keys (key_sha256 TEXT PRIMARY KEY, shop TEXT NOT NULL)",
-    )
-    .execute(store.pool())
-    .await?;
     verify_registry()?;
     let routes = ProtectedRoutes::new(Idempotency::new(
         store.clone(),
@@ -153,47 +154,54 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     .verify()
     .await?;
 
-    // The nightly job, run twice: the rerun is a replay.
-    let shop = TenantId::new(format!("shop-{}", std::process::id()))?;
+    // The nightly job over every shop, run twice: the rerun is a replay.
+    let shops: Vec<String> = sqlx::query_scalar("SELECT id FROM shops ORDER BY id")
+        .fetch_all(store.pool())
+        .await?;
     let key = IdempotencyKey::parse("late-fees:2026-11")?;
-    let mut outcomes = Vec::new();
-    for _ in 0..2 {
-        let request = WriteRequest::new(
-            &shop,
-            &key,
-            Fingerprint::of_job("chargeLateFees", b"2026-11"),
-        );
-        let outcome = store
-            .execute(ChargeLateFees, request, |write| {
-                Box::pin(async move {
-                    sqlx::query("INSERT INTO orders (id, tenant_id, cents) VALUES ($1, $2, 500)")
+    for shop in &shops {
+        let shop = TenantId::new(shop.as_str())?;
+        let mut outcomes = Vec::new();
+        for _ in 0..2 {
+            let request = WriteRequest::new(
+                &shop,
+                &key,
+                Fingerprint::of_job("chargeLateFees", b"2026-11"),
+            );
+            let outcome = store
+                .execute(ChargeLateFees, request, |write| {
+                    Box::pin(async move {
+                        sqlx::query(
+                            "INSERT INTO orders (id, tenant_id, cents) VALUES ($1, $2, 500)",
+                        )
                         .bind(write.entity_id())
                         .bind(write.tenant())
                         .execute(write.tx())
                         .await?;
-                    Ok::<_, sqlx::Error>(StoredResponse::new(200, "charged"))
+                        Ok::<_, sqlx::Error>(StoredResponse::new(200, "charged"))
+                    })
                 })
-            })
+                .await?;
+            outcomes.push(outcome);
+        }
+        assert!(matches!(outcomes[0], Outcome::New { .. }));
+        assert!(matches!(outcomes[1], Outcome::Replayed { .. }));
+        // Outside a shop's transaction the policies show no order at all; inside, its own.
+        let unscoped: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+            .fetch_one(store.pool())
             .await?;
-        outcomes.push(outcome);
+        assert_eq!(unscoped, 0, "row-level security holds for the serving role");
+        let mut tx = store.begin_for(&shop).await?;
+        let charged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        assert_eq!(charged, 1, "{shop}: charged once");
     }
-    assert!(matches!(outcomes[0], Outcome::New { .. }));
-    assert!(matches!(outcomes[1], Outcome::Replayed { .. }));
-    let charged: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE tenant_id = $1")
-        .bind(&shop)
-        .fetch_one(store.pool())
-        .await?;
-    assert_eq!(charged, 1);
 
-    // The service itself, run by the lifecycle; this process plays its first client.
-    let api_key = format!("key-{}", std::process::id());
-    sqlx::query(
-        "INSERT INTO shop_api_keys (key_sha256, shop) VALUES (encode(sha256(convert_to($1, 'UTF8')), 'hex'), $2)",
-    )
-    .bind(&api_key)
-    .bind(&shop)
-    .execute(store.pool())
-    .await?;
+    // The service itself, run by the lifecycle; this process plays its first client, with the
+    // API key the operator gave it.
+    let api_key = std::env::var("ORDERS_API_KEY")?;
     let health = Health::new(&routes);
     let (probes, served) = (health.clone(), routes.clone());
     let server = HttpServer::new(move || {
@@ -234,12 +242,28 @@ fn first_client(address: SocketAddr, api_key: &str) -> Result<(), String> {
         .to_owned();
     let cancellation = format!("/orders/{id}/cancellation");
     let (status, body) = post(address, api_key, &cancellation, "cancel-1", "{}")?;
-    expect(status == 200, "a cancellation keeps its 200 (created = false)", &body)?;
-    expect(body.contains("\"cancelled\":1"), "the order was cancelled", &body)?;
+    expect(
+        status == 200,
+        "a cancellation keeps its 200 (created = false)",
+        &body,
+    )?;
+    expect(
+        body.contains("\"cancelled\":1"),
+        "the order was cancelled",
+        &body,
+    )?;
     let (status, body) = post(address, api_key, "/orders", "order-2", r#"{"cents": 0}"#)?;
     expect(status == 422, "an order for nothing is refused", &body)?;
-    expect(body.contains(NOT_POSITIVE), "with the service's own problem type", &body)?;
-    expect(body.contains("\"minimum_cents\":1"), "and its extension", &body)?;
+    expect(
+        body.contains(NOT_POSITIVE),
+        "with the service's own problem type",
+        &body,
+    )?;
+    expect(
+        body.contains("\"minimum_cents\":1"),
+        "and its extension",
+        &body,
+    )?;
     let sent = std::process::Command::new("kill")
         .args(["-TERM", &std::process::id().to_string()])
         .status()
@@ -281,6 +305,10 @@ fn post(
         .nth(1)
         .and_then(|status| status.parse().ok())
         .ok_or_else(|| format!("not an HTTP answer: {answer}"))?;
-    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    let body = answer
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
     Ok((status, body))
 }
