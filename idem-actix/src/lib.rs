@@ -162,32 +162,46 @@
 mod answer;
 mod config;
 mod failure;
-mod gate;
 pub mod health;
 mod key;
 mod lifecycle;
 mod mutation_gate;
+mod param;
 pub mod problem;
 #[cfg(feature = "prometheus")]
 pub mod prometheus;
+mod protected_routes;
 mod replay;
 mod serve;
 mod tenant;
 
 pub use config::{Idempotency, ReplayStatus};
 pub use failure::HandlerFailure;
-pub use gate::{
-    FinancialMutation, HighRiskMutation, ProtectedRoutes, StartupError, StartupProblem,
-    VerifiedRoutes,
-};
 pub use idem_macros::{financial_mutation, high_risk_mutation};
 /// The engine's API, from this one root: the [`IdempotencyKey`] a protected handler takes and a
 /// job chooses, jobs (`operation!`, [`WriteRequest`], [`verify_registry`]), the outbox,
 /// maintenance, fingerprints, metrics.
-pub use idem_runtime::*;
+pub use idem_runtime::{
+    AUDIT_ROWS_LOST_TOTAL, Backend, DispatchReport, ENTITY_ID_NAMESPACE, ErrorChain,
+    FINANCIAL_MUTATIONS, Fingerprint, HIGH_RISK_MUTATIONS, HandlerError, IdempotencyKey,
+    IdempotencyStore, KeyError, MAINTENANCE_ERRORS_TOTAL, MAINTENANCE_PURGED_ROWS_TOTAL,
+    MAX_KEY_LEN, MAX_TENANT_ID_LEN, METRIC_NAMES, MIGRATIONS_TABLE, Maintenance, MaintenanceReport,
+    OUTBOX_DISPATCH_ERRORS_TOTAL, OUTBOX_EVENTS_PARKED, OUTBOX_EVENTS_PARKED_TOTAL,
+    OUTBOX_EVENTS_PENDING, OUTBOX_OLDEST_PENDING_AGE_SECONDS, Operation, OperationClass,
+    OutboxBacklog, OutboxDispatcher, OutboxEvent, Outcome, PURGE_BATCH, ParkedEvent,
+    RegisteredOperation, RegistryError, RequestPart, RetryPolicy, Route, SqliteSynchronous,
+    StoreConfig, StoreError, StoredResponse, TenantId, TenantIdError, WORKFLOWS_TRIGGERED_TOTAL,
+    WRITE_DURATION_MS, WRITES_FAILED_TOTAL, WRITES_REPLAYED_TOTAL, WRITES_TOTAL, WriteContext,
+    WriteError, WriteRequest, entity_id, operation, register_metrics, registered_operations,
+    sha256_hex, verify_registry,
+};
 pub use key::IDEMPOTENCY_KEY;
 pub use lifecycle::{Lifecycle, LifecycleError, Stopped};
 pub use mutation_gate::{Exemption, MutationGate, MutationGateService, exemptions};
+pub use protected_routes::{
+    FinancialMutation, HighRiskMutation, ProtectedRoutes, StartupError, StartupProblem,
+    VerifiedRoutes,
+};
 pub use replay::{IDEMPOTENT_REPLAYED, REPLAYED_HEADERS};
 pub use tenant::{Tenant, TenantRejection, TenantResolver};
 
@@ -206,17 +220,19 @@ pub mod __private {
     pub use linkme;
 
     pub use crate::answer::{
-        AnswerKind, AnswerTag, AnsweredKind, AnsweredTag, CauseKind, CauseTag, ExtractorParamKind,
-        KeyParamKind, NoRefusal, ParamCheck, PoolParamKind, ResultKind, ResultTag, WriteTarget,
-        respond, takes_the_key,
+        AnswerKind, AnswerTag, AnsweredKind, AnsweredTag, CauseKind, CauseTag, NoRefusal,
+        ResultKind, ResultTag, respond,
+    };
+    pub use crate::param::{
+        ExtractorParamKind, KeyParamKind, ParamCheck, PoolParamKind, WriteTarget, takes_the_key,
     };
     pub use idem_runtime::{Backend, IdempotencyKey};
 
-    pub use crate::gate::MountedThroughTheGate;
+    pub use crate::protected_routes::MountedThroughTheGate;
 
     /// The database of a handler's write context, `&mut WriteContext<'_, DB>` under any name.
     pub type Database<W> = <W as WriteTarget>::Database;
-    pub use crate::gate::Mount;
     pub use crate::mutation_gate::UNPROTECTED_MUTATIONS;
+    pub use crate::protected_routes::Mount;
     pub use crate::serve::serve;
 }

@@ -18,11 +18,11 @@ use idem_runtime::{
 };
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::answer::Extraction;
 use crate::config::Idempotency;
 use crate::failure::HandlerFailure;
 use crate::key::key_from_headers;
 use crate::mutation_gate::{GatePassed, ServedByIdem, gate_not_installed};
+use crate::param::Extraction;
 use crate::problem::{PROBLEM_JSON, Problem, ProblemKind};
 use crate::replay::{capture, replay};
 use crate::tenant::not_configured;

@@ -1,5 +1,6 @@
-//! The route gate: protected handlers are mounted only through it, only in their own class,
-//! and the application refuses to start when the registry and the mounts disagree.
+//! The protected routes (the route gate): protected handlers are mounted only through them,
+//! only in their own class, and the application refuses to start when the registry and the
+//! mounts disagree.
 
 use std::sync::Arc;
 
