@@ -11,6 +11,9 @@ use crate::tenant::{TenantResolver, Tenants};
 /// The default bound on the request bodies being read at once, across requests: 64 MiB.
 const DEFAULT_BUFFERED_BODIES: usize = 64 * 1024 * 1024;
 
+/// The default bound on a stored answer's body: 1 MiB.
+const DEFAULT_ANSWER_LIMIT: usize = 1024 * 1024;
+
 /// What status a replay answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReplayStatus {
@@ -32,6 +35,8 @@ pub struct Idempotency<DB: Backend> {
     pub(crate) created_status: bool,
     pub(crate) body_limit: usize,
     pub(crate) body_timeout: Duration,
+    /// The largest answer body stored for replays, in bytes.
+    pub(crate) answer_limit: usize,
     /// The bytes of request bodies being read, across requests, as permits.
     pub(crate) buffered_bodies: Arc<Semaphore>,
 }
@@ -45,6 +50,7 @@ impl<DB: Backend> Clone for Idempotency<DB> {
             created_status: self.created_status,
             body_limit: self.body_limit,
             body_timeout: self.body_timeout,
+            answer_limit: self.answer_limit,
             buffered_bodies: self.buffered_bodies.clone(),
         }
     }
@@ -53,7 +59,7 @@ impl<DB: Backend> Clone for Idempotency<DB> {
 impl<DB: Backend> Idempotency<DB> {
     /// Settings with the defaults: replays of `201` answer `200`, a new write by `POST` that the
     /// handler answered `200 OK` answers `201 Created`, bodies up to 256 KiB read within 10 s,
-    /// and at most 64 MiB of bodies being read at once.
+    /// at most 64 MiB of bodies being read at once, and answers up to 1 MiB stored.
     pub fn new(store: IdempotencyStore<DB>, tenants: impl TenantResolver) -> Self {
         Self {
             store,
@@ -62,6 +68,7 @@ impl<DB: Backend> Idempotency<DB> {
             created_status: true,
             body_limit: 256 * 1024,
             body_timeout: Duration::from_secs(10),
+            answer_limit: DEFAULT_ANSWER_LIMIT,
             buffered_bodies: Arc::new(Semaphore::new(DEFAULT_BUFFERED_BODIES)),
         }
     }
@@ -86,6 +93,16 @@ impl<DB: Backend> Idempotency<DB> {
     /// `413` before any work (at once when `Content-Length` says so, before reading a byte).
     pub fn with_body_limit(mut self, bytes: usize) -> Self {
         self.body_limit = bytes;
+        self
+    }
+
+    /// The largest answer body a protected handler may give, in bytes (default 1 MiB): the
+    /// answer is stored in the key's row and replayed from there, so its size is the row's. A
+    /// larger answer rolls the write back and is answered `500` `#write-failed`, naming both
+    /// sizes: nothing was written, and the key is free. Answer with a reference to a large
+    /// document (its id, a URL) rather than the document.
+    pub fn with_answer_limit(mut self, bytes: usize) -> Self {
+        self.answer_limit = bytes;
         self
     }
 

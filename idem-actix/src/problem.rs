@@ -16,7 +16,7 @@
 //! | <a id="server-busy"></a>`#server-busy` | 503 | the request bodies being read already hold [`Idempotency::with_buffered_bodies_limit`](crate::Idempotency::with_buffered_bodies_limit) bytes; retry after `Retry-After` seconds; nothing was written |
 //! | <a id="key-reused"></a>`#key-reused` | 422 | the key was used before with a different request |
 //! | <a id="request-in-flight"></a>`#request-in-flight` | 409 | a request with the same key is still running; retry after `Retry-After` seconds |
-//! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked, answered with a body that cannot be stored (a stream), or answered after one of its own statements failed and aborted the transaction (PostgreSQL); nothing was written |
+//! | <a id="write-failed"></a>`#write-failed` | 500 | the handler panicked, answered with a body that cannot be stored (a stream, or a body over [`Idempotency::with_answer_limit`](crate::Idempotency::with_answer_limit)), or answered after one of its own statements failed and aborted the transaction (PostgreSQL); nothing was written |
 //! | <a id="handler-failed"></a>`#handler-failed` | 500 | the handler refused the write with a server error that is not a problem of its own (actix-web's default answer for an error type, whose text may hold a database's message): the cause is logged with the request's `X-Request-Id` (`request_id` in the body), never sent; nothing was written |
 //! | <a id="write-timed-out"></a>`#write-timed-out` | 503 | the handler held its transaction past the write timeout; it was rolled back; retry with the same key |
 //! | <a id="store-unavailable"></a>`#store-unavailable` | 503 | the idempotency store failed; nothing was written; retry after `Retry-After` seconds |

@@ -1,7 +1,7 @@
 //! Capturing a handler's answer for storage, and replaying a stored one.
 
 use actix_web::HttpResponse;
-use actix_web::body::{BodySize, MessageBody, to_bytes};
+use actix_web::body::{BodyLimitExceeded, BodySize, MessageBody, to_bytes_limited};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use idem_runtime::StoredResponse;
@@ -27,6 +27,7 @@ pub const REPLAYED_HEADERS: [HeaderName; 5] = [
 pub(crate) async fn capture(
     response: HttpResponse,
     created_status: bool,
+    answer_limit: usize,
 ) -> Result<(HttpResponse, StoredResponse), actix_web::Error> {
     let mut response = response;
     if created_status && response.status() == StatusCode::OK {
@@ -55,17 +56,35 @@ pub(crate) async fn capture(
         )
         .into());
     }
-    let body = to_bytes(body).await.map_err(|error| {
-        actix_web::error::ErrorInternalServerError(format!(
-            "the handler's response body could not be read: {error}"
-        ))
-    })?;
+    let body = to_bytes_limited(body, answer_limit)
+        .await
+        .map_err(|_: BodyLimitExceeded| answer_too_large(answer_limit))?
+        .map_err(|error| {
+            actix_web::error::ErrorInternalServerError(format!(
+                "the handler's response body could not be read: {error}"
+            ))
+        })?;
     let stored = StoredResponse {
         status: response.status().as_u16(),
         headers,
         body: body.to_vec(),
     };
     Ok((response.set_body(body.boxed()), stored))
+}
+
+/// The refusal of an answer over the limit of stored answers: the write rolls back.
+fn answer_too_large(limit: usize) -> actix_web::Error {
+    tracing::error!(
+        limit,
+        "a protected handler answered with a body over the limit of stored answers; rolled back"
+    );
+    Problem::new(
+        ProblemKind::WriteFailed,
+        format!(
+            "the handler's answer is over the {limit}-byte limit of answers stored for replays: nothing was written (answer with a reference to a large document, or raise Idempotency::with_answer_limit)"
+        ),
+    )
+    .into()
 }
 
 /// The stored answer, marked `Idempotent-Replayed: true`.

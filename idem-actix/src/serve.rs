@@ -128,6 +128,7 @@ where
     let first_args = Cell::new(Some(args));
     let answer: Rc<RefCell<Option<HttpResponse>>> = Rc::default();
     // The attribute's word, where it says; else the server's setting, for POST only.
+    let answer_limit = idem.answer_limit;
     let created_status = created.unwrap_or_else(|| {
         idem.created_status && request.method() == actix_web::http::Method::POST
     });
@@ -145,7 +146,7 @@ where
                         .map_err(HandlerFailure::answered)?,
                 };
                 let response = handler(write, args, request).await?;
-                let (response, stored) = capture(response, created_status)
+                let (response, stored) = capture(response, created_status, answer_limit)
                     .await
                     .map_err(HandlerFailure::answered)?;
                 *answer.borrow_mut() = Some(response);

@@ -166,9 +166,18 @@ pub trait RegisteredOperation: Registered {
 pub trait Registered {}
 
 /// Whether `operation` is an entry of the linked registries (the very entry, not one of the
-/// same name).
+/// same name): its address lies on an element of one of the two slices, a check whose cost
+/// does not grow with the number of operations, run on every write.
 pub(crate) fn is_registered(operation: &'static Operation) -> bool {
-    registered_operations().any(|entry| std::ptr::eq(entry, operation))
+    is_entry_of(&FINANCIAL_MUTATIONS, operation) || is_entry_of(&HIGH_RISK_MUTATIONS, operation)
+}
+
+/// Whether `operation` is one of `registry`'s elements, by address.
+fn is_entry_of(registry: &[Operation], operation: &Operation) -> bool {
+    let range = registry.as_ptr_range();
+    let entry: *const Operation = operation;
+    range.contains(&entry)
+        && (entry.addr() - range.start.addr()).is_multiple_of(std::mem::size_of::<Operation>())
 }
 
 /// Every operation declared with `#[financial_mutation]`, collected at link time.
@@ -267,6 +276,23 @@ mod tests {
             }]
         );
         assert!(registry_errors([&FIRST, &OTHER]).is_empty());
+    }
+
+    /// Each element of a registry is one of its entries, by address; an operation of the same
+    /// name elsewhere, or past the slice's end, is not.
+    #[test]
+    fn an_entry_is_known_by_its_address() {
+        static REGISTRY: [Operation; 3] = [
+            Operation::__new("payOut", OperationClass::Financial, None, "r.rs", 1),
+            Operation::__new("payIn", OperationClass::Financial, None, "r.rs", 2),
+            Operation::__new("refund", OperationClass::HighRisk, None, "r.rs", 3),
+        ];
+        for entry in &REGISTRY {
+            assert!(is_entry_of(&REGISTRY, entry), "{}", entry.name());
+        }
+        assert!(!is_entry_of(&REGISTRY, &FIRST), "same name, another entry");
+        assert!(!is_entry_of(&REGISTRY[..2], &REGISTRY[2]), "past the end");
+        assert!(!is_entry_of(&[], &OTHER));
     }
 
     #[test]

@@ -44,6 +44,9 @@ struct NewPayment {
     amount_cents: i64,
     #[serde(default)]
     hold_ms: u64,
+    /// Bytes of padding in the answer, to size it.
+    #[serde(default)]
+    answer_padding: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,12 +124,15 @@ async fn create_payment(
         return Ok(HttpResponse::PaymentRequired()
             .json(json!({ "id": id, "declined": true, "nonce": fastrand::u64(..) })));
     }
+    let mut answer =
+        json!({ "id": id, "amount_cents": payment.amount_cents, "nonce": fastrand::u64(..) });
+    if payment.answer_padding > 0 {
+        answer["padding"] = Value::from("x".repeat(payment.answer_padding));
+    }
     Ok(HttpResponse::Created()
         .insert_header((LOCATION, format!("/payments/{id}")))
         .insert_header((SET_COOKIE, "session=first-answer-only"))
-        .json(
-            json!({ "id": id, "amount_cents": payment.amount_cents, "nonce": fastrand::u64(..) }),
-        ))
+        .json(answer))
 }
 
 #[derive(Deserialize)]
@@ -729,6 +735,51 @@ async fn a_handlers_server_error_never_carries_its_cause_to_the_client() {
     );
     assert_eq!(server.count(PAYMENTS, &[]).await, 0, "both rolled back");
     assert_eq!(server.count(KEYS, &[]).await, 0, "both keys free");
+    server.stop().await;
+}
+
+/// Answers of 1 KiB and 16 KiB are stored and replayed byte for byte; one over the answer limit
+/// (64 KiB here) rolls its write back and says so, with the key free for a retry.
+#[actix_web::test]
+async fn answers_up_to_the_limit_are_stored_and_a_larger_one_writes_nothing() {
+    let server = Server::start_with(StoreConfig::default(), |idem| {
+        idem.with_answer_limit(64 * 1024)
+    })
+    .await;
+    for kib in [1, 16] {
+        let key = format!("k-{kib}-kib");
+        let body = json!({"amount_cents": 10, "answer_padding": kib * 1024});
+        let first = send(
+            server.post("/payments", "token-a", Some(&key)),
+            body.clone(),
+        )
+        .await;
+        assert_eq!(first.status, StatusCode::CREATED, "{kib} KiB");
+        assert!(first.body.len() > kib * 1024, "{kib} KiB");
+        let replay = send(server.post("/payments", "token-a", Some(&key)), body).await;
+        assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+        assert_eq!(replay.body, first.body, "{kib} KiB replayed byte for byte");
+    }
+    let too_large = send(
+        server.post("/payments", "token-a", Some("k-80-kib")),
+        json!({"amount_cents": 10, "answer_padding": 80 * 1024}),
+    )
+    .await;
+    too_large.assert_problem(500, "write-failed");
+    assert!(
+        too_large.json()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("65536-byte limit"),
+        "{:?}",
+        too_large.json()
+    );
+    assert_eq!(
+        server.count(PAYMENTS, &[]).await,
+        2,
+        "the large one rolled back"
+    );
+    assert_eq!(server.count(KEYS, &[]).await, 2, "its key is free");
     server.stop().await;
 }
 
