@@ -18,6 +18,7 @@ macro_rules! insert_audit {
 }
 
 /// [`insert_audit!`] with one row of `$n` parameters, in `$dialect`'s clock.
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 macro_rules! append_audit_numbered {
     ($dialect:ident) => {
         concat!(
