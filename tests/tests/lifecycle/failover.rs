@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AnyPool, Postgres};
 
-use crate::process::{Answer, Process, client, count, create_company, send};
+use crate::process::{Answer, Process, client, count, create_company, create_customer};
 
 /// Clients sending at once, each one key at a time.
 const CLIENTS: usize = 6;
@@ -106,16 +106,7 @@ impl Burst {
                     "{key}: not answered within {UNAVAILABLE_AT_MOST:?}"
                 );
                 let sent = Instant::now();
-                let attempt = send(
-                    &http,
-                    base,
-                    "/api/customers",
-                    Some(token),
-                    Some(&key),
-                    &key,
-                    json!({ "name": key }),
-                )
-                .await;
+                let attempt = create_customer(&http, base, token, &key).await;
                 let done = attempt
                     .as_ref()
                     .is_some_and(|answer| matches!(answer.status, 200 | 201));
@@ -371,17 +362,9 @@ async fn a_primary_crash_and_a_switchover_mid_burst_lose_no_acknowledged_write()
     // Every retry, now that the cluster is calm, replays the first answer's bytes.
     let http = client();
     for (key, first) in &first_answers {
-        let again = send(
-            &http,
-            &process.base,
-            "/api/customers",
-            Some(&token),
-            Some(key),
-            key,
-            json!({ "name": key }),
-        )
-        .await
-        .expect("AccuBooks answers");
+        let again = create_customer(&http, &process.base, &token, key)
+            .await
+            .expect("AccuBooks answers");
         assert!(again.replayed, "{key}: {again:?}");
         assert_eq!(again.bytes, first.bytes, "{key}: the replay is byte-equal");
         audited_answers += 1;

@@ -582,17 +582,9 @@ async fn a_database_crash_mid_burst_loses_no_acknowledged_write() {
             actix_web::rt::time::sleep(Duration::from_millis(n * 10)).await;
             for _ in 0..600 {
                 let asked = std::time::Instant::now();
-                let answer = send(
-                    client,
-                    base,
-                    "/api/customers",
-                    Some(token),
-                    Some(&key),
-                    &key,
-                    json!({ "name": key }),
-                )
-                .await
-                .expect("AccuBooks answers while its database is down");
+                let answer = process::create_customer(client, base, token, &key)
+                    .await
+                    .expect("AccuBooks answers while its database is down");
                 match answer.status {
                     200 | 201 => return (key, answer),
                     409 => {}
@@ -646,17 +638,9 @@ async fn a_database_crash_mid_burst_loses_no_acknowledged_write() {
             kept, 1,
             "{key}: the acknowledged write {id} survived the crash"
         );
-        let retry = send(
-            &client,
-            &process.base,
-            "/api/customers",
-            Some(&token),
-            Some(key),
-            key,
-            json!({ "name": key }),
-        )
-        .await
-        .expect("a retry after recovery");
+        let retry = process::create_customer(&client, &process.base, &token, key)
+            .await
+            .expect("a retry after recovery");
         assert_eq!(
             (retry.status, retry.replayed, &retry.body),
             (200, true, &answer.body),

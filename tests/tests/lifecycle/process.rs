@@ -161,6 +161,27 @@ pub async fn send(
     })
 }
 
+/// Asks to create the customer named `key`, under the idempotency key `key` (the request id
+/// too), as a client that retries one key until it is answered does.
+#[cfg(postgres_suite)]
+pub async fn create_customer(
+    client: &Client,
+    base: &str,
+    token: &str,
+    key: &str,
+) -> Option<Answer> {
+    send(
+        client,
+        base,
+        "/api/customers",
+        Some(token),
+        Some(key),
+        key,
+        json!({ "name": key }),
+    )
+    .await
+}
+
 pub fn client() -> Client {
     Client::builder().timeout(Duration::from_secs(30)).finish()
 }

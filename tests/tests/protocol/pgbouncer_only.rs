@@ -18,16 +18,15 @@ async fn an_abandoned_write_leaves_no_statement_names_to_the_next() {
             .await
             .unwrap();
         let store = IdempotencyStore::new(one, db.store.config().clone());
-        let abandoned: Box<Body<sqlx::Postgres>> = Box::new(|write| {
-            Box::pin(async move {
-                let id = write.entity_id();
-                sqlx::Postgres::insert_payment(write.tx(), id, "acme", 1).await?;
-                pending().await
-            })
-        });
         let gone = tokio::time::timeout(
             Duration::from_millis(500),
-            execute(&store, &tenant("acme"), &key("k-gone"), "{}", abandoned),
+            execute(
+                &store,
+                &tenant("acme"),
+                &key("k-gone"),
+                "{}",
+                held_open::<sqlx::Postgres>(1),
+            ),
         )
         .await;
         assert!(gone.is_err(), "the request went away mid-body");
