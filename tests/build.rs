@@ -17,7 +17,7 @@ fn main() {
             "cargo::warning=MYSQL_URL is set but is not a mysql:// URL ({url}): the MySQL suite was NOT built"
         ),
         Err(_) => println!(
-            "cargo::warning=MYSQL_URL is not set: the MySQL suite was NOT built (see README.md)"
+            "cargo::warning=MYSQL_URL is not set: the MySQL suite was NOT built (see docs/testing.md)"
         ),
     }
     match std::env::var("DATABASE_URL") {
@@ -28,7 +28,7 @@ fn main() {
             "cargo::warning=DATABASE_URL is set but is not a postgres:// URL ({url}): the PostgreSQL suite was NOT built; only the SQLite suite runs"
         ),
         Err(_) => println!(
-            "cargo::warning=DATABASE_URL is not set: the PostgreSQL suite was NOT built; only the SQLite suite runs (see README.md)"
+            "cargo::warning=DATABASE_URL is not set: the PostgreSQL suite was NOT built; only the SQLite suite runs (see docs/testing.md)"
         ),
     }
 }

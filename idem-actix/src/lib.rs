@@ -157,7 +157,7 @@
 //! [`TenantRejection::new`] answers `401` with a `WWW-Authenticate` challenge,
 //! [`TenantRejection::unavailable`] answers `503` when the credentials could not be checked, and
 //! [`TenantResolver::user`] names the caller in the audit log. The example at the top of this
-//! page has the smallest resolver; README.md has one over an API-key table.
+//! page has the smallest resolver; docs/handlers.md has one over an API-key table.
 
 mod answer;
 mod config;

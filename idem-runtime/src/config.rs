@@ -91,7 +91,7 @@ impl StoreConfig {
     /// prepared (`DEALLOCATE ALL`: sqlx names statements even when it caches none). Pools that [`IdempotencyStore::connect`](crate::IdempotencyStore::connect)
     /// opens keep no statement cache; give your own pool `statement_cache_capacity(0)` too.
     /// Migrations need a session of their own: [`IdempotencyStore::migrate`](crate::IdempotencyStore::migrate)
-    /// refuses, run them on a direct connection. Default `false`. README.md, "Behind PgBouncer",
+    /// refuses, run them on a direct connection. Default `false`. docs/production.md, "Behind PgBouncer",
     /// says what a handler's own queries need.
     pub fn with_transaction_pooling(mut self, transaction_pooling: bool) -> Self {
         self.transaction_pooling = transaction_pooling;

@@ -162,7 +162,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// records, an outbox handler's writes. On PostgreSQL it carries the tenant as
     /// `idem.tenant_id`, as every write transaction does, so that row-level security policies on
     /// `current_setting('idem.tenant_id', true)` let it see that tenant's rows and no other's
-    /// (README.md, "Tenant isolation by the database"). On SQLite it is a plain transaction.
+    /// (docs/production.md, "Tenant isolation by the database"). On SQLite it is a plain transaction.
     ///
     /// ```
     /// # use idem_runtime::{IdempotencyStore, StoreConfig, TenantId};

@@ -21,7 +21,7 @@ mod postgres {
     const NOTES: &str = "
         CREATE TABLE notes (id TEXT PRIMARY KEY, company_id TEXT NOT NULL, body TEXT NOT NULL)";
 
-    /// The recipe of README.md: ENABLE and FORCE, one policy on the setting.
+    /// The recipe of docs/production.md: ENABLE and FORCE, one policy on the setting.
     const ROW_LEVEL_SECURITY: &str = "
         ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
         ALTER TABLE notes FORCE ROW LEVEL SECURITY;

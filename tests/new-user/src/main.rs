@@ -1,4 +1,4 @@
-//! An orders service on PostgreSQL, as a new user writes it from docs/postgres.md, README.md
+//! An orders service on PostgreSQL, as a new user writes it from docs/postgres.md, docs/handlers.md
 //! and the rustdoc: only `idem_actix`'s root, one database feature, its own tenant resolution,
 //! its own problem types, two protected routes (one that creates nothing), a nightly job over
 //! every shop, and the service's life run by `Lifecycle`. `.ci/new-user` runs it as the guide

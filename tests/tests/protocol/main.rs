@@ -415,7 +415,7 @@ mod mysql_only {
         assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 2);
     }
 
-    /// The runtime user README.md describes (`SELECT, INSERT` on the audit log, what the
+    /// The runtime user docs/production.md describes (`SELECT, INSERT` on the audit log, what the
     /// protocol needs on its other tables) serves writes, and cannot empty the log: `UPDATE` and
     /// `DELETE` meet the triggers, `TRUNCATE` and the `DROP`s its missing privileges.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
