@@ -87,6 +87,7 @@ mod sql_types;
 mod store;
 mod tenant;
 
+pub use audit::{AuditSeal, AuditVerification, BrokenSeal, SEAL_ROWS, SealFinding};
 pub use backend::{Backend, MIGRATIONS_TABLE};
 pub use config::{RetryPolicy, SqliteSynchronous, StoreConfig};
 pub use context::WriteContext;

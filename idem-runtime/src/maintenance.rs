@@ -22,13 +22,17 @@ pub struct MaintenanceReport {
     pub delivered_events: u64,
     /// Audit rows older than the audit retention.
     pub audit_rows: u64,
+    /// Audit rows sealed (see [`IdempotencyStore::verify_audit_log`]).
+    pub sealed_rows: u64,
 }
 
 /// The retention task: run it beside the server
 /// (`tokio::spawn(Maintenance::new(store).run_until(shutdown))`), on every instance; the
 /// batches of concurrent instances do not conflict.
 ///
-/// Each run deletes, in batches of [`PURGE_BATCH`] rows:
+/// Each run first seals the audit rows inserted since its last seal and at least
+/// [`Self::with_seal_delay`] ago ([`IdempotencyStore::seal_audit_log`]), then deletes, in
+/// batches of [`PURGE_BATCH`] rows:
 /// - idempotency keys past their own expiry, by the database's clock: each row's expiry is set
 ///   at its claim from its operation's retention (the store's
 ///   [retention](crate::StoreConfig::with_retention), 24 h by default, or the operation's own
@@ -64,6 +68,7 @@ pub struct Maintenance<DB: Backend> {
     interval: Duration,
     outbox_retention: Duration,
     audit_retention: Option<Duration>,
+    seal_delay: Duration,
 }
 
 impl<DB: Backend> Maintenance<DB> {
@@ -74,6 +79,7 @@ impl<DB: Backend> Maintenance<DB> {
             interval: Duration::from_secs(3600),
             outbox_retention: Duration::from_secs(7 * 24 * 3600),
             audit_retention: Some(Duration::from_secs(90 * 24 * 3600)),
+            seal_delay: Duration::from_secs(5 * 60),
         }
     }
 
@@ -92,6 +98,14 @@ impl<DB: Backend> Maintenance<DB> {
     /// How long audit rows are kept (default 90 days).
     pub fn with_audit_retention(mut self, retention: Duration) -> Self {
         self.audit_retention = Some(retention);
+        self
+    }
+
+    /// How long after its insertion an audit row is sealed (default 5 minutes): longer than any
+    /// write transaction stays open, since a row that commits below a seal shows as inserted
+    /// into it.
+    pub fn with_seal_delay(mut self, delay: Duration) -> Self {
+        self.seal_delay = delay;
         self
     }
 
@@ -145,12 +159,11 @@ impl<DB: Backend> Maintenance<DB> {
         let started = Instant::now();
         let (pool, statements) = (&self.store.pool, self.store.config.statements());
         let mut report = MaintenanceReport {
-            expired_keys: purge_in_batches(stop, || {
-                DB::purge_expired(pool, statements, PURGE_BATCH)
-            })
-            .await?,
+            sealed_rows: self.store.seal_stoppable(self.seal_delay, stop).await?,
             ..MaintenanceReport::default()
         };
+        report.expired_keys =
+            purge_in_batches(stop, || DB::purge_expired(pool, statements, PURGE_BATCH)).await?;
         metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => "keys")
             .increment(report.expired_keys);
         report.delivered_events = purge_in_batches(stop, || {
@@ -171,6 +184,7 @@ impl<DB: Backend> Maintenance<DB> {
             expired_keys = report.expired_keys,
             delivered_events = report.delivered_events,
             audit_rows = report.audit_rows,
+            sealed_rows = report.sealed_rows,
             duration_ms = started.elapsed().as_millis(),
             "maintenance run finished"
         );

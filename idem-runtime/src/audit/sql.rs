@@ -124,6 +124,42 @@ LIMIT ?"]
 );
 pub(crate) const CLOSE_AUDIT_MAINTENANCE: &str = "DELETE FROM idempotent_write_audit_maintenance";
 
+/// The audit rows after seq `P2` through seq `P3`, in the order they were inserted, at most
+/// `P4` of them: the columns a seal covers ([`SealedRow`](super::seal::SealedRow)), integers
+/// as 64-bit, and last whether the row was inserted at least `P1` ms ago by the database's
+/// clock. (The parameters are numbered in the order they appear: MySQL's `?` bind by place.)
+pub(crate) const AUDIT_ROWS_TO_SEAL: DialectSql = dialect_sql!(
+    ["SELECT seq, id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint,
+    outcome, CAST(status AS " INT64 "), failure, CAST(attempts AS " INT64 "), duration_ms,
+    request_id, CAST(repeat_count AS " INT64 "), created_at_ms, first_seen_at_ms, inserted_at_ms,
+    CAST(CASE WHEN inserted_at_ms <= " NOW " - " P1 " THEN 1 ELSE 0 END AS " INT64 ")
+FROM idempotent_write_audit_log
+WHERE seq > " P2 " AND seq <= " P3 "
+ORDER BY seq
+LIMIT " P4]
+);
+
+/// The seals, in order; [`LATEST_AUDIT_SEAL`] only the last.
+pub(crate) const AUDIT_SEALS: &str =
+    "SELECT seal, first_seq, last_seq, row_count, digest, previous_digest, sealed_at_ms
+FROM idempotent_write_audit_seals
+ORDER BY seal";
+pub(crate) const LATEST_AUDIT_SEAL: &str =
+    "SELECT seal, first_seq, last_seq, row_count, digest, previous_digest, sealed_at_ms
+FROM idempotent_write_audit_seals
+ORDER BY seal DESC
+LIMIT 1";
+
+/// A new seal: number, first and last seq, rows, digest, previous digest; sealed now.
+pub(crate) const RECORD_AUDIT_SEAL: DialectSql = dialect_sql!(
+    ["INSERT INTO idempotent_write_audit_seals
+    (seal, first_seq, last_seq, row_count, digest, previous_digest, sealed_at_ms)
+VALUES (" P1 ", " P2 ", " P3 ", " P4 ", " P5 ", " P6 ", " NOW ")"]
+);
+
+/// The oldest audit row still in the log: the seals before it were emptied by retention.
+pub(crate) const OLDEST_AUDIT_SEQ: &str = "SELECT MIN(seq) FROM idempotent_write_audit_log";
+
 /// Binds an audit row's fields ([`AUDIT_COLUMNS`] of them) in the column order of
 /// [`insert_audit!`], after whatever `$query` has bound already.
 macro_rules! bind_audit {

@@ -37,7 +37,7 @@ pub(crate) use sql::PostgresCheck;
 pub(crate) use sql::{DialectSql, dialect_sql, sql_with_now};
 pub(crate) use statements::{Session, Statements, in_session};
 
-use crate::audit::AuditRecord;
+use crate::audit::{AuditRecord, AuditSeal, SealRow, SealedRow};
 use crate::{Fingerprint, IdempotencyKey, StoreConfig, StoredResponse, TenantId};
 
 /// A database the write protocol runs on: [`Postgres`](sqlx::Postgres),
@@ -362,6 +362,37 @@ pub(crate) mod sealed {
             older_than_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+        /// The audit rows with `after < seq <= through`, oldest first, at most `limit`, each
+        /// with whether it was inserted more than `settle_ms` ago.
+        fn audit_rows(
+            pool: &Pool<Self>,
+            statements: Statements,
+            after: i64,
+            through: i64,
+            settle_ms: i64,
+            limit: i64,
+        ) -> impl Future<Output = Result<Vec<(SealedRow, bool)>, sqlx::Error>> + Send;
+
+        /// The audit log's seals in order, or only the latest.
+        fn audit_seals(
+            pool: &Pool<Self>,
+            statements: Statements,
+            latest_only: bool,
+        ) -> impl Future<Output = Result<Vec<SealRow>, sqlx::Error>> + Send;
+
+        /// Inserts a seal; `false` when another instance inserted one with its number first.
+        fn record_seal(
+            pool: &Pool<Self>,
+            statements: Statements,
+            seal: &AuditSeal,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+
+        /// The `seq` of the oldest audit row; none when the log is empty.
+        fn oldest_audit_seq(
+            pool: &Pool<Self>,
+            statements: Statements,
+        ) -> impl Future<Output = Result<Option<i64>, sqlx::Error>> + Send;
 
         /// The driver's own error, when `error` is one: what a `#[error(transparent)]`
         /// wrapper's `source()` chain can show instead of the [`sqlx::Error`].

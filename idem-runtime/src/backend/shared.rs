@@ -396,6 +396,113 @@ macro_rules! shared_statements {
             Ok(purged)
         }
 
+        async fn audit_rows(
+            pool: &Pool<Self>,
+            statements: Statements,
+            after: i64,
+            through: i64,
+            settle_ms: i64,
+            limit: i64,
+        ) -> Result<Vec<(SealedRow, bool)>, sqlx::Error> {
+            use sqlx::Row as _;
+
+            let rows = in_session!(pool, statements, |conn| {
+                sqlx::query(AUDIT_ROWS_TO_SEAL.get(Self::pool_dialect(pool)))
+                    .persistent(statements.persistent())
+                    .bind(settle_ms)
+                    .bind(after)
+                    .bind(through)
+                    .bind(limit)
+                    .fetch_all(conn)
+                    .await?
+            });
+            rows.iter()
+                .map(|row| {
+                    let text = |index: usize| row.try_get::<Option<String>, _>(index);
+                    let number = |index: usize| row.try_get::<Option<i64>, _>(index);
+                    let sealed = SealedRow {
+                        seq: row.try_get(0)?,
+                        text: [
+                            text(1)?,
+                            text(2)?,
+                            text(3)?,
+                            text(4)?,
+                            text(5)?,
+                            text(6)?,
+                            text(7)?,
+                            text(8)?,
+                            text(9)?,
+                            text(11)?,
+                            text(14)?,
+                        ],
+                        numbers: [
+                            number(10)?,
+                            number(12)?,
+                            number(15)?,
+                            number(16)?,
+                            number(17)?,
+                            number(18)?,
+                        ],
+                        duration_ms: row.try_get(13)?,
+                    };
+                    Ok((sealed, row.try_get::<i64, _>(19)? == 1))
+                })
+                .collect()
+        }
+
+        async fn audit_seals(
+            pool: &Pool<Self>,
+            statements: Statements,
+            latest_only: bool,
+        ) -> Result<Vec<SealRow>, sqlx::Error> {
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_as::<_, SealRow>(if latest_only {
+                    LATEST_AUDIT_SEAL
+                } else {
+                    AUDIT_SEALS
+                })
+                .persistent(statements.persistent())
+                .fetch_all(conn)
+                .await?
+            }))
+        }
+
+        async fn record_seal(
+            pool: &Pool<Self>,
+            statements: Statements,
+            seal: &AuditSeal,
+        ) -> Result<bool, sqlx::Error> {
+            let recorded = in_session!(pool, statements, |conn| {
+                sqlx::query(RECORD_AUDIT_SEAL.get(Self::pool_dialect(pool)))
+                    .persistent(statements.persistent())
+                    .bind(seal.number)
+                    .bind(seal.first_row)
+                    .bind(seal.last_row)
+                    .bind(seal.rows)
+                    .bind(seal.digest.as_str())
+                    .bind(seal.previous_digest.as_str())
+                    .execute(conn)
+                    .await
+            });
+            match recorded {
+                Ok(_) => Ok(true),
+                Err(sqlx::Error::Database(error)) if error.is_unique_violation() => Ok(false),
+                Err(error) => Err(error),
+            }
+        }
+
+        async fn oldest_audit_seq(
+            pool: &Pool<Self>,
+            statements: Statements,
+        ) -> Result<Option<i64>, sqlx::Error> {
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_scalar::<_, Option<i64>>(OLDEST_AUDIT_SEQ)
+                    .persistent(statements.persistent())
+                    .fetch_one(conn)
+                    .await?
+            }))
+        }
+
         async fn purge_expired(
             pool: &Pool<Self>,
             statements: Statements,

@@ -34,8 +34,9 @@ impl DialectSql {
 
 /// Concatenates SQL text in one dialect's words (`postgres`, `sqlite` or `mysql`), writing
 /// `NOW` as that dialect's clock in Unix milliseconds, `LOCK` as what locks the rows a claim
-/// selects, and `P1` … `P9` as the statement's parameters: `idem_now_ms()` on PostgreSQL (a
-/// migration defines it on `clock_timestamp()`), `julianday('now')` on SQLite (whose database
+/// selects, `INT64` as what a `CAST` names a 64-bit integer (`BIGINT`, MySQL's `SIGNED`), and
+/// `P1` … `P9` as the statement's parameters: `idem_now_ms()` on PostgreSQL (a migration
+/// defines it on `statement_timestamp()`), `julianday('now')` on SQLite (whose database
 /// lives on the application's own host), `CURRENT_TIMESTAMP(3)` on MySQL (whose sessions idem
 /// sets to UTC); `FOR UPDATE SKIP LOCKED` on PostgreSQL and MySQL, nothing on SQLite, whose
 /// one writer is the lock; `$1` … on PostgreSQL and SQLite, `?` on MySQL, which binds by
@@ -46,6 +47,7 @@ macro_rules! sql_with_now {
     };
     (@part $dialect:ident NOW) => { $crate::backend::sql_with_now!(@now $dialect) };
     (@part $dialect:ident LOCK) => { $crate::backend::sql_with_now!(@lock $dialect) };
+    (@part $dialect:ident INT64) => { $crate::backend::sql_with_now!(@int64 $dialect) };
     (@part $dialect:ident P1) => { $crate::backend::sql_with_now!(@param $dialect "$1") };
     (@part $dialect:ident P2) => { $crate::backend::sql_with_now!(@param $dialect "$2") };
     (@part $dialect:ident P3) => { $crate::backend::sql_with_now!(@param $dialect "$3") };
@@ -62,6 +64,8 @@ macro_rules! sql_with_now {
     (@lock postgres) => { "FOR UPDATE SKIP LOCKED" };
     (@lock sqlite) => { "" };
     (@lock mysql) => { "FOR UPDATE SKIP LOCKED" };
+    (@int64 mysql) => { "SIGNED" };
+    (@int64 $dialect:ident) => { "BIGINT" };
     (@param mysql $numbered:literal) => { "?" };
     (@param $dialect:ident $numbered:literal) => { $numbered };
 }

@@ -2,6 +2,7 @@
 //! only through maintenance, a full queue written by the requests themselves.
 
 use super::*;
+use idem_runtime::{AuditVerification, Maintenance, SealFinding};
 
 pub(crate) const AUDIT: &str = "SELECT COUNT(*) FROM idempotent_write_audit_log";
 
@@ -340,4 +341,158 @@ pub(crate) async fn a_full_audit_queue_makes_requests_write_their_own_rows<DB: T
         20
     );
     assert_eq!(db.count(AUDIT, &[]).await, 21);
+}
+
+/// The tables' owner, with the log's triggers out of the way, changes a row, deletes one and
+/// inserts one into a sealed range: each is found, by seal, and an untouched log verifies. Rows
+/// younger than the seal delay stay unsealed; seals that retention emptied are not a finding.
+pub(crate) async fn a_sealed_audit_log_finds_each_change_by_the_tables_owner<DB: TestDb>() {
+    const SEALS: &str = "SELECT COUNT(*) FROM idempotent_write_audit_seals";
+    let db = DB::fresh(StoreConfig::default()).await;
+    let t = tenant("acme");
+    let (postgres, sqlite) = (DB::NAME == "PostgreSQL", DB::NAME == "SQLite");
+    let mut written = 0;
+    for seal in 1..=4 {
+        if seal == 2 {
+            // A gap in the order of insertion, as rolled-back transactions leave: seal 2 covers
+            // seq 4..=1002 and holds three rows, 1000..=1002.
+            DB::execute(
+                db.store.pool(),
+                if postgres {
+                    "SELECT setval(pg_get_serial_sequence('idempotent_write_audit_log', 'seq'), 999)"
+                } else if sqlite {
+                    "UPDATE sqlite_sequence SET seq = 999 WHERE name = 'idempotent_write_audit_log'"
+                } else {
+                    "ALTER TABLE idempotent_write_audit_log AUTO_INCREMENT = 1000"
+                },
+            )
+            .await
+            .unwrap();
+        }
+        for _ in 0..3 {
+            written += 1;
+            execute(
+                &db.store,
+                &t,
+                &key(&format!("k-{written}")),
+                "{}",
+                pay::<DB>(1),
+            )
+            .await
+            .unwrap();
+        }
+        if seal == 1 {
+            let report = Maintenance::new(db.store.clone()).run_once().await.unwrap();
+            assert_eq!(
+                report.sealed_rows, 0,
+                "rows younger than the seal delay wait"
+            );
+            assert_eq!(db.count(SEALS, &[]).await, 0);
+        }
+        assert_eq!(db.store.seal_audit_log(Duration::ZERO).await.unwrap(), 3);
+    }
+    assert_eq!(db.store.seal_audit_log(Duration::ZERO).await.unwrap(), 0);
+    assert_eq!(db.count(SEALS, &[]).await, 4);
+    assert_eq!(
+        db.count(
+            "SELECT last_seq FROM idempotent_write_audit_seals WHERE seal = 2",
+            &[]
+        )
+        .await,
+        1002
+    );
+    let verified = db.store.verify_audit_log().await.unwrap();
+    assert!(verified.holds(), "{verified:?}");
+    assert_eq!((verified.verified_seals, verified.verified_rows), (4, 12));
+    let latest = verified.latest.expect("a latest seal");
+    assert_eq!((latest.number, latest.rows), (4, 3));
+    assert_eq!(latest.digest.len(), 64);
+
+    let store = &db.store;
+    let broken = move |seal, finding| async move {
+        let verification = db_verify::<DB>(store).await;
+        let found = verification.broken.expect("a broken seal");
+        assert_eq!((found.seal, &found.finding), (seal, &finding), "{found}");
+    };
+    // The owner takes the triggers out of the way.
+    let disable: &[&'static str] = if postgres {
+        &["ALTER TABLE idempotent_write_audit_log DISABLE TRIGGER USER"]
+    } else {
+        &[
+            "DROP TRIGGER idempotent_write_audit_log_no_update",
+            "DROP TRIGGER idempotent_write_audit_log_no_delete",
+        ]
+    };
+    for statement in disable {
+        DB::execute(db.store.pool(), statement).await.unwrap();
+    }
+    let in_seal_4 = "UPDATE idempotent_write_audit_log SET status = status + 1
+        WHERE seq = (SELECT last_seq FROM idempotent_write_audit_seals WHERE seal = 4)";
+    assert_eq!(DB::execute(db.store.pool(), in_seal_4).await.unwrap(), 1);
+    broken(4, SealFinding::Digest).await;
+    let undone = "UPDATE idempotent_write_audit_log SET status = status - 1
+        WHERE seq = (SELECT last_seq FROM idempotent_write_audit_seals WHERE seal = 4)";
+    assert_eq!(DB::execute(db.store.pool(), undone).await.unwrap(), 1);
+    assert!(
+        db_verify::<DB>(&db.store).await.holds(),
+        "the change undone"
+    );
+
+    let from_seal_3 = "DELETE FROM idempotent_write_audit_log
+        WHERE seq = (SELECT last_seq - 1 FROM idempotent_write_audit_seals WHERE seal = 3)";
+    assert_eq!(DB::execute(db.store.pool(), from_seal_3).await.unwrap(), 1);
+    broken(
+        3,
+        SealFinding::RowCount {
+            sealed: 3,
+            found: 2,
+        },
+    )
+    .await;
+
+    let into_seal_2 = if postgres {
+        "INSERT INTO idempotent_write_audit_log
+            (seq, id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint,
+             outcome, status, failure, attempts, duration_ms, request_id, created_at_ms,
+             repeat_count, first_seen_at_ms, inserted_at_ms)
+         OVERRIDING SYSTEM VALUE
+         SELECT 500, 'forged', operation, class, company_id, user_id, key_hash, entity_id,
+             fingerprint, outcome, status, failure, attempts, duration_ms, request_id,
+             created_at_ms, repeat_count, first_seen_at_ms, inserted_at_ms
+         FROM idempotent_write_audit_log WHERE seq = 1000"
+    } else {
+        "INSERT INTO idempotent_write_audit_log
+            (seq, id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint,
+             outcome, status, failure, attempts, duration_ms, request_id, created_at_ms,
+             repeat_count, first_seen_at_ms, inserted_at_ms)
+         SELECT 500, 'forged', operation, class, company_id, user_id, key_hash, entity_id,
+             fingerprint, outcome, status, failure, attempts, duration_ms, request_id,
+             created_at_ms, repeat_count, first_seen_at_ms, inserted_at_ms
+         FROM idempotent_write_audit_log WHERE seq = 1000"
+    };
+    assert_eq!(DB::execute(db.store.pool(), into_seal_2).await.unwrap(), 1);
+    broken(
+        2,
+        SealFinding::RowCount {
+            sealed: 3,
+            found: 4,
+        },
+    )
+    .await;
+
+    // Retention empties the oldest seals: not a finding; the first seal with rows is checked.
+    let retention = "DELETE FROM idempotent_write_audit_log
+        WHERE seq <= (SELECT last_seq FROM idempotent_write_audit_seals WHERE seal = 2)";
+    assert_eq!(DB::execute(db.store.pool(), retention).await.unwrap(), 7);
+    let verification = db_verify::<DB>(&db.store).await;
+    assert_eq!(verification.seals_past_retention, 2, "{verification:?}");
+    assert_eq!(
+        verification.broken.map(|broken| broken.seal),
+        Some(3),
+        "seal 3 still misses its row"
+    );
+}
+
+async fn db_verify<DB: TestDb>(store: &IdempotencyStore<DB>) -> AuditVerification {
+    store.verify_audit_log().await.unwrap()
 }

@@ -156,6 +156,7 @@ macro_rules! with_scenarios {
             4 a_full_audit_queue_makes_requests_write_their_own_rows,
             2 an_operation_outside_the_registries_is_refused_and_writes_nothing,
             2 the_audit_log_is_append_only,
+            2 a_sealed_audit_log_finds_each_change_by_the_tables_owner,
             2 migrations_are_idempotent_and_kept_apart,
         ]);
     };

@@ -338,7 +338,8 @@ async fn expiry_follows_the_database_clock() {
 }
 
 /// The two-role setup: a runtime role that serves requests can append to the audit log and
-/// read it, and nothing else: UPDATE, DELETE, TRUNCATE, disabling the trigger, a forged
+/// read it, and seal it, and nothing else: UPDATE, DELETE, TRUNCATE (of the log and of its
+/// seals), disabling the trigger, a forged
 /// maintenance horizon and a temporary table shadowing the maintenance table are refused;
 /// the retention purge works, never below the owner's floor.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +383,15 @@ async fn the_runtime_role_cannot_empty_the_audit_log() {
     .await
     .unwrap();
 
+    // The runtime role seals the log (maintenance runs as it).
+    assert_eq!(runtime.seal_audit_log(Duration::ZERO).await.unwrap(), 2);
+    assert!(runtime.verify_audit_log().await.unwrap().holds());
+
     let attacks = [
+        "UPDATE idempotent_write_audit_seals SET digest = 'forged'",
+        "DELETE FROM idempotent_write_audit_seals",
+        "TRUNCATE idempotent_write_audit_seals",
+        "ALTER TABLE idempotent_write_audit_seals DISABLE TRIGGER ALL",
         "UPDATE idempotent_write_audit_log SET outcome = 'new'",
         "DELETE FROM idempotent_write_audit_log",
         "TRUNCATE idempotent_write_audit_log",
