@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use idem_actix::{IdempotencyStore, OutboxDispatcher, StoreConfig};
-use idem_examples::accubooks::sql::positional;
+use idem_actix::positional;
 use sqlx::Any;
 
 /// Events in each scenario's backlog.

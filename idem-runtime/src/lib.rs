@@ -80,6 +80,7 @@ mod observe;
 mod operation;
 mod outbox;
 mod outcome;
+mod positional;
 mod protocol;
 mod request;
 mod response;
@@ -112,6 +113,7 @@ pub use outbox::{
     DispatchReport, HandlerError, OutboxBacklog, OutboxDispatcher, OutboxEvent, ParkedEvent,
 };
 pub use outcome::Outcome;
+pub use positional::positional;
 pub use request::WriteRequest;
 pub use response::StoredResponse;
 pub use store::IdempotencyStore;

@@ -848,35 +848,7 @@ const MYSQL_SCHEMA: &str = "
 CREATE TABLE payments (id BINARY(16) PRIMARY KEY, tenant_id VARCHAR(128) NOT NULL, amount_cents BIGINT NOT NULL) ENGINE = InnoDB;
 CREATE TABLE ledger (seq BIGINT AUTO_INCREMENT PRIMARY KEY, tenant_id VARCHAR(128) NOT NULL, amount BIGINT NOT NULL, balance BIGINT NOT NULL) ENGINE = InnoDB;";
 
-/// A statement written with `$1`, `$2`, … (as the suites write them for every database) in
-/// MySQL's `?`; each number must come once, in order, as MySQL binds by position.
-///
-/// AccuBooks has the same rule (`idem_examples::accubooks::sql::positional`), but a harness
-/// that called it would link AccuBooks' protected operations into every test binary, whose
-/// registries would then hold them.
-pub fn positional(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    let mut expected = 1;
-    while let Some(c) = chars.next() {
-        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            let mut number = String::new();
-            while let Some(digit) = chars.next_if(char::is_ascii_digit) {
-                number.push(digit);
-            }
-            assert_eq!(
-                number.parse::<usize>().ok(),
-                Some(expected),
-                "{sql}: MySQL binds by position, so write $1, $2, … once each, in order"
-            );
-            expected += 1;
-            out.push('?');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use idem_runtime::positional;
 
 impl TestDb for MySql {
     fn unmigrated(config: StoreConfig) -> BoxFuture<'static, TestStore<Self>> {

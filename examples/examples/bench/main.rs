@@ -38,7 +38,7 @@ use idem_actix::SqliteSynchronous;
 use idem_actix::{IdempotencyStore, StoreConfig, Tenant};
 use idem_examples::accubooks::AccuBooks;
 use idem_examples::accubooks::error::ApiError;
-use idem_examples::accubooks::sql::positional;
+use idem_actix::positional;
 use idem_examples::accubooks::writes::{
     NewAdjustment, NewCustomer, NewInvoice, NewPayment, record_adjustment, record_customer,
     record_invoice, record_payment,
