@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use idem_actix::{IdempotencyStore, OutboxDispatcher, StoreConfig};
 use idem_actix::positional;
+use idem_actix::{IdempotencyStore, OutboxDispatcher, StoreConfig};
 use sqlx::Any;
 
 /// Events in each scenario's backlog.

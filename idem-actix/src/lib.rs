@@ -182,20 +182,18 @@ pub use idem_macros::{financial_mutation, high_risk_mutation};
 /// job chooses, jobs (`operation!`, [`WriteRequest`], [`verify_registry`]), the outbox,
 /// maintenance, fingerprints, metrics.
 pub use idem_runtime::{
-    AUDIT_ROWS_LOST_TOTAL, AuditSeal, AuditVerification, Backend, BrokenSeal, DispatchReport, ENTITY_ID_NAMESPACE, ErrorChain,
-    FINANCIAL_MUTATIONS, Fingerprint, HIGH_RISK_MUTATIONS, HandlerError, IdempotencyKey,
-    IdempotencyStore, KeyError, MAINTENANCE_ERRORS_TOTAL, MAINTENANCE_PURGED_ROWS_TOTAL,
-    MAX_KEY_LEN, MAX_TENANT_ID_LEN, METRIC_NAMES, MIGRATIONS_TABLE, Maintenance, MaintenanceReport,
-    OUTBOX_DISPATCH_ERRORS_TOTAL, OUTBOX_EVENTS_PARKED, OUTBOX_EVENTS_PARKED_TOTAL,
-    OUTBOX_EVENTS_PENDING, OUTBOX_OLDEST_PENDING_AGE_SECONDS, Operation, OperationClass,
-    OutboxBacklog, OutboxDispatcher, OutboxEvent, Outcome, PURGE_BATCH, ParkedEvent,
-    RegisteredOperation, RegistryError, RequestPart, RetryPolicy, Route, SEAL_ROWS, SealFinding,
-    SqliteSynchronous,
-    StoreConfig, StoreError, StoredResponse, TenantId, TenantIdError, WORKFLOWS_TRIGGERED_TOTAL,
-    WRITE_DURATION_MS, WRITES_FAILED_TOTAL, WRITES_REPLAYED_TOTAL, WRITES_TOTAL, WriteContext,
-    WriteError, WriteRequest, entity_id, operation, positional, register_metrics,
-    registered_operations,
-    sha256_hex, verify_registry,
+    AUDIT_ROWS_LOST_TOTAL, AuditSeal, AuditVerification, Backend, BrokenSeal, DispatchReport,
+    ENTITY_ID_NAMESPACE, ErrorChain, FINANCIAL_MUTATIONS, Fingerprint, HIGH_RISK_MUTATIONS,
+    HandlerError, IdempotencyKey, IdempotencyStore, KeyError, MAINTENANCE_ERRORS_TOTAL,
+    MAINTENANCE_PURGED_ROWS_TOTAL, MAX_KEY_LEN, MAX_TENANT_ID_LEN, METRIC_NAMES, MIGRATIONS_TABLE,
+    Maintenance, MaintenanceReport, OUTBOX_DISPATCH_ERRORS_TOTAL, OUTBOX_EVENTS_PARKED,
+    OUTBOX_EVENTS_PARKED_TOTAL, OUTBOX_EVENTS_PENDING, OUTBOX_OLDEST_PENDING_AGE_SECONDS,
+    Operation, OperationClass, OutboxBacklog, OutboxDispatcher, OutboxEvent, Outcome, PURGE_BATCH,
+    ParkedEvent, RegisteredOperation, RegistryError, RequestPart, RetryPolicy, Route, SEAL_ROWS,
+    SealFinding, SqliteSynchronous, StoreConfig, StoreError, StoredResponse, TenantId,
+    TenantIdError, WORKFLOWS_TRIGGERED_TOTAL, WRITE_DURATION_MS, WRITES_FAILED_TOTAL,
+    WRITES_REPLAYED_TOTAL, WRITES_TOTAL, WriteContext, WriteError, WriteRequest, entity_id,
+    operation, positional, register_metrics, registered_operations, sha256_hex, verify_registry,
 };
 pub use key::IDEMPOTENCY_KEY;
 pub use lifecycle::{Lifecycle, LifecycleError, Stopped};

@@ -35,10 +35,10 @@ use awc::Client;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
 use idem_actix::SqliteSynchronous;
+use idem_actix::positional;
 use idem_actix::{IdempotencyStore, StoreConfig, Tenant};
 use idem_examples::accubooks::AccuBooks;
 use idem_examples::accubooks::error::ApiError;
-use idem_actix::positional;
 use idem_examples::accubooks::writes::{
     NewAdjustment, NewCustomer, NewInvoice, NewPayment, record_adjustment, record_customer,
     record_invoice, record_payment,
