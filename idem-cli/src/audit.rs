@@ -250,7 +250,7 @@ async fn verify(store: &IdempotencyStore<Any>) -> Result<Report, Failure> {
     }
 }
 
-/// What a maintenance run would purge now, by this machine's clock; nothing is deleted.
+/// What a maintenance run would purge now, by the database's clock; nothing is deleted.
 pub(crate) async fn dry_run(
     store: &IdempotencyStore<Any>,
     audit_retention: Duration,
@@ -259,7 +259,7 @@ pub(crate) async fn dry_run(
     const EXPIRED: &str = "SELECT COUNT(*) FROM idempotency_keys WHERE expires_at_ms <= $1";
     const DELIVERED: &str = "SELECT COUNT(*) FROM idem_outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < $1";
     const AUDIT: &str = "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE created_at_ms < $1";
-    let now = ms(SystemTime::now());
+    let now = store.database_clock_ms().await?;
     let pool = store.pool();
     let mut counts = Vec::new();
     for (statement, bound) in [

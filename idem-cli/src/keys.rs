@@ -1,6 +1,6 @@
 //! `idem keys show`: what one idempotency key holds.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Subcommand;
 use idem_runtime::{IdempotencyKey, IdempotencyStore, TenantId};
@@ -66,9 +66,7 @@ pub(crate) async fn run(
             ),
         ));
     };
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |now| i64::try_from(now.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = store.database_clock_ms().await?;
     let state = match status {
         None => "claimed, no answer stored",
         Some(_) if expires_at_ms <= now_ms => "expired: the next request with it writes again",

@@ -76,7 +76,7 @@ async fn every_command(url: &str, owner_disables_triggers: &[&'static str]) {
     let (code, json) = idem_json(url, &["migrate"]);
     assert_eq!(
         (code, json["applied_migrations"].as_array().unwrap().len()),
-        (0, 11)
+        (0, 12)
     );
     assert_eq!(idem_json(url, &["migrate", "--check"]).0, 0);
 
@@ -318,6 +318,85 @@ async fn every_command_on_mysql() {
         ],
     )
     .await;
+    drop_database(env!("MYSQL_URL"), &url, "").await;
+}
+
+/// Drops the database `url` names, through the server `admin_url` names.
+#[cfg(any(postgres_suite, mysql_suite))]
+async fn drop_database(admin_url: &str, url: &str, options: &str) {
+    let name = url::Url::parse(url)
+        .unwrap()
+        .path()
+        .trim_start_matches('/')
+        .to_owned();
+    let admin = AnyPool::connect(admin_url).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name}{options}"
+    )))
+    .execute(&admin)
+    .await
+    .unwrap();
+}
+
+/// An export streams: 100 000 rows (60 MB of JSON lines) leave the process within 32 MB of
+/// peak resident memory, read from /proc while it runs.
+#[tokio::test]
+async fn an_export_streams_at_constant_memory() {
+    const ROWS: i64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("idem.db").display());
+    assert_eq!(idem_json(&url, &["migrate"]).0, 0);
+    sqlx::any::install_default_drivers();
+    let pool = AnyPool::connect(&url).await.unwrap();
+    sqlx::raw_sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100000)
+         INSERT INTO idempotent_write_audit_log
+             (id, operation, class, company_id, user_id, key_hash, entity_id, fingerprint,
+              outcome, status, attempts, duration_ms, request_id, created_at_ms)
+         SELECT 'row-' || i, 'createPayment', 'financial', 'acme', 'user-1',
+             printf('%064d', i), printf('%036d', i), printf('%064d', i), 'new', 201, 1, 1.5,
+             'request-' || i, 1700000000000 + i
+         FROM n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+
+    let (peak, lines) = peak_memory_of_export(&url);
+    assert_eq!(lines, ROWS);
+    // The process alone takes about 10 MB; the rows as JSON are 60 MB.
+    assert!(
+        (1..32 * 1024).contains(&peak),
+        "{ROWS} rows exported at a peak of {peak} kB: the export holds what it sends"
+    );
+}
+
+/// The peak resident set (kB) of an export of every row, and the lines it wrote.
+fn peak_memory_of_export(url: &str) -> (u64, i64) {
+    use std::io::BufRead as _;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_idem"))
+        .args(["audit", "export", "--tenant", "acme"])
+        .env("DATABASE_URL", url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::BufReader::new(stdout).lines().count());
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        let high_water = std::fs::read_to_string(&status).ok().and_then(|text| {
+            let line = text.lines().find(|line| line.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        });
+        peak = peak.max(high_water.unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let lines = reader.join().unwrap();
+    (peak, i64::try_from(lines).unwrap())
 }
 
 /// Without a database the command says what to do (exit 2); with one it cannot reach, it says

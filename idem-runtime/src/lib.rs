@@ -172,6 +172,9 @@ macro_rules! operation {
 pub mod __private {
     pub use linkme;
 
+    #[cfg(feature = "postgres")]
+    pub use crate::backend::catalog::postgres_statements;
+
     pub use crate::operation::Registered;
 
     /// Declares the unit type `$ty`, adds its [`Operation`](crate::Operation) to the registry

@@ -107,6 +107,12 @@ impl<DB: Backend> IdempotencyStore<DB> {
         Ok(())
     }
 
+    /// The database's clock, in Unix milliseconds: the one clock that every expiry, retention
+    /// horizon and audit time is measured by, whichever node asks.
+    pub async fn database_clock_ms(&self) -> Result<i64, StoreError> {
+        Ok(DB::database_clock(&self.pool, self.config.statements()).await?)
+    }
+
     /// The versions of idem's migrations not yet applied to this database; empty when the
     /// schema is current. The startup gate refuses to start otherwise.
     pub async fn pending_migrations(&self) -> Result<Vec<i64>, StoreError> {

@@ -10,6 +10,8 @@
 
 #[cfg(feature = "any")]
 mod any;
+#[cfg(feature = "postgres")]
+pub(crate) mod catalog;
 mod dialect;
 #[cfg(feature = "mysql")]
 mod mysql;
@@ -362,6 +364,12 @@ pub(crate) mod sealed {
             older_than_ms: i64,
             limit: i64,
         ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
+
+        /// The database's clock, in Unix milliseconds.
+        fn database_clock(
+            pool: &Pool<Self>,
+            statements: Statements,
+        ) -> impl Future<Output = Result<i64, sqlx::Error>> + Send;
 
         /// The audit rows with `after < seq <= through`, oldest first, at most `limit`, each
         /// with whether it was inserted more than `settle_ms` ago.

@@ -396,6 +396,18 @@ macro_rules! shared_statements {
             Ok(purged)
         }
 
+        async fn database_clock(
+            pool: &Pool<Self>,
+            statements: Statements,
+        ) -> Result<i64, sqlx::Error> {
+            Ok(in_session!(pool, statements, |conn| {
+                sqlx::query_scalar::<_, i64>(DATABASE_CLOCK.get(Self::pool_dialect(pool)))
+                    .persistent(statements.persistent())
+                    .fetch_one(conn)
+                    .await?
+            }))
+        }
+
         async fn audit_rows(
             pool: &Pool<Self>,
             statements: Statements,

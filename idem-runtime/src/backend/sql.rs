@@ -71,18 +71,24 @@ macro_rules! sql_with_now {
 }
 
 /// A [`DialectSql`] from one text for every dialect, or from PostgreSQL's and SQLite's shared
-/// text and MySQL's where MySQL says it in other words; in each, `NOW` is the database's clock,
-/// `LOCK` the claim's row lock and `P1` … the parameters ([`sql_with_now`]).
+/// text and MySQL's where MySQL says it in other words, or from three texts where PostgreSQL
+/// needs its own (a plan that stays on an index as the table grows); in each, `NOW` is the
+/// database's clock, `LOCK` the claim's row lock and `P1` … the parameters ([`sql_with_now`]).
 macro_rules! dialect_sql {
     ([$($every:tt)*]) => {
         $crate::backend::dialect_sql!([$($every)*], mysql: [$($every)*])
     };
     ([$($shared:tt)*], mysql: [$($mysql:tt)*]) => {
+        $crate::backend::dialect_sql!(
+            postgres: [$($shared)*], sqlite: [$($shared)*], mysql: [$($mysql)*]
+        )
+    };
+    (postgres: [$($postgres:tt)*], sqlite: [$($sqlite:tt)*], mysql: [$($mysql:tt)*]) => {
         $crate::backend::DialectSql {
             #[cfg(feature = "postgres")]
-            postgres: $crate::backend::sql_with_now!(postgres; $($shared)*),
+            postgres: $crate::backend::sql_with_now!(postgres; $($postgres)*),
             #[cfg(feature = "sqlite")]
-            sqlite: $crate::backend::sql_with_now!(sqlite; $($shared)*),
+            sqlite: $crate::backend::sql_with_now!(sqlite; $($sqlite)*),
             #[cfg(feature = "mysql")]
             mysql: $crate::backend::sql_with_now!(mysql; $($mysql)*),
         }
@@ -147,6 +153,9 @@ SET response_status = " P1 ", response_headers = " P2 ", response_body = " P3 "
 WHERE tenant_id = " P4 " AND operation = " P5 " AND idempotency_key = " P6]
 );
 
+/// The database's clock, in Unix milliseconds.
+pub(crate) const DATABASE_CLOCK: DialectSql = dialect_sql!(["SELECT " NOW]);
+
 pub(crate) const APPLIED_MIGRATIONS: &str = "SELECT version FROM _idem_migrations WHERE success";
 
 /// Records an event (id, tenant, operation, entity id, topic, payload, its place among the
@@ -160,16 +169,27 @@ VALUES (" P1 ", " P2 ", " P3 ", " P4 ", " P5 ", " P6 ", " P7 ", " NOW ")"]
 /// Claims up to `$2` of the oldest due events (neither delivered, parked, nor backing off or
 /// claimed by a dispatcher) for a lease of `$1` ms, by moving their next attempt past it, and
 /// returns them. `FOR UPDATE SKIP LOCKED` lets concurrent dispatchers claim disjoint batches
-/// without waiting on each other; SQLite's single writer serializes them. MySQL has no
+/// without waiting on each other; SQLite's single writer serializes them. PostgreSQL finds the
+/// claimed rows by their ids (`= ANY(ARRAY(…))`, an index lookup whatever the table's size:
+/// `IN (…)` lets its generic plan hash-join a scan of the whole table). MySQL has no
 /// `UPDATE … RETURNING`: its text only selects and locks the due rows (bound to the limit
 /// alone), and [`mysql_lease_events`] leases them in the same transaction.
 pub(crate) const CLAIM_EVENTS: DialectSql = dialect_sql!(
-    ["UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
-WHERE event_id IN (
+    postgres: ["UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
+WHERE event_id = ANY(ARRAY(
     SELECT event_id FROM idem_outbox
     WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
     ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
     LIMIT $2 " LOCK "
+))
+RETURNING event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
+    sequence_in_write"],
+    sqlite: ["UPDATE idem_outbox SET next_attempt_at_ms = " NOW " + $1
+WHERE event_id IN (
+    SELECT event_id FROM idem_outbox
+    WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL AND next_attempt_at_ms <= " NOW "
+    ORDER BY next_attempt_at_ms, created_at_ms, sequence_in_write, event_id
+    LIMIT $2
 )
 RETURNING event_id, tenant_id, operation, entity_id, topic, payload, attempts, created_at_ms,
     sequence_in_write"],
@@ -241,14 +261,15 @@ WHERE event_id = " P1 " AND parked_at_ms IS NOT NULL"]
 );
 
 /// Pending and parked events, and the age in ms of the oldest pending one, by the database's
-/// clock. `SUM` of integers is a DECIMAL on MySQL: cast back to a BIGINT.
+/// clock: each from its partial index on PostgreSQL and SQLite (the delivered events, most of
+/// the table, are not read). MySQL has no partial indexes; its `SUM` of integers is a DECIMAL,
+/// cast back to a BIGINT.
 pub(crate) const OUTBOX_BACKLOG: DialectSql = dialect_sql!(
     ["SELECT
-    COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 1 ELSE 0 END), 0),
-    COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 0 ELSE 1 END), 0),
-    " NOW " - MIN(CASE WHEN parked_at_ms IS NULL THEN created_at_ms END)
-FROM idem_outbox
-WHERE delivered_at_ms IS NULL"],
+    (SELECT COUNT(*) FROM idem_outbox WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL),
+    (SELECT COUNT(*) FROM idem_outbox WHERE parked_at_ms IS NOT NULL AND delivered_at_ms IS NULL),
+    " NOW " - (SELECT MIN(created_at_ms) FROM idem_outbox
+        WHERE delivered_at_ms IS NULL AND parked_at_ms IS NULL)"],
     mysql: ["SELECT
     CAST(COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 1 ELSE 0 END), 0) AS SIGNED),
     CAST(COALESCE(SUM(CASE WHEN parked_at_ms IS NULL THEN 0 ELSE 1 END), 0) AS SIGNED),
@@ -257,14 +278,23 @@ FROM idem_outbox
 WHERE delivered_at_ms IS NULL"]
 );
 
-/// One bounded batch of delivered events past their retention (ms), by the database's clock.
+/// One bounded batch (the limit) of events delivered longer ago than the retention (ms), the
+/// oldest first. PostgreSQL deletes them by id (see [`CLAIM_EVENTS`]).
 pub(crate) const PURGE_DELIVERED: DialectSql = dialect_sql!(
-    ["DELETE FROM idem_outbox WHERE event_id IN (
+    postgres: ["DELETE FROM idem_outbox WHERE event_id = ANY(ARRAY(
     SELECT event_id FROM idem_outbox
     WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < " NOW " - $1
+    ORDER BY delivered_at_ms
+    LIMIT $2
+))"],
+    sqlite: ["DELETE FROM idem_outbox WHERE event_id IN (
+    SELECT event_id FROM idem_outbox
+    WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < " NOW " - $1
+    ORDER BY delivered_at_ms
     LIMIT $2
 )"],
-    mysql: ["DELETE FROM idem_outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < " NOW " - ? LIMIT ?"]
+    mysql: ["DELETE FROM idem_outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < " NOW " - ?
+ORDER BY delivered_at_ms LIMIT ?"]
 );
 
 /// Marks an event delivered, at the database's clock, unless it was marked or parked
@@ -274,14 +304,25 @@ pub(crate) const MARK_DELIVERED: DialectSql = dialect_sql!(
 WHERE event_id = " P1 " AND delivered_at_ms IS NULL AND parked_at_ms IS NULL"]
 );
 
-/// One bounded batch (the limit) of keys past their own expiry.
+/// One bounded batch (the limit) of keys past their own expiry, the longest expired first.
+/// The outer condition is checked again on a row a claim took over meanwhile (READ COMMITTED
+/// re-reads a row it waited for): a key claimed again after the batch was chosen is live, and
+/// stays. PostgreSQL finds the rows by their `ctid` (see [`CLAIM_EVENTS`]; a row taken over
+/// has a new one, so it is not deleted either).
 pub(crate) const PURGE_EXPIRED: DialectSql = dialect_sql!(
-    ["DELETE FROM idempotency_keys WHERE (tenant_id, operation, idempotency_key) IN (
+    postgres: ["DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM idempotency_keys
+    WHERE expires_at_ms <= " NOW "
+    ORDER BY expires_at_ms
+    LIMIT $1
+)) AND expires_at_ms <= " NOW],
+    sqlite: ["DELETE FROM idempotency_keys WHERE (tenant_id, operation, idempotency_key) IN (
     SELECT tenant_id, operation, idempotency_key FROM idempotency_keys
     WHERE expires_at_ms <= " NOW "
+    ORDER BY expires_at_ms
     LIMIT $1
-)"],
-    mysql: ["DELETE FROM idempotency_keys WHERE expires_at_ms <= " NOW " LIMIT ?"]
+) AND expires_at_ms <= " NOW],
+    mysql: ["DELETE FROM idempotency_keys WHERE expires_at_ms <= " NOW " ORDER BY expires_at_ms LIMIT ?"]
 );
 
 /// MySQL: the session's lock wait timeout as it was before the write began (see

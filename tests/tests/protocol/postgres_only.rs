@@ -508,3 +508,144 @@ async fn the_runtime_role_cannot_empty_the_audit_log() {
     .await
     .unwrap();
 }
+
+/// No statement of the protocol reads a whole table: on tables big enough that the planner
+/// weighs its choices (200 000 keys over 100 tenants, 200 000 audit rows, 100 000 outbox events
+/// mostly delivered, 5 000 seals), each statement's generic plan, the one a prepared statement
+/// runs with any parameters, has no sequential scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_protocol_statement_scans_a_whole_table() {
+    let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+    let mut conn = db.store.pool().acquire().await.unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO idempotency_keys
+             (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id,
+              response_status, response_headers, response_body, created_at_ms, expires_at_ms)
+         SELECT 'tenant-' || (i % 100), 'createPayment', 'key-' || i, sha256(i::text::bytea),
+             'entity-' || i, i, 201, '[]', convert_to(repeat('x', 100), 'UTF8'),
+             1700000000000 + i, 1700086400000 + i
+         FROM generate_series(1, 200000) AS i;
+         INSERT INTO idempotent_write_audit_log
+             (id, operation, class, company_id, key_hash, entity_id, fingerprint, outcome,
+              status, attempts, duration_ms, created_at_ms)
+         SELECT 'audit-' || i, 'createPayment', 'financial', 'tenant-' || (i % 100),
+             md5(i::text), 'entity-' || i, md5(i::text), 'new', 201, 1, 1.5, 1700000000000 + i
+         FROM generate_series(1, 200000) AS i;
+         INSERT INTO idem_outbox
+             (event_id, tenant_id, operation, entity_id, topic, payload, sequence_in_write,
+              created_at_ms, delivered_at_ms, parked_at_ms)
+         SELECT 'event-' || i, 'tenant-' || (i % 100), 'createPayment', 'entity-' || i,
+             'receipt', '\\x7b7d', 1, 1700000000000 + i,
+             CASE WHEN i % 100 < 95 THEN 1700000001000 + i END,
+             CASE WHEN i % 100 = 99 THEN 1700000002000 + i END
+         FROM generate_series(1, 100000) AS i;
+         INSERT INTO idempotent_write_audit_seals
+             (seal, first_seq, last_seq, row_count, digest, previous_digest, sealed_at_ms)
+         SELECT i, (i - 1) * 40 + 1, i * 40, 40, md5(i::text), md5((i - 1)::text), 1700000000000 + i
+         FROM generate_series(1, 5000) AS i;
+         ANALYZE;
+         SET plan_cache_mode = force_generic_plan;",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("load the tables");
+
+    // The owner's purge function's DELETE, as the database holds it, its variables as
+    // parameters.
+    let source: String = sqlx::query_scalar(
+        "SELECT prosrc FROM pg_proc
+         WHERE proname = 'idempotent_write_audit_purge' AND pronamespace = current_schema()::regnamespace",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    let start = source
+        .find("DELETE FROM idempotent_write_audit_log")
+        .expect("its DELETE");
+    let end = start + source[start..].find(";").unwrap();
+    let purge = source[start..end]
+        .replace("horizon", "$1")
+        .replace("max_rows", "$2");
+    let mut statements = idem_runtime::__private::postgres_statements();
+    statements.push(("the audit purge function's delete", &*purge));
+
+    let mut scans = Vec::new();
+    for (name, statement) in statements {
+        let parameters = (1..=40)
+            .rev()
+            .find(|n| statement.contains(&format!("${n}")))
+            .unwrap_or(0);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PREPARE plan_check AS {statement}"
+        )))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|error| panic!("{name}: {error}"));
+        let nulls = vec!["NULL"; parameters].join(", ");
+        let execute = if parameters == 0 {
+            "EXPLAIN EXECUTE plan_check".to_owned()
+        } else {
+            format!("EXPLAIN EXECUTE plan_check({nulls})")
+        };
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(execute))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap_or_else(|error| panic!("{name}: {error}"));
+        sqlx::raw_sql("DEALLOCATE plan_check")
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        if plan.iter().any(|line| line.contains("Seq Scan")) {
+            scans.push(format!("{name}:\n{}", plan.join("\n")));
+        }
+    }
+    assert!(
+        scans.is_empty(),
+        "sequential scans:\n{}",
+        scans.join("\n\n")
+    );
+}
+
+/// The purge of expired keys races a claim that takes an expired key over: the purge chose the
+/// key while it was expired, then waited for the claim's row lock; once the claim commits, the
+/// key is live again and stays (the purge re-checks the row it waited for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_taken_over_while_the_purge_waits_for_it_stays() {
+    let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
+    let (t, k) = (tenant("acme"), key("k-race"));
+    execute(&db.store, &t, &k, "{}", pay::<sqlx::Postgres>(1))
+        .await
+        .unwrap();
+    sqlx::Postgres::execute(
+        db.store.pool(),
+        "UPDATE idempotency_keys SET expires_at_ms = 0",
+    )
+    .await
+    .unwrap();
+    // A claim takes the expired key over and holds its row, uncommitted.
+    let mut claim = db.store.pool().begin().await.unwrap();
+    sqlx::raw_sql(
+        "UPDATE idempotency_keys SET expires_at_ms = idem_now_ms() + 86400000,
+             attempt_id = attempt_id + 1",
+    )
+    .execute(&mut *claim)
+    .await
+    .unwrap();
+    let purge = tokio::spawn({
+        let store = db.store.clone();
+        async move { store.purge_expired().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!purge.is_finished(), "the purge waits for the claim's row");
+    claim.commit().await.unwrap();
+    assert_eq!(purge.await.unwrap().unwrap(), 0, "nothing purged");
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM idempotency_keys WHERE expires_at_ms > idem_now_ms()",
+            &[]
+        )
+        .await,
+        1,
+        "the live key stays"
+    );
+}
