@@ -174,6 +174,8 @@ pub mod __private {
 
     #[cfg(feature = "postgres")]
     pub use crate::backend::catalog::postgres_statements;
+    #[cfg(feature = "sqlite")]
+    pub use crate::backend::catalog::sqlite_statements;
 
     pub use crate::operation::Registered;
 

@@ -147,8 +147,7 @@ ORDER BY seal";
 pub(crate) const LATEST_AUDIT_SEAL: &str =
     "SELECT seal, first_seq, last_seq, row_count, digest, previous_digest, sealed_at_ms
 FROM idempotent_write_audit_seals
-ORDER BY seal DESC
-LIMIT 1";
+WHERE seal = (SELECT MAX(seal) FROM idempotent_write_audit_seals)";
 
 /// A new seal: number, first and last seq, rows, digest, previous digest; sealed now.
 pub(crate) const RECORD_AUDIT_SEAL: DialectSql = dialect_sql!(

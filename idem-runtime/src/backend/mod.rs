@@ -10,7 +10,7 @@
 
 #[cfg(feature = "any")]
 mod any;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) mod catalog;
 mod dialect;
 #[cfg(feature = "mysql")]

@@ -74,3 +74,64 @@ async fn conflicting_writes_are_serialized() {
     let db = sqlx::Sqlite::fresh(StoreConfig::default()).await;
     conflicting_writes_land_once(&db, 40).await;
 }
+
+/// No statement of the protocol reads a whole table on SQLite either: on 20 000 keys, audit rows
+/// and events (analyzed), each statement's query plan searches an index or scans only a
+/// partial one, never a table.
+#[tokio::test]
+async fn no_protocol_statement_scans_a_whole_table() {
+    let db = sqlx::Sqlite::fresh(StoreConfig::default()).await;
+    let mut conn = db.store.pool().acquire().await.unwrap();
+    sqlx::raw_sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO idempotency_keys
+             (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id,
+              response_status, response_headers, response_body, created_at_ms, expires_at_ms)
+         SELECT 'tenant-' || (i % 100), 'createPayment', 'key-' || i, randomblob(32),
+             'entity-' || i, i, 201, '[]', randomblob(100), 1700000000000 + i, 1700086400000 + i
+         FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO idempotent_write_audit_log
+             (id, operation, class, company_id, key_hash, entity_id, fingerprint, outcome,
+              status, attempts, duration_ms, created_at_ms)
+         SELECT 'audit-' || i, 'createPayment', 'financial', 'tenant-' || (i % 100),
+             hex(randomblob(32)), 'entity-' || i, hex(randomblob(32)), 'new', 201, 1, 1.5,
+             1700000000000 + i
+         FROM n;
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO idem_outbox
+             (event_id, tenant_id, operation, entity_id, topic, payload, sequence_in_write,
+              created_at_ms, delivered_at_ms, parked_at_ms)
+         SELECT 'event-' || i, 'tenant-' || (i % 100), 'createPayment', 'entity-' || i,
+             'receipt', x'7b7d', 1, 1700000000000 + i,
+             CASE WHEN i % 100 < 95 THEN 1700000001000 + i END,
+             CASE WHEN i % 100 = 99 THEN 1700000002000 + i END
+         FROM n;
+         ANALYZE;",
+    )
+    .execute(&mut *conn)
+    .await
+    .expect("load the tables");
+
+    let mut scans = Vec::new();
+    for (name, statement) in idem_runtime::__private::sqlite_statements() {
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {statement}"
+        )))
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_else(|error| panic!("{name}: {error}"));
+        // `SCAN t` reads the table; `SCAN t USING … INDEX i` reads an index (here a partial
+        // one); `SEARCH` looks up.
+        let whole_table = |detail: &str| {
+            detail.starts_with("SCAN ")
+                && !detail.contains(" USING ")
+                && detail != "SCAN CONSTANT ROW"
+        };
+        if plan.iter().any(|(.., detail)| whole_table(detail)) {
+            let details: Vec<&str> = plan.iter().map(|(.., detail)| detail.as_str()).collect();
+            scans.push(format!("{name}: {}", details.join(" / ")));
+        }
+    }
+    assert!(scans.is_empty(), "whole-table scans:\n{}", scans.join("\n"));
+}
