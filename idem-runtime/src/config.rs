@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::Backend;
 use crate::backend::Statements;
 
 /// The settings of an [`IdempotencyStore`](crate::IdempotencyStore).
@@ -284,6 +285,32 @@ impl RetryPolicy {
             .saturating_mul(1 << doublings)
             .min(self.max_backoff);
         ceiling.mul_f64(fastrand::f64())
+    }
+
+    /// Runs one statement that is its own transaction (an outbox claim, an audit batch), again
+    /// after each transient failure of `DB`'s, up to the attempt limit, with backoff between:
+    /// the failure rolled the transaction back whole, so a new try starts clean.
+    pub(crate) async fn run_statement<DB: Backend, T, Statement>(
+        &self,
+        what: &'static str,
+        mut statement: impl FnMut() -> Statement,
+    ) -> Result<T, sqlx::Error>
+    where
+        Statement: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match statement().await {
+                Err(sqlx::Error::Database(error))
+                    if DB::is_transient(error.as_ref()) && attempt < self.max_attempts =>
+                {
+                    tracing::debug!(attempt, %error, what, "a statement failed transiently; trying again");
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
     }
 }
 

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use sqlx::error::ErrorKind;
-use tokio::time::sleep;
 
 use super::{AuditRecord, Queued};
 use crate::clock::millis;
@@ -58,11 +57,16 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// when the next try then meets a unique violation, the rows are there, and nothing is
     /// lost or counted lost.
     async fn append_audit_rows(&self, rows: &[AuditRecord]) {
-        let mut attempt = 1;
         let broken_connections = self.pool.options().get_max_connections() + 1;
         let mut broken = 0;
         loop {
-            match DB::append_audit_batch(&self.pool, self.config.statements(), rows).await {
+            let append = self
+                .config
+                .retry()
+                .run_statement::<DB, _, _>("an audit batch", || {
+                    DB::append_audit_batch(&self.pool, self.config.statements(), rows)
+                });
+            match append.await {
                 Err(sqlx::Error::Database(error))
                     if broken > 0 && error.kind() == ErrorKind::UniqueViolation =>
                 {
@@ -71,13 +75,6 @@ impl<DB: Backend> IdempotencyStore<DB> {
                         "an audit batch whose answer was lost had committed"
                     );
                     return;
-                }
-                Err(sqlx::Error::Database(error))
-                    if DB::is_transient(error.as_ref())
-                        && attempt < self.config.retry().max_attempts() =>
-                {
-                    sleep(self.config.retry().backoff(attempt)).await;
-                    attempt += 1;
                 }
                 Err(sqlx::Error::Io(error)) if broken < broken_connections => {
                     broken += 1;

@@ -11,7 +11,7 @@ use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt, stream};
 use tokio::time::Instant;
 
-use super::{HandlerError, OutboxBacklog, OutboxEvent, ParkedEvent};
+use super::{HandlerError, OutboxEvent};
 use crate::attempt::panic_message;
 use crate::backend::{DeliveryFailure, EventRow};
 use crate::clock::millis;
@@ -76,7 +76,7 @@ impl AddAssign for DispatchReport {
 /// # Ok(()) }
 /// ```
 pub struct OutboxDispatcher<DB: Backend> {
-    store: IdempotencyStore<DB>,
+    pub(super) store: IdempotencyStore<DB>,
     handlers: HashMap<String, Handler>,
     batch: i64,
     parallelism: usize,
@@ -360,29 +360,18 @@ impl<DB: Backend> OutboxDispatcher<DB> {
     }
 
     /// Runs one of the dispatcher's statements, again after a transient failure (a deadlock, a
-    /// busy SQLite database) as the store's [`RetryPolicy`](crate::RetryPolicy) allows: each
-    /// statement is its own transaction, which the failure rolled back whole.
+    /// busy SQLite database) as the store's [`RetryPolicy`](crate::RetryPolicy) allows.
     async fn retrying<T, Statement>(
         &self,
-        mut statement: impl FnMut() -> Statement,
+        statement: impl FnMut() -> Statement,
     ) -> Result<T, StoreError>
     where
         Statement: Future<Output = Result<T, sqlx::Error>>,
     {
         let retry = self.store.config.retry();
-        let mut attempt = 1;
-        loop {
-            match statement().await {
-                Err(sqlx::Error::Database(error))
-                    if DB::is_transient(error.as_ref()) && attempt < retry.max_attempts() =>
-                {
-                    tracing::debug!(attempt, %error, "an outbox statement failed transiently; trying again");
-                    tokio::time::sleep(retry.backoff(attempt)).await;
-                    attempt += 1;
-                }
-                result => return Ok(result?),
-            }
-        }
+        Ok(retry
+            .run_statement::<DB, _, _>("an outbox statement", statement)
+            .await?)
     }
 
     /// The wait before the next delivery of an event that failed `failures` times.
@@ -391,63 +380,6 @@ impl<DB: Backend> OutboxDispatcher<DB> {
         self.initial_backoff
             .saturating_mul(1 << doublings)
             .min(self.max_backoff)
-    }
-
-    /// The parked events, oldest parked first (at most 1000).
-    pub async fn parked(&self) -> Result<Vec<ParkedEvent>, StoreError> {
-        let rows =
-            DB::parked_events(&self.store.pool, self.store.config.statements(), 1000).await?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(
-                    event_id,
-                    tenant,
-                    operation,
-                    topic,
-                    attempts,
-                    last_error,
-                    recorded_at_ms,
-                    parked_at_ms,
-                )| {
-                    ParkedEvent {
-                        event_id,
-                        tenant,
-                        operation,
-                        topic,
-                        attempts: u32::try_from(attempts).unwrap_or(0),
-                        last_error,
-                        recorded_at_ms,
-                        parked_at_ms,
-                    }
-                },
-            )
-            .collect())
-    }
-
-    /// Makes a parked event due again, with a fresh attempt count (after its handler was
-    /// fixed, say); `false` when no parked event has this id.
-    pub async fn requeue(&self, event_id: &str) -> Result<bool, StoreError> {
-        let requeued =
-            DB::requeue_parked(&self.store.pool, self.store.config.statements(), event_id).await?;
-        if requeued {
-            tracing::info!(%event_id, "a parked outbox event is requeued");
-            self.store.outbox_signal.notify_waiters();
-        }
-        Ok(requeued)
-    }
-
-    /// The backlog: pending and parked events, and the oldest pending event's age. The
-    /// dispatcher's [`run`](Self::run) reports it as gauges.
-    pub async fn backlog(&self) -> Result<OutboxBacklog, StoreError> {
-        let (pending, parked, oldest_age_ms) =
-            DB::outbox_backlog(&self.store.pool, self.store.config.statements()).await?;
-        Ok(OutboxBacklog {
-            pending: u64::try_from(pending).unwrap_or(0),
-            parked: u64::try_from(parked).unwrap_or(0),
-            oldest_pending_age: oldest_age_ms
-                .map(|age_ms| Duration::from_millis(u64::try_from(age_ms).unwrap_or(0))),
-        })
     }
 
     /// Delivers until the process ends: after each write that records events in this process,

@@ -7,6 +7,7 @@
 //! on restart, and handlers dedupe on [`OutboxEvent::event_id`]. An event that keeps failing is
 //! parked, never lost and never in the way of the others.
 
+mod backlog;
 mod dispatcher;
 
 use std::str::FromStr;

@@ -1,5 +1,8 @@
-//! Retention, run by the library: expired keys, delivered outbox events and old audit rows are
-//! deleted on a schedule, in bounded batches that never hold up writers.
+//! Retention, run by the library: the audit log is sealed, and expired keys, delivered outbox
+//! events and old audit rows are deleted on a schedule, in bounded batches that never hold up
+//! writers.
+
+mod batches;
 
 use std::time::Duration;
 
@@ -9,8 +12,8 @@ use crate::clock::millis;
 use crate::observe::{MAINTENANCE_ERRORS_TOTAL, MAINTENANCE_PURGED_ROWS_TOTAL};
 use crate::{Backend, ErrorChain, IdempotencyStore, StoreError};
 
-/// The most rows one purge statement deletes: short transactions that never hold up writers.
-pub const PURGE_BATCH: i64 = 1000;
+pub use batches::PURGE_BATCH;
+pub(crate) use batches::purge_in_batches;
 
 /// What one maintenance run deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -190,26 +193,4 @@ impl<DB: Backend> Maintenance<DB> {
         );
         Ok(report)
     }
-}
-
-/// Runs `batch` until it deletes fewer than [`PURGE_BATCH`] rows or `stop` says so; the rows
-/// deleted in all.
-pub(crate) async fn purge_in_batches<F, Fut>(
-    stop: &mut (dyn FnMut() -> bool + Send),
-    mut batch: F,
-) -> Result<u64, sqlx::Error>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<u64, sqlx::Error>>,
-{
-    let mut purged = 0;
-    while !stop() {
-        let deleted = batch().await?;
-        purged += deleted;
-        if deleted < PURGE_BATCH.unsigned_abs() {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    Ok(purged)
 }
