@@ -173,6 +173,7 @@ pub mod prometheus;
 mod protected_routes;
 mod replay;
 mod serve;
+mod startup;
 mod tenant;
 
 pub use config::{Idempotency, ReplayStatus};
@@ -198,11 +199,9 @@ pub use idem_runtime::{
 pub use key::IDEMPOTENCY_KEY;
 pub use lifecycle::{Lifecycle, LifecycleError, Stopped};
 pub use mutation_gate::{Exemption, MutationGate, MutationGateService, exemptions};
-pub use protected_routes::{
-    FinancialMutation, HighRiskMutation, ProtectedRoutes, StartupError, StartupProblem,
-    VerifiedRoutes,
-};
+pub use protected_routes::{FinancialMutation, HighRiskMutation, ProtectedRoutes, VerifiedRoutes};
 pub use replay::{IDEMPOTENT_REPLAYED, REPLAYED_HEADERS};
+pub use startup::{StartupError, StartupProblem};
 pub use tenant::{Tenant, TenantRejection, TenantResolver};
 
 /// sqlx, which the handlers use for their statements.
