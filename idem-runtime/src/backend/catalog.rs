@@ -39,7 +39,7 @@ fn statements(dialect: Dialect) -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-/// [`statements`] on PostgreSQL, with the new write's response and audit row in one.
+/// The protocol's statements on PostgreSQL, with the new write's response and audit row in one.
 #[cfg(feature = "postgres")]
 pub fn postgres_statements() -> Vec<(&'static str, &'static str)> {
     let mut statements = statements(Dialect::Postgres);
@@ -47,7 +47,7 @@ pub fn postgres_statements() -> Vec<(&'static str, &'static str)> {
     statements
 }
 
-/// [`statements`] on SQLite, with the audit purge's batch.
+/// The protocol's statements on SQLite, with the audit purge's batch.
 #[cfg(feature = "sqlite")]
 pub fn sqlite_statements() -> Vec<(&'static str, &'static str)> {
     let mut statements = statements(Dialect::Sqlite);
