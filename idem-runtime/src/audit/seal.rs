@@ -228,13 +228,14 @@ impl<DB: Backend> IdempotencyStore<DB> {
         stop: &mut (dyn FnMut() -> bool + Send),
     ) -> Result<u64, sqlx::Error> {
         let (pool, statements) = (&self.pool, self.config.statements());
-        let mut sealed = 0;
-        while !stop() {
-            let latest = DB::audit_seals(pool, statements, true).await?.pop();
-            let (number, after, previous) = match latest {
+        // The chain's end: read once, then carried from each seal this call records.
+        let (mut number, mut after, mut previous) =
+            match DB::audit_seals(pool, statements, true).await?.pop() {
                 Some((number, _, last, _, digest, _, _)) => (number + 1, last, digest),
                 None => (1, 0, GENESIS_DIGEST.to_owned()),
             };
+        let mut sealed = 0;
+        while !stop() {
             let rows: Vec<SealedRow> =
                 DB::audit_rows(pool, statements, after, i64::MAX, millis(settle), SEAL_ROWS)
                     .await?
@@ -252,7 +253,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
                 rows: rows.len() as i64,
                 digest: seal_digest(number, after + 1, last, &previous, &rows),
                 previous_digest: previous,
-                sealed_at_ms: 0,
+                sealed_at_ms: 0, // the database's clock, set by the insert
             };
             if !DB::record_seal(pool, statements, &seal).await? {
                 break; // another instance sealed this range first
@@ -261,6 +262,7 @@ impl<DB: Backend> IdempotencyStore<DB> {
             if seal.rows < SEAL_ROWS {
                 break;
             }
+            (number, after, previous) = (number + 1, last, seal.digest);
         }
         Ok(sealed)
     }

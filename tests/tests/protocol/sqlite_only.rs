@@ -135,3 +135,41 @@ async fn no_protocol_statement_scans_a_whole_table() {
     }
     assert!(scans.is_empty(), "whole-table scans:\n{}", scans.join("\n"));
 }
+
+/// One call seals a backlog in seals of `SEAL_ROWS`, each chained to the one before it.
+#[tokio::test]
+async fn a_backlog_is_sealed_in_chained_seals_of_bounded_size() {
+    let db = sqlx::Sqlite::fresh(StoreConfig::default()).await;
+    sqlx::raw_sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500)
+         INSERT INTO idempotent_write_audit_log
+             (id, operation, class, company_id, key_hash, entity_id, fingerprint, outcome,
+              status, attempts, duration_ms, created_at_ms)
+         SELECT 'audit-' || i, 'createPayment', 'financial', 'acme', hex(randomblob(32)),
+             'entity-' || i, hex(randomblob(32)), 'new', 201, 1, 1.5, 1700000000000 + i
+         FROM n",
+    )
+    .execute(db.store.pool())
+    .await
+    .unwrap();
+    assert_eq!(db.store.seal_audit_log(Duration::ZERO).await.unwrap(), 2500);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM idempotent_write_audit_seals", &[])
+            .await,
+        3
+    );
+    assert_eq!(
+        db.count(
+            "SELECT row_count FROM idempotent_write_audit_seals WHERE seal = 3",
+            &[]
+        )
+        .await,
+        2500 - 2 * idem_runtime::SEAL_ROWS
+    );
+    let verification = db.store.verify_audit_log().await.unwrap();
+    assert!(verification.holds(), "{verification:?}");
+    assert_eq!(
+        (verification.verified_seals, verification.verified_rows),
+        (3, 2500)
+    );
+}
