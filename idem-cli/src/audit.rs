@@ -2,7 +2,7 @@
 //! maintenance dry run.
 
 use std::io::{IsTerminal, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Subcommand, ValueEnum};
 use futures_util::TryStreamExt;
@@ -11,9 +11,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{Map, Value};
 use sqlx::{Any, Row};
 
-use crate::keys::{instant, usage};
-use crate::report::Report;
-use crate::{Failure, sql};
+use crate::report::{Report, instant};
+use crate::{Failure, millis, sql, usage};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum AuditCommand {
@@ -250,41 +249,6 @@ async fn verify(store: &IdempotencyStore<Any>) -> Result<Report, Failure> {
     }
 }
 
-/// What a maintenance run would purge now, by the database's clock; nothing is deleted.
-pub(crate) async fn dry_run(
-    store: &IdempotencyStore<Any>,
-    audit_retention: Duration,
-    outbox_retention: Duration,
-) -> Result<Report, Failure> {
-    const EXPIRED: &str = "SELECT COUNT(*) FROM idempotency_keys WHERE expires_at_ms <= $1";
-    const DELIVERED: &str = "SELECT COUNT(*) FROM idem_outbox WHERE delivered_at_ms IS NOT NULL AND delivered_at_ms < $1";
-    const AUDIT: &str = "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE created_at_ms < $1";
-    let now = store.database_clock_ms().await?;
-    let pool = store.pool();
-    let mut counts = Vec::new();
-    for (statement, bound) in [
-        (EXPIRED, now),
-        (DELIVERED, now - millis(outbox_retention)),
-        (AUDIT, now - millis(audit_retention)),
-    ] {
-        let count: i64 = sqlx::query_scalar(sql::text(pool, statement))
-            .bind(bound)
-            .fetch_one(pool)
-            .await?;
-        counts.push(count);
-    }
-    Ok(Report::fields(&[
-        ("expired keys to purge", counts[0].into()),
-        ("delivered events to purge", counts[1].into()),
-        ("audit rows past retention", counts[2].into()),
-    ])
-    .with_note("a dry run: nothing was sealed or deleted (on PostgreSQL the owner's floor may keep audit rows longer)"))
-}
-
 fn ms(instant: SystemTime) -> i64 {
     instant.duration_since(UNIX_EPOCH).map_or(0, millis)
-}
-
-fn millis(duration: Duration) -> i64 {
-    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -1,14 +1,12 @@
 //! `idem keys show`: what one idempotency key holds.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use clap::Subcommand;
 use idem_runtime::{IdempotencyKey, IdempotencyStore, TenantId};
 use serde_json::Value;
 use sqlx::Any;
 
-use crate::report::Report;
-use crate::{Failure, sql};
+use crate::report::{Report, instant};
+use crate::{Failure, sql, usage};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum KeysCommand {
@@ -95,17 +93,6 @@ pub(crate) async fn run(
     ]))
 }
 
-/// Unix milliseconds as an RFC 3339 instant, in UTC.
-pub(crate) fn instant(ms: i64) -> String {
-    let since_epoch = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// A bad argument: said on stderr, exit 2.
-pub(crate) fn usage(error: &dyn std::fmt::Display) -> Failure {
-    Failure::Usage(error.to_string())
 }

@@ -7,15 +7,15 @@
 
 mod audit;
 mod keys;
+mod maintenance;
 mod outbox;
 mod report;
 mod sql;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use idem_runtime::{ErrorChain, IdempotencyStore, Maintenance, StoreConfig, StoreError};
+use idem_runtime::{ErrorChain, IdempotencyStore, StoreConfig, StoreError};
 use sqlx::Any;
 
 use crate::report::Report;
@@ -64,26 +64,7 @@ enum Command {
     Audit(audit::AuditCommand),
     /// Retention: seals the audit log and purges what retention allows, as the service does.
     #[command(subcommand)]
-    Maintenance(MaintenanceCommand),
-}
-
-#[derive(Debug, Subcommand)]
-enum MaintenanceCommand {
-    /// Runs one maintenance pass now (the service runs one every hour).
-    Run {
-        /// Counts what a run would purge, and deletes nothing.
-        #[arg(long)]
-        dry_run: bool,
-        /// Audit rows are kept this long (as the service's `with_audit_retention`).
-        #[arg(long, default_value = "90days", value_parser = humantime::parse_duration)]
-        audit_retention: Duration,
-        /// Delivered outbox events are kept this long.
-        #[arg(long, default_value = "7days", value_parser = humantime::parse_duration)]
-        outbox_retention: Duration,
-        /// Audit rows are sealed once they are this old (as the service's `with_seal_delay`).
-        #[arg(long, default_value = "5min", value_parser = humantime::parse_duration)]
-        seal_delay: Duration,
-    },
+    Maintenance(maintenance::MaintenanceCommand),
 }
 
 /// Why a command did not succeed, and the exit code that says so.
@@ -146,28 +127,7 @@ async fn run(store: &IdempotencyStore<Any>, command: Command) -> Result<Report, 
         Command::Keys(command) => keys::run(store, command).await,
         Command::Outbox(command) => outbox::run(store, command).await,
         Command::Audit(command) => audit::run(store, command).await,
-        Command::Maintenance(MaintenanceCommand::Run {
-            dry_run,
-            audit_retention,
-            outbox_retention,
-            seal_delay,
-        }) => {
-            if dry_run {
-                return audit::dry_run(store, audit_retention, outbox_retention).await;
-            }
-            let report = Maintenance::new(store.clone())
-                .with_audit_retention(audit_retention)
-                .with_outbox_retention(outbox_retention)
-                .with_seal_delay(seal_delay)
-                .run_once()
-                .await?;
-            Ok(Report::fields(&[
-                ("sealed audit rows", report.sealed_rows.into()),
-                ("expired keys purged", report.expired_keys.into()),
-                ("delivered events purged", report.delivered_events.into()),
-                ("audit rows purged", report.audit_rows.into()),
-            ]))
-        }
+        Command::Maintenance(command) => maintenance::run(store, command).await,
     }
 }
 
@@ -185,4 +145,14 @@ async fn migrate(store: &IdempotencyStore<Any>, check: bool) -> Result<Report, F
     }
     store.migrate().await?;
     Ok(Report::fields(&[("applied migrations", pending.into())]))
+}
+
+/// A bad argument: said on stderr, exit 2.
+pub(crate) fn usage(error: &dyn std::fmt::Display) -> Failure {
+    Failure::Usage(error.to_string())
+}
+
+/// `duration` in whole milliseconds, as idem stores durations; saturating.
+pub(crate) fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }

@@ -5,8 +5,7 @@ use idem_runtime::{IdempotencyStore, OutboxDispatcher};
 use serde_json::Value;
 use sqlx::Any;
 
-use crate::keys::instant;
-use crate::report::Report;
+use crate::report::{Report, instant};
 use crate::{Failure, sql};
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,7 @@
 //! What a command prints: named fields and a table, for a person, or one JSON object.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use serde_json::{Map, Value};
 
 /// A command's result: fields, an optional table, and a note on what to do next.
@@ -119,4 +121,10 @@ fn print_table(columns: &[&str], rows: &[Vec<Value>]) {
     if rows.is_empty() {
         println!("(none)");
     }
+}
+
+/// Unix milliseconds as an RFC 3339 instant, in UTC.
+pub(crate) fn instant(ms: i64) -> String {
+    let since_epoch = Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
 }
