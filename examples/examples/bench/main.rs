@@ -40,12 +40,12 @@ use idem_actix::{IdempotencyStore, StoreConfig, Tenant};
 use idem_examples::accubooks::AccuBooks;
 use idem_examples::accubooks::error::ApiError;
 use idem_examples::accubooks::writes::{
-    NewAdjustment, NewCustomer, NewInvoice, NewPayment, record_adjustment, record_customer,
-    record_invoice, record_payment,
+    InventoryAdjustment, NewAdjustment, NewCustomer, NewInvoice, NewPayment, Write,
 };
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{Any, AnyConnection, Pool};
+use sqlx::{Any, Pool};
 use uuid::Uuid;
 
 mod counts;
@@ -59,9 +59,7 @@ use counts::{count_wire, report_wire};
 use operations::{Fixtures, Operation, measure_operations, report_operations};
 use scenarios::{Request, Row, measure, merge, report};
 use target::Target;
-use twins::{
-    adjust_inventory_bare, create_customer_bare, create_invoice_bare, create_payment_bare,
-};
+use twins::{adjust_inventory_bare, create_bare};
 use wire::{Wire, WireCounter};
 
 /// Requests per measured scenario, in how many interleaved rounds, and how many run at once.

@@ -29,13 +29,16 @@ impl Target {
             let middleware = web::scope("/middleware")
                 .wrap(IdempotentFactory::new(IdempotentOptions::default()))
                 .wrap(SessionMiddleware::new(sessions.clone(), cookie_key.clone()))
-                .route("/customers", web::post().to(create_customer_bare));
+                .route("/customers", web::post().to(create_bare::<NewCustomer>));
             App::new()
                 .wrap(app.mutation_gate())
                 .configure(move |config| app.configure(config))
-                .route("/bare/customers", web::post().to(create_customer_bare))
-                .route("/bare/invoices", web::post().to(create_invoice_bare))
-                .route("/bare/payments", web::post().to(create_payment_bare))
+                .route(
+                    "/bare/customers",
+                    web::post().to(create_bare::<NewCustomer>),
+                )
+                .route("/bare/invoices", web::post().to(create_bare::<NewInvoice>))
+                .route("/bare/payments", web::post().to(create_bare::<NewPayment>))
                 .route(
                     "/bare/inventory/{item_id}/adjustments",
                     web::post().to(adjust_inventory_bare),

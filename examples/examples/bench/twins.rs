@@ -24,67 +24,47 @@ idem_actix::unprotected_mutation!(
     reason = "the benchmark's rival: the same write behind another crate's idempotency middleware"
 );
 
-/// A bare twin: `write` in one transaction of its own, without a key, answered `201`. On
-/// SQLite the transaction takes the write lock up front (`BEGIN IMMEDIATE`), as idem's writes
-/// do: a deferred transaction that reads before it writes fails with `SQLITE_BUSY` when another
-/// writer committed first.
-pub(crate) async fn bare(
+/// A bare twin: `request`'s statements in one transaction of its own, without a key, under a
+/// fresh entity id, answered `201`. On SQLite the transaction takes the write lock up front
+/// (`BEGIN IMMEDIATE`), as idem's writes do: a deferred transaction that reads before it writes
+/// fails with `SQLITE_BUSY` when another writer committed first.
+async fn bare(
     pool: &Pool<Any>,
-    write: impl AsyncFnOnce(&mut AnyConnection) -> Result<Value, ApiError>,
+    tenant: &Tenant,
+    request: &impl Write,
 ) -> Result<HttpResponse, ApiError> {
     let mut tx = if pool.connect_options().database_url.scheme() == "sqlite" {
         pool.begin_with("BEGIN IMMEDIATE").await?
     } else {
         pool.begin().await?
     };
-    let written = write(&mut tx).await?;
+    let written = request
+        .write(&mut tx, tenant.0.as_str(), Uuid::new_v4())
+        .await?;
     tx.commit().await?;
     Ok(HttpResponse::Created().json(written))
 }
 
-/// The bare twins: each runs the protected operation's own statements
-/// (`idem_examples::accubooks::writes`) through [`bare`].
-pub(crate) async fn create_customer_bare(
+/// The bare twin of an operation whose request is its JSON body (`createCustomer`,
+/// `createInvoice`, `createPayment`).
+pub(crate) async fn create_bare<Request: Write + DeserializeOwned>(
     pool: web::Data<Pool<Any>>,
     tenant: Tenant,
-    customer: web::Json<NewCustomer>,
+    request: web::Json<Request>,
 ) -> Result<HttpResponse, ApiError> {
-    bare(&pool, async |tx| {
-        record_customer(tx, tenant.0.as_str(), Uuid::new_v4(), &customer).await
-    })
-    .await
+    bare(&pool, &tenant, &*request).await
 }
 
-pub(crate) async fn create_invoice_bare(
-    pool: web::Data<Pool<Any>>,
-    tenant: Tenant,
-    invoice: web::Json<NewInvoice>,
-) -> Result<HttpResponse, ApiError> {
-    bare(&pool, async |tx| {
-        record_invoice(tx, tenant.0.as_str(), Uuid::new_v4(), &invoice).await
-    })
-    .await
-}
-
-pub(crate) async fn create_payment_bare(
-    pool: web::Data<Pool<Any>>,
-    tenant: Tenant,
-    payment: web::Json<NewPayment>,
-) -> Result<HttpResponse, ApiError> {
-    bare(&pool, async |tx| {
-        record_payment(tx, tenant.0.as_str(), Uuid::new_v4(), &payment).await
-    })
-    .await
-}
-
+/// The bare twin of `adjustInventory`, whose item comes from the path.
 pub(crate) async fn adjust_inventory_bare(
     pool: web::Data<Pool<Any>>,
     tenant: Tenant,
     item_id: web::Path<String>,
     adjustment: web::Json<NewAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
-    bare(&pool, async |tx| {
-        record_adjustment(tx, tenant.0.as_str(), Uuid::new_v4(), &item_id, &adjustment).await
-    })
-    .await
+    let adjustment = InventoryAdjustment {
+        item_id: &item_id,
+        adjustment: &adjustment,
+    };
+    bare(&pool, &tenant, &adjustment).await
 }

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::accubooks::error::ApiError;
 use crate::accubooks::money;
 use crate::accubooks::sql::sql;
+use crate::accubooks::writes::{Write, created};
 use crate::accubooks::{indexable, now_ms};
 
 /// What `POST /api/inventory` takes.
@@ -76,78 +77,91 @@ pub async fn adjust_inventory(
     item_id: web::Path<String>,
     adjustment: web::Json<NewAdjustment>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, company) = (write.entity_id(), write.tenant().to_string());
-    let adjusted = record_adjustment(write.tx(), &company, id, &item_id, &adjustment).await?;
-    Ok(HttpResponse::Created().json(adjusted))
+    let adjustment = InventoryAdjustment {
+        item_id: &item_id,
+        adjustment: &adjustment,
+    };
+    created(write, &adjustment).await
 }
 
-/// The statements of `adjustInventory` on any transaction: the protected handler runs them on
-/// its write context's, the benchmark's bare twin on one of its own.
-pub async fn record_adjustment(
-    tx: &mut AnyConnection,
-    company: &str,
-    id: Uuid,
-    item_id: &str,
-    adjustment: &NewAdjustment,
-) -> Result<Value, ApiError> {
-    if adjustment.delta == 0
-        || !(-money::MAX_QUANTITY..=money::MAX_QUANTITY).contains(&adjustment.delta)
-        || adjustment.reason.trim().is_empty()
-    {
-        return Err(ApiError::invalid(format!(
-            "an adjustment has a reason and a non-zero delta between -{0} and {0}",
-            money::MAX_QUANTITY
-        )));
-    }
-    let id = id.to_string();
-    // One conditional statement: concurrent withdrawals cannot take stock below zero together.
-    let applied = sqlx::query(
-        sql!(
-            "UPDATE inventory_items SET quantity = quantity + $1
-         WHERE id = $2 AND company_id = $3 AND quantity + $4 BETWEEN 0 AND $5"
+/// An adjustment of one inventory item's stock: the item from the path, the change from the body.
+pub struct InventoryAdjustment<'a> {
+    /// The item whose stock changes.
+    pub item_id: &'a str,
+    /// The change.
+    pub adjustment: &'a NewAdjustment,
+}
+
+impl Write for InventoryAdjustment<'_> {
+    async fn write(
+        &self,
+        tx: &mut AnyConnection,
+        company: &str,
+        id: Uuid,
+    ) -> Result<Value, ApiError> {
+        let Self {
+            item_id,
+            adjustment,
+        } = *self;
+        if adjustment.delta == 0
+            || !(-money::MAX_QUANTITY..=money::MAX_QUANTITY).contains(&adjustment.delta)
+            || adjustment.reason.trim().is_empty()
+        {
+            return Err(ApiError::invalid(format!(
+                "an adjustment has a reason and a non-zero delta between -{0} and {0}",
+                money::MAX_QUANTITY
+            )));
+        }
+        let id = id.to_string();
+        // One conditional statement: concurrent withdrawals cannot take stock below zero together.
+        let applied = sqlx::query(
+            sql!(
+                "UPDATE inventory_items SET quantity = quantity + $1
+             WHERE id = $2 AND company_id = $3 AND quantity + $4 BETWEEN 0 AND $5"
+            )
+            .on(tx),
         )
-        .on(tx),
-    )
-    .bind(adjustment.delta)
-    .bind(item_id)
-    .bind(company)
-    .bind(adjustment.delta)
-    .bind(money::MAX_STOCK)
-    .execute(&mut *tx)
-    .await?;
-    let quantity: Option<i64> = sqlx::query_scalar(
-        sql!("SELECT quantity FROM inventory_items WHERE id = $1 AND company_id = $2").on(tx),
-    )
-    .bind(item_id)
-    .bind(company)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let quantity = quantity.ok_or(ApiError::NotFound("inventory item"))?;
-    if applied.rows_affected() == 0 {
-        return Err(ApiError::invalid(if adjustment.delta < 0 {
-            format!(
-                "delta: removing {} would take the stock of {quantity} below zero",
-                adjustment.delta.unsigned_abs()
-            )
-        } else {
-            format!(
-                "delta: adding {} would take the stock of {quantity} above {}",
-                adjustment.delta,
-                money::MAX_STOCK
-            )
-        }));
+        .bind(adjustment.delta)
+        .bind(item_id)
+        .bind(company)
+        .bind(adjustment.delta)
+        .bind(money::MAX_STOCK)
+        .execute(&mut *tx)
+        .await?;
+        let quantity: Option<i64> = sqlx::query_scalar(
+            sql!("SELECT quantity FROM inventory_items WHERE id = $1 AND company_id = $2").on(tx),
+        )
+        .bind(item_id)
+        .bind(company)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let quantity = quantity.ok_or(ApiError::NotFound("inventory item"))?;
+        if applied.rows_affected() == 0 {
+            return Err(ApiError::invalid(if adjustment.delta < 0 {
+                format!(
+                    "delta: removing {} would take the stock of {quantity} below zero",
+                    adjustment.delta.unsigned_abs()
+                )
+            } else {
+                format!(
+                    "delta: adding {} would take the stock of {quantity} above {}",
+                    adjustment.delta,
+                    money::MAX_STOCK
+                )
+            }));
+        }
+        sqlx::query(sql!("INSERT INTO inventory_adjustments (id, company_id, item_id, delta, reason, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)").on(tx))
+        .bind(&id)
+        .bind(company)
+        .bind(item_id)
+        .bind(adjustment.delta)
+        .bind(adjustment.reason.trim())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        Ok(json!({
+            "id": id, "item_id": item_id, "delta": adjustment.delta, "quantity": quantity,
+        }))
     }
-    sqlx::query(sql!("INSERT INTO inventory_adjustments (id, company_id, item_id, delta, reason, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)").on(tx))
-    .bind(&id)
-    .bind(company)
-    .bind(item_id)
-    .bind(adjustment.delta)
-    .bind(adjustment.reason.trim())
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
-    Ok(json!({
-        "id": id, "item_id": item_id, "delta": adjustment.delta, "quantity": quantity,
-    }))
 }

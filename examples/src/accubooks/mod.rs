@@ -17,14 +17,6 @@ mod admin;
 mod auth;
 mod banking;
 pub mod error;
-/// The statements of four protected operations on any transaction, with what they take: the
-/// benchmark runs them as bare twins, without idem, to measure what the protocol adds.
-pub mod writes {
-    pub use super::inventory::{NewAdjustment, record_adjustment};
-    pub use super::sales::{
-        NewCustomer, NewInvoice, NewPayment, record_customer, record_invoice, record_payment,
-    };
-}
 mod inventory;
 mod money;
 mod payroll;
@@ -33,6 +25,7 @@ mod routes;
 mod sales;
 pub mod sql;
 mod workflows;
+pub mod writes;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::accubooks::error::ApiError;
 use crate::accubooks::sql::sql;
+use crate::accubooks::writes::{Write, created, written};
 use crate::accubooks::{money, now_ms, workflows};
 
 /// What `POST /api/customers` takes.
@@ -25,33 +26,31 @@ pub async fn create_customer(
     write: &mut WriteContext<'_, Any>,
     customer: web::Json<NewCustomer>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, company) = (write.entity_id(), write.tenant().to_string());
-    let created = record_customer(write.tx(), &company, id, &customer).await?;
-    Ok(HttpResponse::Created().json(created))
+    created(write, &*customer).await
 }
 
-/// The statements of `createCustomer` on any transaction: the protected handler runs them on
-/// its write context's, the benchmark's bare twin on one of its own.
-pub async fn record_customer(
-    tx: &mut AnyConnection,
-    company: &str,
-    id: Uuid,
-    customer: &NewCustomer,
-) -> Result<Value, ApiError> {
-    let name = customer.name.trim();
-    if name.is_empty() {
-        return Err(ApiError::invalid("a customer needs a name"));
+impl Write for NewCustomer {
+    async fn write(
+        &self,
+        tx: &mut AnyConnection,
+        company: &str,
+        id: Uuid,
+    ) -> Result<Value, ApiError> {
+        let name = self.name.trim();
+        if name.is_empty() {
+            return Err(ApiError::invalid("a customer needs a name"));
+        }
+        let id = id.to_string();
+        sqlx::query(sql!("INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ($1, $2, $3, $4, $5)").on(tx))
+        .bind(&id)
+        .bind(company)
+        .bind(name)
+        .bind(self.email.as_deref())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        Ok(json!({ "id": id, "name": name, "email": self.email }))
     }
-    let id = id.to_string();
-    sqlx::query(sql!("INSERT INTO customers (id, company_id, name, email, created_at_ms) VALUES ($1, $2, $3, $4, $5)").on(tx))
-    .bind(&id)
-    .bind(company)
-    .bind(name)
-    .bind(customer.email.as_deref())
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
-    Ok(json!({ "id": id, "name": name, "email": customer.email }))
 }
 
 #[derive(Deserialize)]
@@ -76,81 +75,80 @@ pub async fn create_invoice(
     write: &mut WriteContext<'_, Any>,
     invoice: web::Json<NewInvoice>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, company) = (write.entity_id(), write.tenant().to_string());
-    let created = record_invoice(write.tx(), &company, id, &invoice).await?;
-    Ok(HttpResponse::Created().json(created))
+    created(write, &*invoice).await
 }
 
-/// The statements of `createInvoice` on any transaction (see [`record_customer`]).
-pub async fn record_invoice(
-    tx: &mut AnyConnection,
-    company: &str,
-    id: Uuid,
-    invoice: &NewInvoice,
-) -> Result<Value, ApiError> {
-    let currency = money::currency(&invoice.currency)?;
-    if invoice.lines.is_empty() {
-        return Err(ApiError::invalid("an invoice needs at least one line"));
-    }
-    let customer: Option<String> = sqlx::query_scalar(
-        sql!("SELECT id FROM customers WHERE id = $1 AND company_id = $2").on(tx),
-    )
-    .bind(&invoice.customer_id)
-    .bind(company)
-    .fetch_optional(&mut *tx)
-    .await?;
-    customer.ok_or(ApiError::NotFound("customer"))?;
-
-    let mut total: i64 = 0;
-    let mut lines = Vec::with_capacity(invoice.lines.len());
-    for (position, line) in invoice.lines.iter().enumerate() {
-        if !(1..=money::MAX_QUANTITY).contains(&line.quantity)
-            || !(0..=money::MAX_CENTS).contains(&line.unit_price_cents)
-            || line.description.trim().is_empty()
-        {
-            return Err(ApiError::invalid(format!(
-                "line {position} needs a description, a quantity of 1 to {} and a unit price of 0 to {} cents",
-                money::MAX_QUANTITY,
-                money::MAX_CENTS
-            )));
+impl Write for NewInvoice {
+    async fn write(
+        &self,
+        tx: &mut AnyConnection,
+        company: &str,
+        id: Uuid,
+    ) -> Result<Value, ApiError> {
+        let currency = money::currency(&self.currency)?;
+        if self.lines.is_empty() {
+            return Err(ApiError::invalid("an invoice needs at least one line"));
         }
-        let amount = money::multiply(
-            &format!("lines[{position}].amount_cents"),
-            line.quantity,
-            line.unit_price_cents,
-        )?;
-        total = money::add("total_cents", total, amount)?;
-        lines.push((position, line, amount));
-    }
-    sqlx::query(sql!("INSERT INTO invoices (id, company_id, customer_id, currency, status, total_cents, paid_cents, created_at_ms)
-         VALUES ($1, $2, $3, $4, 'draft', $5, 0, $6)").on(tx))
-    .bind(id.to_string())
-    .bind(company)
-    .bind(&invoice.customer_id)
-    .bind(currency)
-    .bind(total)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
-    for (position, line, amount) in &lines {
-        // Line ids derive from the invoice's deterministic id, so they are deterministic too.
-        let line_id = Uuid::new_v5(&id, format!("line:{position}").as_bytes());
-        sqlx::query(sql!("INSERT INTO invoice_lines (id, invoice_id, position, description, quantity, unit_price_cents, amount_cents)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)").on(tx))
-        .bind(line_id.to_string())
+        let customer: Option<String> = sqlx::query_scalar(
+            sql!("SELECT id FROM customers WHERE id = $1 AND company_id = $2").on(tx),
+        )
+        .bind(&self.customer_id)
+        .bind(company)
+        .fetch_optional(&mut *tx)
+        .await?;
+        customer.ok_or(ApiError::NotFound("customer"))?;
+
+        let mut total: i64 = 0;
+        let mut lines = Vec::with_capacity(self.lines.len());
+        for (position, line) in self.lines.iter().enumerate() {
+            if !(1..=money::MAX_QUANTITY).contains(&line.quantity)
+                || !(0..=money::MAX_CENTS).contains(&line.unit_price_cents)
+                || line.description.trim().is_empty()
+            {
+                return Err(ApiError::invalid(format!(
+                    "line {position} needs a description, a quantity of 1 to {} and a unit price of 0 to {} cents",
+                    money::MAX_QUANTITY,
+                    money::MAX_CENTS
+                )));
+            }
+            let amount = money::multiply(
+                &format!("lines[{position}].amount_cents"),
+                line.quantity,
+                line.unit_price_cents,
+            )?;
+            total = money::add("total_cents", total, amount)?;
+            lines.push((position, line, amount));
+        }
+        sqlx::query(sql!("INSERT INTO invoices (id, company_id, customer_id, currency, status, total_cents, paid_cents, created_at_ms)
+             VALUES ($1, $2, $3, $4, 'draft', $5, 0, $6)").on(tx))
         .bind(id.to_string())
-        .bind(i64::try_from(*position).unwrap_or(i64::MAX))
-        .bind(line.description.trim())
-        .bind(line.quantity)
-        .bind(line.unit_price_cents)
-        .bind(*amount)
+        .bind(company)
+        .bind(&self.customer_id)
+        .bind(currency)
+        .bind(total)
+        .bind(now_ms())
         .execute(&mut *tx)
         .await?;
+        for (position, line, amount) in &lines {
+            // Line ids derive from the invoice's deterministic id, so they are deterministic too.
+            let line_id = Uuid::new_v5(&id, format!("line:{position}").as_bytes());
+            sqlx::query(sql!("INSERT INTO invoice_lines (id, invoice_id, position, description, quantity, unit_price_cents, amount_cents)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)").on(tx))
+            .bind(line_id.to_string())
+            .bind(id.to_string())
+            .bind(i64::try_from(*position).unwrap_or(i64::MAX))
+            .bind(line.description.trim())
+            .bind(line.quantity)
+            .bind(line.unit_price_cents)
+            .bind(*amount)
+            .execute(&mut *tx)
+            .await?;
+        }
+        Ok(json!({
+            "id": id, "customer_id": self.customer_id, "currency": currency,
+            "status": "draft", "total_cents": total, "paid_cents": 0, "lines": lines.len(),
+        }))
     }
-    Ok(json!({
-        "id": id, "customer_id": invoice.customer_id, "currency": currency,
-        "status": "draft", "total_cents": total, "paid_cents": 0, "lines": lines.len(),
-    }))
 }
 
 /// Turns a draft invoice final, so it takes payments, and starts the `send_invoice` workflow.
@@ -206,72 +204,71 @@ pub async fn create_payment(
     write: &mut WriteContext<'_, Any>,
     payment: web::Json<NewPayment>,
 ) -> Result<HttpResponse, ApiError> {
-    let (id, company) = (write.entity_id(), write.tenant().to_string());
-    let created = record_payment(write.tx(), &company, id, &payment).await?;
+    let created = written(write, &*payment).await?;
     if created["invoice_status"] == "paid" {
         workflows::start(write, workflows::RECEIPT, &payment.invoice_id).await?;
     }
     Ok(HttpResponse::Created().json(created))
 }
 
-/// The statements of `createPayment` on any transaction (see [`record_customer`]); the
-/// protected handler also starts the receipt workflow when the payment settles the invoice.
-pub async fn record_payment(
-    tx: &mut AnyConnection,
-    company: &str,
-    id: Uuid,
-    payment: &NewPayment,
-) -> Result<Value, ApiError> {
-    let amount = money::positive("amount_cents", payment.amount_cents)?;
-    let id = id.to_string();
-    // One conditional statement: two payments racing for the last open cents cannot both pass.
-    // `status` is assigned first: MySQL's later assignments read the new `paid_cents`.
-    let applied = sqlx::query(
-        sql!(
-            "UPDATE invoices
-         SET status = CASE WHEN paid_cents + $1 = total_cents THEN 'paid' ELSE status END,
-             paid_cents = paid_cents + $2
-         WHERE id = $3 AND company_id = $4 AND status = 'final' AND paid_cents + $5 <= total_cents"
+impl Write for NewPayment {
+    async fn write(
+        &self,
+        tx: &mut AnyConnection,
+        company: &str,
+        id: Uuid,
+    ) -> Result<Value, ApiError> {
+        let amount = money::positive("amount_cents", self.amount_cents)?;
+        let id = id.to_string();
+        // One conditional statement: two payments racing for the last open cents cannot both pass.
+        // `status` is assigned first: MySQL's later assignments read the new `paid_cents`.
+        let applied = sqlx::query(
+            sql!(
+                "UPDATE invoices
+             SET status = CASE WHEN paid_cents + $1 = total_cents THEN 'paid' ELSE status END,
+                 paid_cents = paid_cents + $2
+             WHERE id = $3 AND company_id = $4 AND status = 'final' AND paid_cents + $5 <= total_cents"
+            )
+            .on(tx),
         )
-        .on(tx),
-    )
-    .bind(amount)
-    .bind(amount)
-    .bind(&payment.invoice_id)
-    .bind(company)
-    .bind(amount)
-    .execute(&mut *tx)
-    .await?;
-    let (status, currency, total, paid): (String, String, i64, i64) = sqlx::query_as(sql!("SELECT status, currency, total_cents, paid_cents FROM invoices WHERE id = $1 AND company_id = $2").on(tx))
-    .bind(&payment.invoice_id)
-    .bind(company)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or(ApiError::NotFound("invoice"))?;
-    if applied.rows_affected() == 0 {
-        return Err(match status.as_str() {
-            "draft" => {
-                ApiError::conflict("the invoice is a draft: finalize it before it takes payments")
-            }
-            "paid" => ApiError::conflict("the invoice is already paid"),
-            _ => ApiError::invalid(format!(
-                "the payment of {amount} cents exceeds the open balance of {} cents",
-                total - paid
-            )),
-        });
+        .bind(amount)
+        .bind(amount)
+        .bind(&self.invoice_id)
+        .bind(company)
+        .bind(amount)
+        .execute(&mut *tx)
+        .await?;
+        let (status, currency, total, paid): (String, String, i64, i64) = sqlx::query_as(sql!("SELECT status, currency, total_cents, paid_cents FROM invoices WHERE id = $1 AND company_id = $2").on(tx))
+        .bind(&self.invoice_id)
+        .bind(company)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(ApiError::NotFound("invoice"))?;
+        if applied.rows_affected() == 0 {
+            return Err(match status.as_str() {
+                "draft" => ApiError::conflict(
+                    "the invoice is a draft: finalize it before it takes payments",
+                ),
+                "paid" => ApiError::conflict("the invoice is already paid"),
+                _ => ApiError::invalid(format!(
+                    "the payment of {amount} cents exceeds the open balance of {} cents",
+                    total - paid
+                )),
+            });
+        }
+        sqlx::query(sql!("INSERT INTO payments (id, company_id, invoice_id, amount_cents, currency, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)").on(tx))
+        .bind(&id)
+        .bind(company)
+        .bind(&self.invoice_id)
+        .bind(amount)
+        .bind(&currency)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        Ok(json!({
+            "id": id, "invoice_id": self.invoice_id, "amount_cents": amount, "currency": currency,
+            "invoice_status": status, "open_balance_cents": total - paid,
+        }))
     }
-    sqlx::query(sql!("INSERT INTO payments (id, company_id, invoice_id, amount_cents, currency, created_at_ms)
-         VALUES ($1, $2, $3, $4, $5, $6)").on(tx))
-    .bind(&id)
-    .bind(company)
-    .bind(&payment.invoice_id)
-    .bind(amount)
-    .bind(&currency)
-    .bind(now_ms())
-    .execute(&mut *tx)
-    .await?;
-    Ok(json!({
-        "id": id, "invoice_id": payment.invoice_id, "amount_cents": amount, "currency": currency,
-        "invoice_status": status, "open_balance_cents": total - paid,
-    }))
 }
