@@ -18,6 +18,67 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{MySql, Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
+/// Runs every scenario on every backend: a module per backend, named after it, and in it what
+/// `$test!(backend, scenario { … })` declares for each scenario (a test, usually; `{ … }` is
+/// the scenario's own settings, passed through). The binary's `$test!` macro says how a
+/// scenario meets a backend: its fixture, its runtime, its worker threads. A backend's
+/// attributes (`#[cfg(postgres_suite)]`) apply to its whole module.
+///
+/// ```
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+///
+/// static RUNS: AtomicUsize = AtomicUsize::new(0);
+///
+/// // How a scenario meets a backend: here, a function (a test would carry `#[test]`) that
+/// // passes the scenario the backend's name, as many times as the scenario's settings say.
+/// macro_rules! check {
+///     ($backend:ident, $scenario:ident) => {
+///         check!($backend, $scenario { times: 1 });
+///     };
+///     ($backend:ident, $scenario:ident { times: $times:literal }) => {
+///         pub fn $scenario() {
+///             for _ in 0..$times {
+///                 super::$scenario(stringify!($backend));
+///             }
+///         }
+///     };
+/// }
+///
+/// fn opens(backend: &str) {
+///     assert!(["sqlite", "postgres"].contains(&backend));
+///     RUNS.fetch_add(1, Ordering::Relaxed);
+/// }
+///
+/// fn reopens(backend: &str) {
+///     opens(backend);
+/// }
+///
+/// idem_tests::per_backend!(check! for [sqlite, #[cfg(any())] postgres] [
+///     opens,
+///     reopens { times: 2 },
+/// ]);
+///
+/// fn main() {
+///     sqlite::opens();
+///     sqlite::reopens();
+///     assert_eq!(RUNS.load(Ordering::Relaxed), 3);
+///     // `postgres` is not compiled: its attribute applies to its whole module.
+/// }
+/// ```
+#[macro_export]
+macro_rules! per_backend {
+    ($test:ident! for [$($(#[$attr:meta])* $backend:ident),+ $(,)?] $scenarios:tt) => {
+        $($crate::per_backend!(@module $test, [$(#[$attr])*] $backend, $scenarios);)+
+    };
+    (@module $test:ident, [$(#[$attr:meta])*] $backend:ident,
+        [$($scenario:ident $({$($settings:tt)*})?),* $(,)?]) => {
+        $(#[$attr])*
+        mod $backend {
+            $($test!($backend, $scenario $({$($settings)*})?);)*
+        }
+    };
+}
+
 /// Serves `configure` behind the mutation `gate` on a free loopback port with two workers, in
 /// the background of the current actix system: the server's base URL and its handle.
 pub fn serve(

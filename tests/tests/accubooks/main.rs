@@ -279,7 +279,7 @@ use cases::*;
 use hostile::*;
 use writes::*;
 
-async fn registry_is_complete(app: TestApp) {
+async fn every_operation_is_registered_and_mounted(app: TestApp) {
     let mounted: Vec<_> = app.accubooks.operations().map(|op| op.name()).collect();
     let registered: Vec<_> = idem_actix::registered_operations()
         .map(|op| op.name())
@@ -381,72 +381,69 @@ macro_rules! define_operations {
 
 with_operations!(define_operations!());
 
+/// The tests of each operation on one backend: it writes exactly once, and a burst of 500 with
+/// one key writes once. A module per operation (`sqlite::create_customer::exactly_once`).
 macro_rules! per_operation {
     ($backend:ident [$($variant:ident $test:ident $name:literal,)*]) => {
-        mod $backend {
-            use super::*;
+        $(
+            mod $test {
+                use super::super::*;
 
-            $(
-                mod $test {
-                    use super::*;
-
-                    #[actix_web::test]
-                    async fn exactly_once() {
-                        super::super::exactly_once(TestApp::$backend(StoreConfig::default()).await, Op::$variant).await;
-                    }
-
-                    #[actix_web::test]
-                    async fn burst_of_500_writes_once() {
-                        super::super::burst_of_500_writes_once(TestApp::$backend(StoreConfig::default()).await, Op::$variant).await;
-                    }
+                #[actix_web::test]
+                async fn exactly_once() {
+                    super::super::exactly_once(TestApp::$backend(StoreConfig::default()).await, Op::$variant).await;
                 }
-            )*
 
-            #[actix_web::test]
-            async fn fifty_tenants_ten_keys_ten_retries() {
-                super::fifty_tenants_ten_keys_ten_retries(TestApp::$backend(flood_config()).await).await;
+                #[actix_web::test]
+                async fn burst_of_500_writes_once() {
+                    super::super::burst_of_500_writes_once(TestApp::$backend(StoreConfig::default()).await, Op::$variant).await;
+                }
             }
+        )*
+    };
+}
 
-            #[actix_web::test]
-            async fn hostile_input_is_refused_and_writes_nothing() {
-                super::hostile_input_is_refused_and_writes_nothing(TestApp::$backend(StoreConfig::default()).await).await;
+/// One test of a scenario on a backend: AccuBooks served on it with the scenario's store
+/// configuration (`{ config: … }`; the default when it does not say), as the scenario's
+/// `TestApp`. `per_operation` is the tests of every operation.
+macro_rules! accubooks_test {
+    ($backend:ident, per_operation) => {
+        with_operations!(per_operation!($backend));
+    };
+    ($backend:ident, $scenario:ident) => {
+        accubooks_test!(
+            $backend,
+            $scenario {
+                config: StoreConfig::default()
             }
-
-            #[actix_web::test]
-            async fn key_reused_after_it_expired_is_a_clear_conflict() {
-                let config = StoreConfig::default().with_retention(EXPIRING_RETENTION);
-                super::key_reused_after_it_expired_is_a_clear_conflict(TestApp::$backend(config).await).await;
-            }
-
-            #[actix_web::test]
-            async fn the_api_answers_as_a_client_expects() {
-                super::the_api_answers_as_a_client_expects(TestApp::$backend(StoreConfig::default()).await).await;
-            }
-
-            #[actix_web::test]
-            async fn money_arithmetic_is_checked() {
-                super::money_arithmetic_is_checked(TestApp::$backend(StoreConfig::default()).await).await;
-            }
-
-            #[actix_web::test]
-            async fn every_operation_is_registered_and_mounted() {
-                registry_is_complete(TestApp::$backend(StoreConfig::default()).await).await;
-            }
+        );
+    };
+    ($backend:ident, $scenario:ident { config: $config:expr }) => {
+        #[actix_web::test]
+        async fn $scenario() {
+            use super::*;
+            super::$scenario(TestApp::$backend($config).await).await;
         }
     };
 }
 
-with_operations!(per_operation!(sqlite));
-
-#[cfg(postgres_suite)]
-with_operations!(per_operation!(postgres));
-
-// The whole suite again, served through PgBouncer in transaction pooling mode.
-#[cfg(postgres_suite)]
-with_operations!(per_operation!(pgbouncer));
-
-#[cfg(mysql_suite)]
-with_operations!(per_operation!(mysql));
+// PgBouncer serves the whole suite again, in transaction pooling mode.
+idem_tests::per_backend!(accubooks_test! for [
+    sqlite,
+    #[cfg(postgres_suite)] postgres,
+    #[cfg(postgres_suite)] pgbouncer,
+    #[cfg(mysql_suite)] mysql,
+] [
+    per_operation,
+    fifty_tenants_ten_keys_ten_retries { config: flood_config() },
+    hostile_input_is_refused_and_writes_nothing,
+    key_reused_after_it_expired_is_a_clear_conflict {
+        config: StoreConfig::default().with_retention(EXPIRING_RETENTION)
+    },
+    the_api_answers_as_a_client_expects,
+    money_arithmetic_is_checked,
+    every_operation_is_registered_and_mounted,
+]);
 
 /// On PostgreSQL every business table but the token hashes is under row-level security, forced
 /// on its owner, and AccuBooks serves as a role that does not bypass it (the suite above runs so).

@@ -697,98 +697,56 @@ fn sqlite_url(dir: &tempfile::TempDir) -> String {
     format!("sqlite://{}", dir.path().join("accubooks.db").display())
 }
 
-mod sqlite {
-    #[actix_web::test]
-    async fn a_replay_just_before_sigterm_keeps_its_audit_row() {
-        let dir = tempfile::tempdir().unwrap();
-        super::a_replay_just_before_sigterm_keeps_its_audit_row(super::sqlite_url(&dir)).await;
-    }
+/// One test of a scenario on a backend: the scenario gets a new database's URL (a SQLite file in
+/// a temporary directory that lives as long as the test).
+macro_rules! lifecycle_test {
+    (sqlite, $scenario:ident) => {
+        #[actix_web::test]
+        async fn $scenario() {
+            let dir = tempfile::tempdir().unwrap();
+            super::$scenario(super::sqlite_url(&dir)).await;
+        }
+    };
+    (postgres, $scenario:ident) => {
+        #[actix_web::test]
+        async fn $scenario() {
+            super::$scenario(idem_tests::postgres_test_url().await).await;
+        }
+    };
+    (mysql, $scenario:ident) => {
+        #[actix_web::test]
+        async fn $scenario() {
+            super::$scenario(idem_tests::mysql_test_database_url().await).await;
+        }
+    };
+}
 
-    #[actix_web::test]
-    async fn sigterm_mid_burst_loses_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        super::sigterm_mid_burst_loses_nothing(super::sqlite_url(&dir)).await;
-    }
+idem_tests::per_backend!(lifecycle_test! for [
+    sqlite,
+    #[cfg(postgres_suite)] postgres,
+    #[cfg(mysql_suite)] mysql,
+] [
+    a_replay_just_before_sigterm_keeps_its_audit_row,
+    sigterm_mid_burst_loses_nothing,
+    a_second_signal_ends_the_drain_at_once,
+    two_processes_on_one_database_write_each_key_once,
+]);
 
+/// What one backend proves for all: the bound of the whole stop is the server's, not the
+/// database's.
+mod sqlite_only {
     #[actix_web::test]
     async fn the_shutdown_timeout_bounds_the_whole_stop() {
         let dir = tempfile::tempdir().unwrap();
         super::the_shutdown_timeout_bounds_the_whole_stop(super::sqlite_url(&dir)).await;
     }
-
-    #[actix_web::test]
-    async fn a_second_signal_ends_the_drain_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        super::a_second_signal_ends_the_drain_at_once(super::sqlite_url(&dir)).await;
-    }
-
-    #[actix_web::test]
-    async fn two_processes_on_one_database_write_each_key_once() {
-        let dir = tempfile::tempdir().unwrap();
-        super::two_processes_on_one_database_write_each_key_once(super::sqlite_url(&dir)).await;
-    }
 }
 
+/// A crash of the database server itself: PostgreSQL's cluster, stopped `immediate`.
 #[cfg(postgres_suite)]
-mod postgres {
-    #[actix_web::test]
-    async fn a_replay_just_before_sigterm_keeps_its_audit_row() {
-        super::a_replay_just_before_sigterm_keeps_its_audit_row(
-            idem_tests::postgres_test_url().await,
-        )
-        .await;
-    }
-
-    #[actix_web::test]
-    async fn sigterm_mid_burst_loses_nothing() {
-        super::sigterm_mid_burst_loses_nothing(idem_tests::postgres_test_url().await).await;
-    }
-
-    #[actix_web::test]
-    async fn a_second_signal_ends_the_drain_at_once() {
-        super::a_second_signal_ends_the_drain_at_once(idem_tests::postgres_test_url().await).await;
-    }
-
-    #[actix_web::test]
-    async fn two_processes_on_one_database_write_each_key_once() {
-        super::two_processes_on_one_database_write_each_key_once(
-            idem_tests::postgres_test_url().await,
-        )
-        .await;
-    }
-
+mod postgres_only {
     #[actix_web::test]
     async fn a_database_crash_mid_burst_loses_no_acknowledged_write() {
         super::a_database_crash_mid_burst_loses_no_acknowledged_write().await;
-    }
-}
-
-#[cfg(mysql_suite)]
-mod mysql {
-    #[actix_web::test]
-    async fn a_replay_just_before_sigterm_keeps_its_audit_row() {
-        super::a_replay_just_before_sigterm_keeps_its_audit_row(
-            idem_tests::mysql_test_database_url().await,
-        )
-        .await;
-    }
-
-    #[actix_web::test]
-    async fn sigterm_mid_burst_loses_nothing() {
-        super::sigterm_mid_burst_loses_nothing(idem_tests::mysql_test_database_url().await).await;
-    }
-
-    #[actix_web::test]
-    async fn a_second_signal_ends_the_drain_at_once() {
-        super::a_second_signal_ends_the_drain_at_once(idem_tests::mysql_test_database_url().await)
-            .await;
-    }
-
-    #[actix_web::test]
-    async fn two_processes_on_one_database_write_each_key_once() {
-        super::two_processes_on_one_database_write_each_key_once(
-            idem_tests::mysql_test_database_url().await,
-        )
-        .await;
     }
 }

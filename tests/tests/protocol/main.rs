@@ -122,79 +122,70 @@ use audit::*;
 use events::*;
 use writes::*;
 
-/// Every generic scenario, listed once with the worker threads it runs on; each backend
-/// instantiates the list. The compiler checks each name against its `async fn`.
-macro_rules! with_scenarios {
-    ($callback:ident!($($args:tt)*)) => {
-        $callback!($($args)* [
-            4 burst_of_500_with_one_key_writes_once,
-            4 fifty_tenants_by_ten_keys_write_500_rows,
-            2 one_key_in_two_tenants_is_two_writes,
-            2 retry_replays_and_another_payload_is_a_mismatch,
-            2 body_error_rolls_back_and_frees_the_key,
-            2 body_panic_rolls_back_and_frees_the_key,
-            2 cancelled_body_rolls_back_and_frees_the_key,
-            2 twin_in_this_process_past_the_lock_timeout_is_in_flight,
-            4 twins_across_processes_write_once,
-            2 expired_keys_stop_replaying_and_are_purged,
-            2 one_event_per_new_write_none_per_replay_or_refusal,
-            2 events_survive_a_crash_between_commit_and_dispatch,
-            2 a_running_dispatcher_delivers_after_the_commit,
-            2 a_failing_event_is_parked_and_never_blocks_the_rest,
-            4 two_dispatchers_deliver_each_event_once,
-            2 a_backlog_drains_batch_after_batch,
-            2 a_stuck_handler_delays_nobody_else,
-            2 one_writes_events_arrive_in_order,
-            2 a_reused_key_records_new_event_ids,
-            4 a_replay_flood_writes_a_bounded_number_of_audit_rows,
-            2 a_flush_cuts_the_coalescing_window_short,
-            2 event_ids_derive_from_the_entity_the_place_and_the_claim,
-            2 a_handlers_own_io_error_is_its_answer,
-            2 unhandled_and_undecodable_events_do_not_block_the_queue,
-            2 a_running_dispatcher_survives_database_errors_and_stops_when_told,
-            2 maintenance_purges_what_retention_allows_and_nothing_else,
-            4 a_full_audit_queue_makes_requests_write_their_own_rows,
-            2 an_operation_outside_the_registries_is_refused_and_writes_nothing,
-            2 the_audit_log_is_append_only,
-            2 a_sealed_audit_log_finds_each_change_by_the_tables_owner,
-            2 migrations_are_idempotent_and_kept_apart,
-        ]);
+/// One test of a generic scenario on a backend: `#[tokio::test]` on as many worker threads as
+/// the scenario asks (`{ threads: 4 }`; 2 when it does not say), the scenario instantiated for
+/// the backend's database type, inside PgBouncer's transaction pooling for `pgbouncer`.
+macro_rules! protocol_test {
+    ($backend:ident, $scenario:ident) => {
+        protocol_test!($backend, $scenario { threads: 2 });
     };
-}
-
-/// One `#[tokio::test]` per scenario, on the backend `$db`, in the module `$backend`; each runs
-/// inside `$route` (a function that takes the scenario's future) when one is given.
-macro_rules! backend_suite {
-    ($backend:ident: $db:ty [$($scenarios:tt)*]) => {
-        backend_suite!($backend: $db, std::convert::identity [$($scenarios)*]);
-    };
-    ($backend:ident: $db:ty, $route:path [$($threads:literal $scenario:ident,)*]) => {
-        mod $backend {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
-                async fn $scenario() {
-                    $route(super::$scenario::<$db>()).await;
-                }
-            )*
+    ($backend:ident, $scenario:ident { threads: $threads:literal }) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = $threads)]
+        async fn $scenario() {
+            protocol_test!(@run $backend, $scenario)
         }
     };
+    (@run sqlite, $scenario:ident) => { super::$scenario::<sqlx::Sqlite>().await };
+    (@run postgres, $scenario:ident) => { super::$scenario::<sqlx::Postgres>().await };
+    (@run mysql, $scenario:ident) => { super::$scenario::<sqlx::MySql>().await };
+    // `IdempotencyStore<Any>` over MySQL (see `TestDb for Any`).
+    (@run any_mysql, $scenario:ident) => { super::$scenario::<sqlx::Any>().await };
+    (@run pgbouncer, $scenario:ident) => {
+        idem_tests::through_pgbouncer(super::$scenario::<sqlx::Postgres>()).await
+    };
 }
 
-with_scenarios!(backend_suite!(sqlite: sqlx::Sqlite));
-
-#[cfg(postgres_suite)]
-with_scenarios!(backend_suite!(postgres: sqlx::Postgres));
-
-#[cfg(mysql_suite)]
-with_scenarios!(backend_suite!(mysql: sqlx::MySql));
-
-// Every scenario again on `Any` over MySQL (see `TestDb for Any`).
-#[cfg(mysql_suite)]
-with_scenarios!(backend_suite!(any_mysql: sqlx::Any));
-
-// Every scenario again, through PgBouncer in transaction pooling mode.
-#[cfg(postgres_suite)]
-with_scenarios!(backend_suite!(pgbouncer: sqlx::Postgres, idem_tests::through_pgbouncer));
+// Every generic scenario on every backend; the compiler checks each name against its `async fn`.
+// PgBouncer runs them all again through transaction pooling; `any_mysql`, through `Any`.
+idem_tests::per_backend!(protocol_test! for [
+    sqlite,
+    #[cfg(postgres_suite)] postgres,
+    #[cfg(mysql_suite)] mysql,
+    #[cfg(mysql_suite)] any_mysql,
+    #[cfg(postgres_suite)] pgbouncer,
+] [
+    burst_of_500_with_one_key_writes_once { threads: 4 },
+    fifty_tenants_by_ten_keys_write_500_rows { threads: 4 },
+    one_key_in_two_tenants_is_two_writes,
+    retry_replays_and_another_payload_is_a_mismatch,
+    body_error_rolls_back_and_frees_the_key,
+    body_panic_rolls_back_and_frees_the_key,
+    cancelled_body_rolls_back_and_frees_the_key,
+    twin_in_this_process_past_the_lock_timeout_is_in_flight,
+    twins_across_processes_write_once { threads: 4 },
+    expired_keys_stop_replaying_and_are_purged,
+    one_event_per_new_write_none_per_replay_or_refusal,
+    events_survive_a_crash_between_commit_and_dispatch,
+    a_running_dispatcher_delivers_after_the_commit,
+    a_failing_event_is_parked_and_never_blocks_the_rest,
+    two_dispatchers_deliver_each_event_once { threads: 4 },
+    a_backlog_drains_batch_after_batch,
+    a_stuck_handler_delays_nobody_else,
+    one_writes_events_arrive_in_order,
+    a_reused_key_records_new_event_ids,
+    a_replay_flood_writes_a_bounded_number_of_audit_rows { threads: 4 },
+    a_flush_cuts_the_coalescing_window_short,
+    event_ids_derive_from_the_entity_the_place_and_the_claim,
+    a_handlers_own_io_error_is_its_answer,
+    unhandled_and_undecodable_events_do_not_block_the_queue,
+    a_running_dispatcher_survives_database_errors_and_stops_when_told,
+    maintenance_purges_what_retention_allows_and_nothing_else,
+    a_full_audit_queue_makes_requests_write_their_own_rows { threads: 4 },
+    an_operation_outside_the_registries_is_refused_and_writes_nothing,
+    the_audit_log_is_append_only,
+    a_sealed_audit_log_finds_each_change_by_the_tables_owner,
+    migrations_are_idempotent_and_kept_apart,
+]);
 
 mod sqlite_only;
 
@@ -206,140 +197,8 @@ mod sqlite_durability;
 #[cfg(postgres_suite)]
 mod pgbouncer_only;
 
-/// The scenarios of MySQL's own faults, on a backend that speaks MySQL: `IdempotencyStore<MySql>`
-/// and `IdempotencyStore<Any>` over MySQL, whose driver errors `Any` must classify alike.
 #[cfg(mysql_suite)]
-macro_rules! mysql_faults {
-    ($backend:ident: $db:ty) => {
-        mod $backend {
-            use super::*;
-
-            type Db = $db;
-
-            /// A second process has its own in-process coalescing, so its twin waits on the
-            /// key's row, and `innodb_lock_wait_timeout` (the lock timeout rounded up to a
-            /// second) turns the wait into `InFlight` (error 1205).
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn twin_in_another_process_past_the_lock_timeout_is_in_flight() {
-                twin_past_the_lock_timeout_is_in_flight::<Db>(true).await;
-            }
-
-            /// The server kills the write's connection (`KILL`) while its transaction is open: the
-            /// write fails as a lost connection, nothing of it is written, its key is free, and the
-            /// retry writes exactly once.
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_connection_killed_mid_transaction_writes_nothing() {
-                let db = Db::fresh(StoreConfig::default()).await;
-                let connection = Arc::new(std::sync::atomic::AtomicI64::new(0));
-                let (entered, killed) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-                let (id_out, inside, gone) = (connection.clone(), entered.clone(), killed.clone());
-                let doomed: Box<Body<Db>> = Box::new(move |write| {
-                    let (id_out, inside, gone) = (id_out.clone(), inside.clone(), gone.clone());
-                    Box::pin(async move {
-                        let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
-                        Db::insert_payment(write.tx(), id, &tenant, 1).await?;
-                        let own: i64 = sqlx::query_scalar("SELECT CAST(CONNECTION_ID() AS SIGNED)")
-                            .fetch_one(&mut *write.tx())
-                            .await?;
-                        id_out.store(own, std::sync::atomic::Ordering::SeqCst);
-                        inside.notify_one();
-                        gone.notified().await;
-                        sqlx::query("SELECT 1").execute(write.tx()).await?;
-                        Ok(StoredResponse::new(201, "unreachable"))
-                    })
-                });
-                let store = db.store.clone();
-                let write = tokio::spawn(async move {
-                    execute(&store, &tenant("acme"), &key("k-kill"), "{}", doomed).await
-                });
-                entered.notified().await;
-                let victim = connection.load(std::sync::atomic::Ordering::SeqCst);
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL {victim}")))
-                    .execute(db.store.pool())
-                    .await
-                    .unwrap();
-                killed.notify_one();
-                let failed = write.await.unwrap();
-                assert!(
-                    matches!(
-                        failed,
-                        Err(WriteError::Store(
-                            idem_runtime::StoreError::ConnectionLost { .. }
-                        ))
-                    ),
-                    "{failed:?}"
-                );
-                assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 0);
-                assert_eq!(db.count(KEYS, &[]).await, 0, "the key is free");
-                let retry = execute(
-                    &db.store,
-                    &tenant("acme"),
-                    &key("k-kill"),
-                    "{}",
-                    pay::<Db>(1),
-                )
-                .await;
-                assert!(matches!(retry, Ok(Outcome::New { .. })), "{retry:?}");
-                assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 1);
-            }
-
-            /// Two writes lock two rows in opposite orders: InnoDB picks one as the deadlock's
-            /// victim (error 1213) and rolls it back, and the protocol retries it on a fresh
-            /// transaction; both land, once each.
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn deadlocked_writes_are_retried_and_land_once() {
-                let db = Db::fresh(StoreConfig::default()).await;
-                Db::execute(
-                    db.store.pool(),
-                    "INSERT INTO ledger (seq, tenant_id, amount, balance) VALUES (1, 'a', 0, 0), (2, 'b', 0, 0)",
-                )
-                .await
-                .unwrap();
-                let both_hold_one = Arc::new(tokio::sync::Barrier::new(2));
-                let lock_in_order = |first: i64, second: i64| -> Box<Body<Db>> {
-                    let both_hold_one = both_hold_one.clone();
-                    Box::new(move |write| {
-                        let both_hold_one = both_hold_one.clone();
-                        Box::pin(async move {
-                            let lock = "SELECT balance FROM ledger WHERE seq = ? FOR UPDATE";
-                            sqlx::query(lock).bind(first).execute(write.tx()).await?;
-                            if write.attempt() == 1 {
-                                both_hold_one.wait().await;
-                            }
-                            sqlx::query(lock).bind(second).execute(write.tx()).await?;
-                            let (id, tenant) = (write.entity_id(), write.tenant().as_str().to_owned());
-                            Db::insert_payment(write.tx(), id, &tenant, 1).await?;
-                            Ok(StoredResponse::new(201, format!("{first} then {second}")))
-                        })
-                    })
-                };
-                let (one, two) = (lock_in_order(1, 2), lock_in_order(2, 1));
-                let (acme, k1, k2) = (tenant("acme"), key("k-one"), key("k-two"));
-                let (one, two) = tokio::join!(
-                    execute(&db.store, &acme, &k1, "{}", one),
-                    execute(&db.store, &acme, &k2, "{}", two),
-                );
-                let attempts = [one, two].map(|outcome| match outcome {
-                    Ok(Outcome::New { attempts, .. }) => attempts,
-                    other => panic!("both writes land: {other:?}"),
-                });
-                assert_eq!(
-                    attempts.iter().sum::<u32>(),
-                    3,
-                    "one of them was the deadlock's victim and ran twice: {attempts:?}"
-                );
-                assert_eq!(db.count("SELECT COUNT(*) FROM payments", &[]).await, 2);
-                assert_eq!(db.count(KEYS, &[]).await, 2);
-            }
-        }
-    };
-}
-
-#[cfg(mysql_suite)]
-mysql_faults!(mysql_faults: sqlx::MySql);
-
-#[cfg(mysql_suite)]
-mysql_faults!(any_mysql_faults: sqlx::Any);
+mod mysql_faults;
 
 #[cfg(mysql_suite)]
 mod mysql_only {
