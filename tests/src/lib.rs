@@ -730,6 +730,32 @@ impl TestServer {
     }
 }
 
+/// The binary of one of idem-examples' examples (`accubooks`, `nightly_maintenance`), built or
+/// found up to date, once per test process, by the cargo that builds the tests.
+///
+/// The build selects what README's `cargo test --workspace` builds (every member's tests and
+/// examples), so that it resolves the same features: right after that command it compiles
+/// nothing. A build of the examples alone (`-p idem-examples`) would resolve fewer features
+/// and compile the whole dependency graph again.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--workspace", "--tests", "--examples"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo");
+        assert!(status.success(), "building the examples failed");
+    });
+    std::env::current_exe()
+        .expect("the test's path")
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps")
+        .join("examples")
+        .join(name)
+}
+
 /// Where `tests/servers/start` keeps its certificates: `ca.crt`, `other-ca.crt`.
 pub fn test_servers_dir() -> std::path::PathBuf {
     std::env::var_os("IDEM_TEST_SERVERS")

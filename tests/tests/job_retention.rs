@@ -3,9 +3,7 @@
 //! key before its operation's retention, not even one run by another binary that registers
 //! none of these operations (each key row carries its own expiry, set at its claim).
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -94,38 +92,6 @@ async fn reruns_replay_for_the_operations_own_retention<DB: TestDb>()
     (db, tenant, key)
 }
 
-/// The nightly-maintenance example, a binary that registers no operation, built (or found up to
-/// date) by the cargo that builds this test.
-fn nightly_maintenance_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let built = Command::new(env!("CARGO"))
-                .args([
-                    "build",
-                    "--example",
-                    "nightly_maintenance",
-                    "-p",
-                    "idem-examples",
-                ])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo");
-            assert!(
-                built.success(),
-                "building the nightly_maintenance example failed"
-            );
-            std::env::current_exe()
-                .expect("the test's path")
-                .parent()
-                .and_then(Path::parent)
-                .expect("target/<profile>/deps")
-                .join("examples")
-                .join("nightly_maintenance")
-        })
-        .clone()
-}
-
 /// Another binary's purge, with a registry of its own (empty) and the default 24 hours, keeps
 /// the yearly job's key for the job's 400 days and removes the key that expired by its own row.
 async fn another_binarys_purge_keeps_what_has_not_expired<DB: TestDb>() {
@@ -150,7 +116,7 @@ async fn another_binarys_purge_keeps_what_has_not_expired<DB: TestDb>() {
     any.close().await;
 
     let output = tokio::task::spawn_blocking({
-        let (binary, url) = (nightly_maintenance_binary(), db.url());
+        let (binary, url) = (idem_tests::example_binary("nightly_maintenance"), db.url());
         move || {
             Command::new(binary)
                 .arg(url)

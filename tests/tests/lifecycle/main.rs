@@ -17,7 +17,8 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use sqlx::AnyPool;
 
-use process::{Answer, Process, accubooks_binary, client, count, create_company, send};
+use idem_tests::example_binary;
+use process::{Answer, Process, client, count, create_company, send};
 
 /// Every customer row has its committed key and its `new` audit row, and nothing else: no
 /// write is half done.
@@ -658,7 +659,7 @@ async fn a_database_crash_mid_burst_loses_no_acknowledged_write() {
 /// created or migrated.
 #[test]
 fn help_goes_to_stdout_and_a_taken_port_fails_first() {
-    let help = Command::new(accubooks_binary())
+    let help = Command::new(example_binary("accubooks"))
         .arg("--help")
         .output()
         .expect("run AccuBooks");
@@ -676,7 +677,7 @@ fn help_goes_to_stdout_and_a_taken_port_fails_first() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("never.db");
-    let refused = Command::new(accubooks_binary())
+    let refused = Command::new(example_binary("accubooks"))
         .args(["--bind", &taken.local_addr().unwrap().to_string()])
         .args(["--database-url", &format!("sqlite://{}", file.display())])
         .env_remove("DATABASE_URL")

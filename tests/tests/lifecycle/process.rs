@@ -1,38 +1,14 @@
 //! One AccuBooks process on a free port, and the requests the suites send it.
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use awc::Client;
 use serde_json::{Value, json};
 use sqlx::AnyPool;
-
-/// The AccuBooks binary, built (or found up to date) by the cargo that builds this test, once
-/// per test process.
-pub fn accubooks_binary() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let built = Command::new(env!("CARGO"))
-                .args(["build", "--example", "accubooks", "-p", "idem-examples"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("run cargo");
-            assert!(built.success(), "building the AccuBooks example failed");
-            let target = std::env::current_exe()
-                .expect("the test's path")
-                .parent()
-                .and_then(|deps| deps.parent())
-                .expect("target/<profile>/deps")
-                .to_path_buf();
-            target.join("examples").join("accubooks")
-        })
-        .clone()
-}
 
 /// One running AccuBooks process.
 pub struct Process {
@@ -45,7 +21,7 @@ pub struct Process {
 impl Process {
     /// Starts AccuBooks on `database_url` on a free port and waits until it listens.
     pub fn start(database_url: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(accubooks_binary())
+        let mut child = Command::new(idem_tests::example_binary("accubooks"))
             .args(["--bind", "127.0.0.1:0", "--database-url", database_url])
             .args(extra)
             .env_remove("DATABASE_URL")
