@@ -740,7 +740,22 @@ impl TestServer {
 pub fn example_binary(name: &str) -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     BUILT.get_or_init(|| {
-        let status = std::process::Command::new(env!("CARGO"))
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        // What cargo set for this test (`CARGO_PKG_NAME`, `OUT_DIR`, …) is not the outer
+        // build's environment: a build script that watches one of them (ring's does) would run
+        // again, and everything above it would compile again.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_CRATE_")
+                || name.starts_with("CARGO_BIN_")
+                || name.starts_with("CARGO_MANIFEST_")
+                || ["OUT_DIR", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&&*name)
+            {
+                cargo.env_remove(&*name);
+            }
+        }
+        let status = cargo
             .args(["build", "--workspace", "--tests", "--examples"])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
