@@ -172,10 +172,10 @@ macro_rules! operation {
 pub mod __private {
     pub use linkme;
 
-    #[cfg(feature = "postgres")]
-    pub use crate::backend::catalog::postgres_statements;
     #[cfg(feature = "sqlite")]
     pub use crate::backend::catalog::sqlite_statements;
+    #[cfg(feature = "postgres")]
+    pub use crate::backend::catalog::{postgres_sequential_scans, postgres_statements};
 
     pub use crate::operation::Registered;
 

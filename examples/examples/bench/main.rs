@@ -22,6 +22,10 @@
 //! PostgreSQL a last table counts, through a proxy ([`wire`]), the statements and round trips
 //! each request sends: bare, protected new write, replay. The machine is small and shared: read
 //! the ratios, not the absolute numbers; the counts are exact.
+//!
+//! `bench --scale --postgres URL` measures instead what a year of traffic costs ([`scale`]): a
+//! database loaded with millions of keys and audit rows beside a fresh one, side by side, with
+//! the loaded tables' sizes and the plans of the protocol's statements on them.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -50,6 +54,7 @@ use uuid::Uuid;
 
 mod counts;
 mod operations;
+mod scale;
 mod scenarios;
 mod target;
 mod twins;
@@ -57,6 +62,7 @@ mod wire;
 
 use counts::{count_wire, report_wire};
 use operations::{Fixtures, Operation, measure_operations, report_operations};
+use scale::{Scale, measure_scale};
 use scenarios::{Request, Row, measure, merge, report};
 use target::Target;
 use twins::{adjust_inventory_bare, create_bare};
@@ -69,8 +75,12 @@ const CONCURRENCY: usize = 32;
 const BURST: usize = 500;
 
 const USAGE: &str = "usage: bench [--postgres URL] [--mysql URL]
+       bench --scale --postgres URL [--keys N] [--audit-rows N]
   --postgres URL   also measure PostgreSQL at URL (the database must exist)
   --mysql URL      also measure MySQL or MariaDB at URL (the database must exist)
+  --scale          instead, a database loaded with --keys keys (10000000) and --audit-rows
+                   audit rows (50000000) beside a fresh one, on the server of --postgres: it
+                   creates idem_scale_fresh and idem_scale_loaded there, and keeps the loaded one
   --help           this text
 SQLite always runs (with synchronous = FULL, idem's default, and again with NORMAL);
 actix-idempotent's rows need Redis on 127.0.0.1:6379.";
@@ -83,15 +93,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let (mut postgres, mut mysql) = (None, None);
-    for pair in args.chunks(2) {
+    let scaled = args.first().is_some_and(|arg| arg == "--scale");
+    let mut scale = Scale {
+        keys: 10_000_000,
+        audit_rows: 50_000_000,
+    };
+    for pair in args[usize::from(scaled)..].chunks(2) {
         match pair {
             [flag, url] if flag == "--postgres" => postgres = Some(url.clone()),
-            [flag, url] if flag == "--mysql" => mysql = Some(url.clone()),
+            [flag, url] if flag == "--mysql" && !scaled => mysql = Some(url.clone()),
+            [flag, n] if flag == "--keys" && scaled => scale.keys = n.parse()?,
+            [flag, n] if flag == "--audit-rows" && scaled => scale.audit_rows = n.parse()?,
             _ => {
                 eprintln!("{USAGE}");
                 std::process::exit(2);
             }
         }
+    }
+    if scaled {
+        let Some(url) = postgres else {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        };
+        let markdown = measure_scale(&url, &scale).await?;
+        println!("\n{markdown}");
+        std::fs::create_dir_all("target/bench")?;
+        std::fs::write("target/bench/scale.md", &markdown)?;
+        println!("written to target/bench/scale.md");
+        return Ok(());
     }
     // The servers measured besides SQLite, in the tables' order.
     let servers: Vec<(&str, &String)> = [("PostgreSQL", &postgres), ("MySQL", &mysql)]

@@ -1,4 +1,4 @@
-//! Every statement the protocol sends, by name: what the plan tests check
+//! Every statement the protocol sends, by name, and their plans: what the plan tests check
 //! (`protocol::postgres_only::no_protocol_statement_scans_a_whole_table` and its SQLite twin),
 //! so that a statement that would read a whole table as it grows fails a test instead of a
 //! service a year later.
@@ -10,8 +10,8 @@ use crate::audit::sql::*;
 /// The statements on the write path, the outbox's and retention's, each by name, in
 /// `dialect`'s words; a new statement belongs here. Left out: `_idem_migrations` and the seals
 /// listing of a verification, which read their whole (small) tables by design, the constant
-/// clock, and PostgreSQL's audit purge, a function of the owner's whose statement the test
-/// reads from the database itself.
+/// clock, and PostgreSQL's audit purge, a function of the owner's whose statement
+/// `postgres_sequential_scans` reads from the database itself.
 fn statements(dialect: Dialect) -> Vec<(&'static str, &'static str)> {
     vec![
         ("find_record", FIND_RECORD.get(dialect)),
@@ -53,4 +53,63 @@ pub fn sqlite_statements() -> Vec<(&'static str, &'static str)> {
     let mut statements = statements(Dialect::Sqlite);
     statements.push(("purge_audit_batch", PURGE_AUDIT_BATCH.get(Dialect::Sqlite)));
     statements
+}
+
+/// The protocol's statements on PostgreSQL whose generic plan (the one a prepared statement
+/// runs with any parameters) reads a whole table, each by name with its plan; empty when every
+/// statement stays on an index. Besides [`postgres_statements`], it plans the owner's audit
+/// purge function's `DELETE` as the database holds it, its variables as parameters. What the
+/// plan test and the benchmark's scale mode run on loaded tables; it sets
+/// `plan_cache_mode = force_generic_plan` on `conn`.
+#[cfg(feature = "postgres")]
+pub async fn postgres_sequential_scans(
+    conn: &mut sqlx::PgConnection,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::raw_sql("SET plan_cache_mode = force_generic_plan")
+        .execute(&mut *conn)
+        .await?;
+    let source: String = sqlx::query_scalar(
+        "SELECT prosrc FROM pg_proc
+         WHERE proname = 'idempotent_write_audit_purge' AND pronamespace = current_schema()::regnamespace",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let purge = source
+        .find("DELETE FROM idempotent_write_audit_log")
+        .and_then(|start| Some(&source[start..start + source[start..].find(';')?]))
+        .ok_or_else(|| sqlx::Error::Protocol("the audit purge function has no DELETE".into()))?
+        .replace("horizon", "$1")
+        .replace("max_rows", "$2");
+    let mut statements: Vec<(&str, &str)> = postgres_statements();
+    statements.push(("the audit purge function's delete", &purge));
+
+    let mut scans = Vec::new();
+    for (name, statement) in statements {
+        let parameters = (1..=40)
+            .rev()
+            .find(|n| statement.contains(&format!("${n}")))
+            .unwrap_or(0);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "PREPARE idem_plan_check AS {statement}"
+        )))
+        .execute(&mut *conn)
+        .await?;
+        let explain = match parameters {
+            0 => "EXPLAIN EXECUTE idem_plan_check".to_owned(),
+            n => format!(
+                "EXPLAIN EXECUTE idem_plan_check({})",
+                vec!["NULL"; n].join(", ")
+            ),
+        };
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+            .fetch_all(&mut *conn)
+            .await?;
+        sqlx::raw_sql("DEALLOCATE idem_plan_check")
+            .execute(&mut *conn)
+            .await?;
+        if plan.iter().any(|line| line.contains("Seq Scan")) {
+            scans.push((name.to_owned(), plan.join("\n")));
+        }
+    }
+    Ok(scans)
 }

@@ -543,62 +543,18 @@ async fn no_protocol_statement_scans_a_whole_table() {
              (seal, first_seq, last_seq, row_count, digest, previous_digest, sealed_at_ms)
          SELECT i, (i - 1) * 40 + 1, i * 40, 40, md5(i::text), md5((i - 1)::text), 1700000000000 + i
          FROM generate_series(1, 5000) AS i;
-         ANALYZE;
-         SET plan_cache_mode = force_generic_plan;",
+         ANALYZE;",
     )
     .execute(&mut *conn)
     .await
     .expect("load the tables");
 
-    // The owner's purge function's DELETE, as the database holds it, its variables as
-    // parameters.
-    let source: String = sqlx::query_scalar(
-        "SELECT prosrc FROM pg_proc
-         WHERE proname = 'idempotent_write_audit_purge' AND pronamespace = current_schema()::regnamespace",
-    )
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
-    let start = source
-        .find("DELETE FROM idempotent_write_audit_log")
-        .expect("its DELETE");
-    let end = start + source[start..].find(";").unwrap();
-    let purge = source[start..end]
-        .replace("horizon", "$1")
-        .replace("max_rows", "$2");
-    let mut statements = idem_runtime::__private::postgres_statements();
-    statements.push(("the audit purge function's delete", &*purge));
-
-    let mut scans = Vec::new();
-    for (name, statement) in statements {
-        let parameters = (1..=40)
-            .rev()
-            .find(|n| statement.contains(&format!("${n}")))
-            .unwrap_or(0);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-            "PREPARE plan_check AS {statement}"
-        )))
-        .execute(&mut *conn)
+    let scans: Vec<String> = idem_runtime::__private::postgres_sequential_scans(&mut conn)
         .await
-        .unwrap_or_else(|error| panic!("{name}: {error}"));
-        let nulls = vec!["NULL"; parameters].join(", ");
-        let execute = if parameters == 0 {
-            "EXPLAIN EXECUTE plan_check".to_owned()
-        } else {
-            format!("EXPLAIN EXECUTE plan_check({nulls})")
-        };
-        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(execute))
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap_or_else(|error| panic!("{name}: {error}"));
-        sqlx::raw_sql("DEALLOCATE plan_check")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        if plan.iter().any(|line| line.contains("Seq Scan")) {
-            scans.push(format!("{name}:\n{}", plan.join("\n")));
-        }
-    }
+        .expect("plan every statement")
+        .into_iter()
+        .map(|(name, plan)| format!("{name}:\n{plan}"))
+        .collect();
     assert!(
         scans.is_empty(),
         "sequential scans:\n{}",

@@ -1,0 +1,289 @@
+//! The scale mode: idem on tables that a year of traffic filled (keys over 1 000 tenants with
+//! their stored answers, and audit rows), beside a fresh database on the same server, both
+//! driven in interleaved rounds, so that what the loaded tables cost shows as a ratio. On
+//! PostgreSQL.
+//!
+//! The loaded database (`idem_scale_loaded`) is filled in SQL, in batches, and kept between
+//! runs: a later run tops it up to the asked size. The fresh one (`idem_scale_fresh`) is made
+//! again on every run.
+
+use sqlx::Connection as _;
+use sqlx::postgres::PgConnection;
+
+use super::*;
+
+/// How much a year of traffic leaves behind.
+pub(crate) struct Scale {
+    /// Keys with their stored answers, over [`TENANTS`] tenants.
+    pub(crate) keys: u64,
+    /// Rows of the audit log.
+    pub(crate) audit_rows: u64,
+}
+
+/// The tenants the loaded keys and audit rows spread over.
+const TENANTS: u64 = 1_000;
+/// Rows per loading statement: the progress a run prints.
+const LOAD_BATCH: u64 = 1_000_000;
+
+/// One scenario on both databases, each summed over its rounds.
+struct Pair {
+    fresh: Row,
+    loaded: Row,
+    /// Each round's ratio of the loaded database's throughput to the fresh one's.
+    ratios: Vec<f64>,
+}
+
+/// Loads (or tops up) the loaded database, measures both side by side, and returns the
+/// report's Markdown: the scenarios' ratios, the loaded tables' sizes and the statements whose
+/// plans read a whole table.
+pub(crate) async fn measure_scale(
+    server_url: &str,
+    scale: &Scale,
+) -> Result<String, Box<dyn std::error::Error>> {
+    let mut admin = PgConnection::connect(server_url).await?;
+    sqlx::raw_sql("DROP DATABASE IF EXISTS idem_scale_fresh WITH (FORCE)")
+        .execute(&mut admin)
+        .await?;
+    sqlx::raw_sql("CREATE DATABASE idem_scale_fresh")
+        .execute(&mut admin)
+        .await?;
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'idem_scale_loaded')",
+    )
+    .fetch_one(&mut admin)
+    .await?;
+    if !exists {
+        sqlx::raw_sql("CREATE DATABASE idem_scale_loaded")
+            .execute(&mut admin)
+            .await?;
+    }
+    let (fresh_url, loaded_url) = (
+        with_database(server_url, "idem_scale_fresh"),
+        with_database(server_url, "idem_scale_loaded"),
+    );
+    let (fresh, fresh_handle) = Target::start(&fresh_url, StoreConfig::default()).await?;
+    let (loaded, loaded_handle) = Target::start(&loaded_url, StoreConfig::default()).await?;
+    let mut conn = PgConnection::connect(&loaded_url).await?;
+    load(&mut conn, scale).await?;
+
+    let pairs = drive_side_by_side(&fresh, &loaded).await;
+    fresh_handle.stop(true).await;
+    loaded_handle.stop(true).await;
+
+    let mut markdown = format!(
+        "PostgreSQL, a database loaded with {} keys over {TENANTS} tenants and {} audit rows beside a fresh one, {ROUNDS} interleaved rounds at {CONCURRENCY} concurrent clients:\n\n\
+         | scenario | fresh (req/s) | loaded (req/s) | loaded ÷ fresh | rounds | fresh p99 (ms) | loaded p99 (ms) | p99 loaded ÷ fresh |\n\
+         | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |\n",
+        scale.keys, scale.audit_rows
+    );
+    for Pair {
+        fresh,
+        loaded,
+        ratios,
+    } in &pairs
+    {
+        let rounds = ratios
+            .iter()
+            .map(|ratio| format!("{ratio:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            markdown,
+            "| {} | {:.0} | {:.0} | {:.2} | {rounds} | {:.2} | {:.2} | {:.2} |",
+            fresh.name,
+            fresh.throughput(),
+            loaded.throughput(),
+            loaded.throughput() / fresh.throughput(),
+            fresh.p(0.99),
+            loaded.p(0.99),
+            loaded.p(0.99) / fresh.p(0.99),
+        );
+    }
+    markdown.push_str("\nThe loaded tables:\n\n| table | rows | table (MiB) | indexes (MiB) |\n| --- | ---: | ---: | ---: |\n");
+    let sizes: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT c.relname::text, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid)
+         FROM pg_class c
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
+           AND c.relname IN ('idempotency_keys', 'idempotent_write_audit_log', 'idem_outbox', 'customers')
+         ORDER BY 1",
+    )
+    .fetch_all(&mut conn)
+    .await?;
+    for (table, rows, table_bytes, index_bytes) in sizes {
+        let _ = writeln!(
+            markdown,
+            "| {table} | {rows} | {:.0} | {:.0} |",
+            table_bytes as f64 / 1048576.0,
+            index_bytes as f64 / 1048576.0
+        );
+    }
+    let scans = idem_runtime::__private::postgres_sequential_scans(&mut conn).await?;
+    let statements = idem_runtime::__private::postgres_statements().len() + 1;
+    if scans.is_empty() {
+        let _ = writeln!(
+            markdown,
+            "\nThe generic plans of all {statements} protocol statements on the loaded tables: no sequential scan."
+        );
+    } else {
+        let _ = writeln!(
+            markdown,
+            "\nStatements whose generic plan reads a whole table on the loaded tables:\n"
+        );
+        for (name, plan) in scans {
+            let _ = writeln!(markdown, "{name}:\n```text\n{plan}\n```");
+        }
+    }
+    Ok(markdown)
+}
+
+/// Tops the loaded database up to `scale`, in SQL: keys of `createCustomer` with an answer the
+/// size of AccuBooks' own, live for a day, and their audit rows, then `VACUUM ANALYZE`.
+async fn load(conn: &mut PgConnection, scale: &Scale) -> Result<(), sqlx::Error> {
+    let tables = [
+        (
+            "idempotency_keys",
+            "tenant_id",
+            scale.keys,
+            "INSERT INTO idempotency_keys
+                 (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id,
+                  response_status, response_headers, response_body, created_at_ms, expires_at_ms)
+             SELECT 'scale-tenant-' || (i % 1000), 'createCustomer', 'scale-key-' || i,
+                 sha256(i::text::bytea), md5(i::text)::uuid::text, i, 201,
+                 '[[\"content-type\",\"application/json\"]]',
+                 convert_to(json_build_object('id', md5(i::text)::uuid, 'name', 'Customer ' || i,
+                     'email', 'customer' || i || '@example.com')::text, 'UTF8'),
+                 idem_now_ms() - 3600000, idem_now_ms() + 86400000
+             FROM generate_series($1::bigint, $2::bigint) AS i",
+        ),
+        (
+            "idempotent_write_audit_log",
+            "company_id",
+            scale.audit_rows,
+            "INSERT INTO idempotent_write_audit_log
+                 (id, operation, class, company_id, key_hash, entity_id, fingerprint, outcome,
+                  status, attempts, duration_ms, created_at_ms)
+             SELECT md5('audit' || i)::uuid::text, 'createCustomer', 'high_risk',
+                 'scale-tenant-' || (i % 1000), encode(sha256(i::text::bytea), 'hex'),
+                 md5(i::text)::uuid::text, encode(sha256(('f' || i)::bytea), 'hex'),
+                 CASE WHEN i % 5 = 0 THEN 'replayed' ELSE 'new' END, 201, 1, 4.5,
+                 idem_now_ms() - 31536000000 + i % 31536000000
+             FROM generate_series($1::bigint, $2::bigint) AS i",
+        ),
+    ];
+    for (table, tenant, wanted, insert) in tables {
+        let count = format!("SELECT COUNT(*) FROM {table} WHERE {tenant} LIKE 'scale-%'");
+        let mut have: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count))
+            .fetch_one(&mut *conn)
+            .await?;
+        let started = Instant::now();
+        while (have as u64) < wanted {
+            let to = (have as u64 + LOAD_BATCH).min(wanted);
+            sqlx::query(sqlx::AssertSqlSafe(insert))
+                .bind(have + 1)
+                .bind(to as i64)
+                .execute(&mut *conn)
+                .await?;
+            have = to as i64;
+            println!(
+                "loaded {table}: {have} of {wanted} rows ({:.0} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    sqlx::raw_sql("VACUUM ANALYZE").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// New writes, their replays and a same-key burst on both databases, in interleaved rounds
+/// whose order alternates, so that drift on a shared machine falls on both alike.
+async fn drive_side_by_side(fresh: &Target, loaded: &Target) -> Vec<Pair> {
+    let run = format!("{:x}", std::process::id());
+    for target in [fresh, loaded] {
+        target
+            .drive("warm-up", "/api/customers", 200, CONCURRENCY, |i| {
+                Some(format!("warm-{run}-{i}"))
+            })
+            .await;
+    }
+    let per_round = REQUESTS / ROUNDS;
+    let mut pairs: Vec<Pair> = Vec::new();
+    for round in 0..ROUNDS {
+        let new_key = |i| Some(format!("scale-new-{run}-{round}-{i}"));
+        let order = if round % 2 == 0 {
+            [fresh, loaded]
+        } else {
+            [loaded, fresh]
+        };
+        let mut measured = Vec::new();
+        for (name, path) in [
+            ("protected new writes", "/api/customers"),
+            ("replays", "/api/customers"),
+        ] {
+            let mut rows = Vec::new();
+            for target in order {
+                rows.push(
+                    target
+                        .drive(name, path, per_round, CONCURRENCY, new_key)
+                        .await,
+                );
+            }
+            if round % 2 == 1 {
+                rows.reverse();
+            }
+            let loaded_row = rows.pop().expect("two rows");
+            let fresh_row = rows.pop().expect("two rows");
+            measured.push((fresh_row, loaded_row));
+        }
+        for (index, (fresh_row, loaded_row)) in measured.into_iter().enumerate() {
+            let ratio = loaded_row.throughput() / fresh_row.throughput();
+            match pairs.get_mut(index) {
+                Some(pair) => {
+                    pair.fresh.add(fresh_row);
+                    pair.loaded.add(loaded_row);
+                    pair.ratios.push(ratio);
+                }
+                None => pairs.push(Pair {
+                    fresh: fresh_row,
+                    loaded: loaded_row,
+                    ratios: vec![ratio],
+                }),
+            }
+        }
+    }
+    let mut bursts = Vec::new();
+    for target in [fresh, loaded] {
+        let key = format!("scale-burst-{run}");
+        bursts.push(
+            target
+                .drive(
+                    "500-request same-key burst",
+                    "/api/customers",
+                    BURST,
+                    BURST,
+                    |_| Some(key.clone()),
+                )
+                .await,
+        );
+    }
+    let loaded_burst = bursts.pop().expect("two bursts");
+    let fresh_burst = bursts.pop().expect("two bursts");
+    let ratio = loaded_burst.throughput() / fresh_burst.throughput();
+    pairs.push(Pair {
+        fresh: fresh_burst,
+        loaded: loaded_burst,
+        ratios: vec![ratio],
+    });
+    pairs
+}
+
+/// `url` with its database (the last segment of its path) replaced by `database`.
+fn with_database(url: &str, database: &str) -> String {
+    let (address, query) = url
+        .split_once('?')
+        .map_or((url, None), |(a, q)| (a, Some(q)));
+    let base = address.rsplit_once('/').map_or(address, |(base, _)| base);
+    match query {
+        Some(query) => format!("{base}/{database}?{query}"),
+        None => format!("{base}/{database}"),
+    }
+}
