@@ -76,7 +76,7 @@ async fn every_command(url: &str, owner_disables_triggers: &[&'static str]) {
     let (code, json) = idem_json(url, &["migrate"]);
     assert_eq!(
         (code, json["applied_migrations"].as_array().unwrap().len()),
-        (0, 12)
+        (0, 13)
     );
     assert_eq!(idem_json(url, &["migrate", "--check"]).0, 0);
 

@@ -175,7 +175,7 @@ pub mod __private {
     #[cfg(feature = "sqlite")]
     pub use crate::backend::catalog::sqlite_statements;
     #[cfg(feature = "postgres")]
-    pub use crate::backend::catalog::{postgres_sequential_scans, postgres_statements};
+    pub use crate::backend::catalog::{postgres_generic_plans, postgres_statements};
 
     pub use crate::operation::Registered;
 

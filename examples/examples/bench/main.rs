@@ -75,12 +75,13 @@ const CONCURRENCY: usize = 32;
 const BURST: usize = 500;
 
 const USAGE: &str = "usage: bench [--postgres URL] [--mysql URL]
-       bench --scale --postgres URL [--keys N] [--audit-rows N]
+       bench --scale --postgres URL [--keys N] [--audit-rows N] [--pending-events N]
   --postgres URL   also measure PostgreSQL at URL (the database must exist)
   --mysql URL      also measure MySQL or MariaDB at URL (the database must exist)
-  --scale          instead, a database loaded with --keys keys (10000000) and --audit-rows
-                   audit rows (50000000) beside a fresh one, on the server of --postgres: it
-                   creates idem_scale_fresh and idem_scale_loaded there, and keeps the loaded one
+  --scale          instead, a database loaded with --keys keys (10000000), --audit-rows
+                   audit rows (50000000) and --pending-events outbox events (1000000) beside a
+                   fresh one, on the server of --postgres: it creates idem_scale_fresh and
+                   idem_scale_loaded there, and keeps the loaded one
   --help           this text
 SQLite always runs (with synchronous = FULL, idem's default, and again with NORMAL);
 actix-idempotent's rows need Redis on 127.0.0.1:6379.";
@@ -97,6 +98,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut scale = Scale {
         keys: 10_000_000,
         audit_rows: 50_000_000,
+        pending_events: 1_000_000,
     };
     for pair in args[usize::from(scaled)..].chunks(2) {
         match pair {
@@ -104,6 +106,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             [flag, url] if flag == "--mysql" && !scaled => mysql = Some(url.clone()),
             [flag, n] if flag == "--keys" && scaled => scale.keys = n.parse()?,
             [flag, n] if flag == "--audit-rows" && scaled => scale.audit_rows = n.parse()?,
+            [flag, n] if flag == "--pending-events" && scaled => {
+                scale.pending_events = n.parse()?
+            }
             _ => {
                 eprintln!("{USAGE}");
                 std::process::exit(2);

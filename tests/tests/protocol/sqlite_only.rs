@@ -128,12 +128,22 @@ async fn no_protocol_statement_scans_a_whole_table() {
                 && !detail.contains(" USING ")
                 && detail != "SCAN CONSTANT ROW"
         };
-        if plan.iter().any(|(.., detail)| whole_table(detail)) {
+        // The dispatcher's claim reads its batch in the index's order: a temporary B-tree
+        // would sort the whole backlog for each batch.
+        let sorts = |detail: &str| name == "claim_events" && detail.contains("TEMP B-TREE");
+        if plan
+            .iter()
+            .any(|(.., detail)| whole_table(detail) || sorts(detail))
+        {
             let details: Vec<&str> = plan.iter().map(|(.., detail)| detail.as_str()).collect();
             scans.push(format!("{name}: {}", details.join(" / ")));
         }
     }
-    assert!(scans.is_empty(), "whole-table scans:\n{}", scans.join("\n"));
+    assert!(
+        scans.is_empty(),
+        "whole-table scans, or a sorted claim:\n{}",
+        scans.join("\n")
+    );
 }
 
 /// One call seals a backlog in seals of `SEAL_ROWS`, each chained to the one before it.

@@ -324,8 +324,8 @@ where
     db.migrate().await;
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        12,
-        "keys, outbox, audit log, outbox parking, database clock, audit roles, key expiry, outbox claims, audit repeats, the clock per statement, audit seals, plans on indexes: each applied once, in idem's own table"
+        13,
+        "keys, outbox, audit log, outbox parking, database clock, audit roles, key expiry, outbox claims, audit repeats, the clock per statement, audit seals, plans on indexes, the outbox claim in order: each applied once, in idem's own table"
     );
     assert!(db.store.pending_migrations().await.unwrap().is_empty());
 
@@ -356,8 +356,8 @@ where
     );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM _idem_migrations", &[]).await,
-        12,
-        "idem's holds its own twelve"
+        13,
+        "idem's holds its own thirteen"
     );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM application_notes", &[])
