@@ -39,8 +39,8 @@ struct Pair {
 }
 
 /// Loads (or tops up) the loaded database, measures both side by side, and returns the
-/// report's Markdown: the scenarios' ratios, the loaded tables' sizes and the statements whose
-/// plans read a whole table.
+/// report's Markdown: the scenarios' ratios, the purge while serving, the loaded tables' sizes
+/// and the statements whose plans read a whole table or sort.
 pub(crate) async fn measure_scale(
     server_url: &str,
     scale: &Scale,
@@ -176,55 +176,56 @@ async fn load(conn: &mut PgConnection, scale: &Scale) -> Result<(), sqlx::Error>
             "SELECT COUNT(*) FROM idempotency_keys WHERE tenant_id LIKE 'scale-%'",
             scale.keys,
             "SELECT COALESCE(MAX(attempt_id), 0) FROM idempotency_keys WHERE tenant_id LIKE 'scale-%'",
-            "INSERT INTO idempotency_keys
+            format!("INSERT INTO idempotency_keys
                  (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id,
                   response_status, response_headers, response_body, created_at_ms, expires_at_ms)
-             SELECT 'scale-tenant-' || (i % 1000), 'createCustomer', 'scale-key-' || i,
+             SELECT 'scale-tenant-' || (i % {TENANTS}), 'createCustomer', 'scale-key-' || i,
                  sha256(i::text::bytea), md5(i::text)::uuid::text, i, 201,
                  '[[\"content-type\",\"application/json\"]]',
                  convert_to(json_build_object('id', md5(i::text)::uuid, 'name', 'Customer ' || i,
                      'email', 'customer' || i || '@example.com')::text, 'UTF8'),
                  idem_now_ms() - 3600000, idem_now_ms() + 86400000
-             FROM generate_series($1::bigint, $2::bigint) AS i",
+             FROM generate_series($1::bigint, $2::bigint) AS i"),
         ),
         (
             "idempotent_write_audit_log",
             "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE company_id LIKE 'scale-%'",
             scale.audit_rows,
             "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE company_id LIKE 'scale-%'",
-            "INSERT INTO idempotent_write_audit_log
+            format!("INSERT INTO idempotent_write_audit_log
                  (id, operation, class, company_id, key_hash, entity_id, fingerprint, outcome,
                   status, attempts, duration_ms, created_at_ms)
              SELECT md5('audit' || i)::uuid::text, 'createCustomer', 'high_risk',
-                 'scale-tenant-' || (i % 1000), encode(sha256(i::text::bytea), 'hex'),
+                 'scale-tenant-' || (i % {TENANTS}), encode(sha256(i::text::bytea), 'hex'),
                  md5(i::text)::uuid::text, encode(sha256(('f' || i)::bytea), 'hex'),
                  CASE WHEN i % 5 = 0 THEN 'replayed' ELSE 'new' END, 201, 1, 4.5,
                  idem_now_ms() - 31536000000 + i % 31536000000
-             FROM generate_series($1::bigint, $2::bigint) AS i",
+             FROM generate_series($1::bigint, $2::bigint) AS i"),
         ),
         (
             "idempotent_write_audit_seals",
             "SELECT COUNT(*) FROM idempotent_write_audit_seals",
             scale.audit_rows / SEAL_ROWS,
             "SELECT COALESCE(MAX(seal), 0) FROM idempotent_write_audit_seals",
-            "INSERT INTO idempotent_write_audit_seals
+            format!("INSERT INTO idempotent_write_audit_seals
                  (seal, first_seq, last_seq, row_count, digest, previous_digest, sealed_at_ms)
-             SELECT i, (i - 1) * 1000 + 1, i * 1000, 1000, encode(sha256(i::text::bytea), 'hex'),
-                 encode(sha256((i - 1)::text::bytea), 'hex'), idem_now_ms()
-             FROM generate_series($1::bigint, $2::bigint) AS i",
+             SELECT i, (i - 1) * {SEAL_ROWS} + 1, i * {SEAL_ROWS}, {SEAL_ROWS},
+                 encode(sha256(i::text::bytea), 'hex'), encode(sha256((i - 1)::text::bytea), 'hex'),
+                 idem_now_ms()
+             FROM generate_series($1::bigint, $2::bigint) AS i"),
         ),
         (
             "idem_outbox",
             "SELECT COUNT(*) FROM idem_outbox WHERE tenant_id LIKE 'scale-%'",
             scale.pending_events,
             "SELECT COUNT(*) FROM idem_outbox WHERE tenant_id LIKE 'scale-%'",
-            "INSERT INTO idem_outbox
+            format!("INSERT INTO idem_outbox
                  (event_id, tenant_id, operation, entity_id, topic, payload, sequence_in_write,
                   created_at_ms, next_attempt_at_ms)
-             SELECT 'scale-event-' || i, 'scale-tenant-' || (i % 1000), 'createPayment',
-                 md5(i::text)::uuid::text, 'receipt', convert_to('{\"invoice\":' || i || '}', 'UTF8'),
+             SELECT 'scale-event-' || i, 'scale-tenant-' || (i % {TENANTS}), 'createPayment',
+                 md5(i::text)::uuid::text, 'receipt', convert_to('{{\"invoice\":' || i || '}}', 'UTF8'),
                  0, idem_now_ms() - 60000, 0
-             FROM generate_series($1::bigint, $2::bigint) AS i",
+             FROM generate_series($1::bigint, $2::bigint) AS i"),
         ),
     ];
     for (table, count, wanted, highest, insert) in tables {
@@ -233,7 +234,7 @@ async fn load(conn: &mut PgConnection, scale: &Scale) -> Result<(), sqlx::Error>
         let started = Instant::now();
         while (have as u64) < wanted {
             let rows = LOAD_BATCH.min(wanted - have as u64) as i64;
-            sqlx::query(sqlx::AssertSqlSafe(insert))
+            sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
                 .bind(next + 1)
                 .bind(next + rows)
                 .execute(&mut *conn)
