@@ -18,7 +18,9 @@
 //! bare writes. A second table measures four operations (`createCustomer`, `createInvoice` with
 //! three lines, `createPayment`, `adjustInventory`) against bare twins that run the same
 //! statements (`idem_examples::accubooks::writes`) in one transaction without idem: saturated,
-//! and at rest (one client), where it gives the median milliseconds idem adds to one write. On
+//! and at rest (one client), where it gives the median milliseconds idem adds to one write.
+//! Another ([`answers`]) gives what each KiB of a stored answer adds to a new write and a
+//! replay. On
 //! PostgreSQL a last table counts, through a proxy ([`wire`]), the statements and round trips
 //! each request sends: bare, protected new write, replay. The machine is small and shared: read
 //! the ratios, not the absolute numbers; the counts are exact.
@@ -52,6 +54,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{Any, Pool};
 use uuid::Uuid;
 
+mod answers;
 mod counts;
 mod operations;
 mod scale;
@@ -60,6 +63,7 @@ mod target;
 mod twins;
 mod wire;
 
+use answers::{measure_answer_sizes, report_answer_sizes};
 use counts::{count_wire, report_wire};
 use operations::{Fixtures, Operation, measure_operations, report_operations};
 use scale::{Scale, measure_scale};
@@ -147,6 +151,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &(name, url) in &servers {
         operations.push((name, measure_operations(name, url).await?));
     }
+    // What an answer's size costs, at rest.
+    let mut answer_sizes = vec![("SQLite", measure_answer_sizes(&sqlite).await?)];
+    for &(name, url) in &servers {
+        answer_sizes.push((name, measure_answer_sizes(url).await?));
+    }
     // What durability costs: the same run with synchronous = NORMAL, which a power loss can
     // undo answered writes under.
     let normal_sqlite = format!("sqlite://{}", dir.path().join("normal.db").display());
@@ -206,7 +215,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         markdown,
         "\nEvery operation against its bare twin (the same statements in one transaction, no key), at {CONCURRENCY} concurrent clients and at rest (one client):\n\n{operations_markdown}"
     );
-    let mut json = json!({ "scenarios": json, "operations": operations_json });
+    let (answers_markdown, answers_json) = report_answer_sizes(&answer_sizes);
+    let _ = write!(markdown, "\n{answers_markdown}");
+    let mut json = json!({
+        "scenarios": json,
+        "operations": operations_json,
+        "answer_sizes": answers_json,
+    });
     if let Some(url) = &postgres {
         let (wire_markdown, wire_json) = report_wire(&count_wire(url).await?);
         let _ = write!(
