@@ -15,7 +15,7 @@ use idem_actix::{MutationGate, TenantId, TenantRejection, TenantResolver};
 use idem_runtime::{Backend, IdempotencyStore, StoreConfig};
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{MySql, Pool, Postgres, Sqlite};
+use sqlx::{Connection as _, MySql, Pool, Postgres, Sqlite};
 use uuid::Uuid;
 
 /// Runs every scenario on every backend: a module per backend, named after it, and in it what
@@ -877,7 +877,19 @@ pub async fn test_server_database(server: TestServer) -> String {
         assert!(read_only && tries < 40, "{create}: {error}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    format!("postgres://postgres@127.0.0.1:{}/{name}", server.port())
+    let url = format!("postgres://postgres@127.0.0.1:{}/{name}", server.port());
+    // Right after a switchover HAProxy may also route a new connection to a standby that has
+    // not replayed the CREATE DATABASE yet (3D000): the database is ready once it is seen.
+    let mut tries = 0;
+    while let Err(error) = sqlx::PgConnection::connect(&url).await {
+        let missing = error
+            .as_database_error()
+            .is_some_and(|error| error.code().as_deref() == Some("3D000"));
+        tries += 1;
+        assert!(missing && tries < 40, "{url}: {error}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    url
 }
 
 /// A new database behind PgBouncer for a new application role (neither a superuser nor
