@@ -168,14 +168,14 @@ pub(crate) async fn measure_scale(
 /// outbox events, then `VACUUM ANALYZE`.
 async fn load(conn: &mut PgConnection, scale: &Scale) -> Result<(), sqlx::Error> {
     // Each table, how many loaded rows it has, how many are wanted, the highest number its
-    // loaded rows carry (keys are purged by the scale mode, the others never), and the
-    // statement that loads the rows numbered $1 to $2.
+    // loaded rows carry where it is not their count (keys are purged by the scale mode, the
+    // others never), and the statement that loads the rows numbered $1 to $2.
     let tables = [
         (
             "idempotency_keys",
             "SELECT COUNT(*) FROM idempotency_keys WHERE tenant_id LIKE 'scale-%'",
             scale.keys,
-            "SELECT COALESCE(MAX(attempt_id), 0) FROM idempotency_keys WHERE tenant_id LIKE 'scale-%'",
+            Some("SELECT COALESCE(MAX(attempt_id), 0) FROM idempotency_keys WHERE tenant_id LIKE 'scale-%'"),
             format!("INSERT INTO idempotency_keys
                  (tenant_id, operation, idempotency_key, fingerprint, entity_id, attempt_id,
                   response_status, response_headers, response_body, created_at_ms, expires_at_ms)
@@ -191,7 +191,7 @@ async fn load(conn: &mut PgConnection, scale: &Scale) -> Result<(), sqlx::Error>
             "idempotent_write_audit_log",
             "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE company_id LIKE 'scale-%'",
             scale.audit_rows,
-            "SELECT COUNT(*) FROM idempotent_write_audit_log WHERE company_id LIKE 'scale-%'",
+            None,
             format!("INSERT INTO idempotent_write_audit_log
                  (id, operation, class, company_id, key_hash, entity_id, fingerprint, outcome,
                   status, attempts, duration_ms, created_at_ms)
@@ -206,7 +206,7 @@ async fn load(conn: &mut PgConnection, scale: &Scale) -> Result<(), sqlx::Error>
             "idempotent_write_audit_seals",
             "SELECT COUNT(*) FROM idempotent_write_audit_seals",
             scale.audit_rows / SEAL_ROWS,
-            "SELECT COALESCE(MAX(seal), 0) FROM idempotent_write_audit_seals",
+            Some("SELECT COALESCE(MAX(seal), 0) FROM idempotent_write_audit_seals"),
             format!("INSERT INTO idempotent_write_audit_seals
                  (seal, first_seq, last_seq, row_count, digest, previous_digest, sealed_at_ms)
              SELECT i, (i - 1) * {SEAL_ROWS} + 1, i * {SEAL_ROWS}, {SEAL_ROWS},
@@ -218,7 +218,7 @@ async fn load(conn: &mut PgConnection, scale: &Scale) -> Result<(), sqlx::Error>
             "idem_outbox",
             "SELECT COUNT(*) FROM idem_outbox WHERE tenant_id LIKE 'scale-%'",
             scale.pending_events,
-            "SELECT COUNT(*) FROM idem_outbox WHERE tenant_id LIKE 'scale-%'",
+            None,
             format!("INSERT INTO idem_outbox
                  (event_id, tenant_id, operation, entity_id, topic, payload, sequence_in_write,
                   created_at_ms, next_attempt_at_ms)
@@ -230,7 +230,10 @@ async fn load(conn: &mut PgConnection, scale: &Scale) -> Result<(), sqlx::Error>
     ];
     for (table, count, wanted, highest, insert) in tables {
         let mut have: i64 = sqlx::query_scalar(count).fetch_one(&mut *conn).await?;
-        let mut next: i64 = sqlx::query_scalar(highest).fetch_one(&mut *conn).await?;
+        let mut next: i64 = match highest {
+            Some(highest) => sqlx::query_scalar(highest).fetch_one(&mut *conn).await?,
+            None => have,
+        };
         let started = Instant::now();
         while (have as u64) < wanted {
             let rows = LOAD_BATCH.min(wanted - have as u64) as i64;
@@ -265,30 +268,21 @@ async fn drive_side_by_side(fresh: &Target, loaded: &Target) -> Vec<Pair> {
     let mut pairs: Vec<Pair> = Vec::new();
     for round in 0..ROUNDS {
         let new_key = |i| Some(format!("scale-new-{run}-{round}-{i}"));
-        let order = if round % 2 == 0 {
-            [fresh, loaded]
-        } else {
-            [loaded, fresh]
+        let drive = async |target: &Target, name| {
+            target
+                .drive(name, "/api/customers", per_round, CONCURRENCY, new_key)
+                .await
         };
         let mut measured = Vec::new();
-        for (name, path) in [
-            ("protected new writes", "/api/customers"),
-            ("replays", "/api/customers"),
-        ] {
-            let mut rows = Vec::new();
-            for target in order {
-                rows.push(
-                    target
-                        .drive(name, path, per_round, CONCURRENCY, new_key)
-                        .await,
-                );
-            }
-            if round % 2 == 1 {
-                rows.reverse();
-            }
-            let loaded_row = rows.pop().expect("two rows");
-            let fresh_row = rows.pop().expect("two rows");
-            measured.push((fresh_row, loaded_row));
+        for name in ["protected new writes", "replays"] {
+            // Fresh first in even rounds, loaded first in odd ones.
+            measured.push(if round % 2 == 0 {
+                let fresh_row = drive(fresh, name).await;
+                (fresh_row, drive(loaded, name).await)
+            } else {
+                let loaded_row = drive(loaded, name).await;
+                (drive(fresh, name).await, loaded_row)
+            });
         }
         for (index, (fresh_row, loaded_row)) in measured.into_iter().enumerate() {
             let ratio = loaded_row.throughput() / fresh_row.throughput();
