@@ -66,16 +66,16 @@ pub enum StoreError {
 }
 
 impl From<sqlx::Error> for StoreError {
-    /// Wraps a database failure, saying in plain words what sqlx reports by a symptom: a
+    /// Wraps a database failure, saying in plain words what sqlx reports by a symptom alone: a
     /// server that closes the connection before answering PostgreSQL's TLS request (a proxy
-    /// with no healthy server behind it, a server shutting down) reads as "unexpected response
-    /// from SSLRequest: 0x00", the byte sqlx never received.
+    /// with no healthy server behind it, a server shutting down) reads as a bare "unexpected
+    /// end of file".
     fn from(error: sqlx::Error) -> Self {
         Self::Database(match error {
-            sqlx::Error::Protocol(message) if message.starts_with(SSL_REQUEST_UNANSWERED) => {
+            sqlx::Error::Io(io) if is_unanswered_request(&io) => {
                 sqlx::Error::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
-                    "the server closed the connection before answering (sqlx reads this as \"unexpected response from SSLRequest: 0x00\"): is the database, or the proxy's server behind it, up?",
+                    "the server closed the connection before answering: is the database, or the proxy's server behind it, up?",
                 ))
             }
             error => error,
@@ -83,9 +83,12 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
-/// sqlx's error when the connection closes before the server answers its TLS request (sqlx
-/// appends where in its source it arose).
-const SSL_REQUEST_UNANSWERED: &str = "unexpected response from SSLRequest: 0x00";
+/// sqlx's error when the connection closes before the server answers its TLS request: an
+/// end of file with nothing more to say. One that closes in the middle of a message carries
+/// sqlx's "expected to read N bytes, got M bytes at EOF" instead, and is left as it is.
+fn is_unanswered_request(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::UnexpectedEof && error.get_ref().is_none()
+}
 
 /// Why one write produced no [`Outcome`](crate::Outcome). In every case nothing of the write
 /// was committed and the key is free for a retry.
@@ -204,5 +207,21 @@ mod tests {
         let refused: WriteError<std::io::Error> =
             WriteError::Handler(std::io::Error::other("card declined"));
         assert_eq!(chain(&refused), "the write was refused: card declined");
+    }
+
+    /// Only the bare end of file of an unanswered request is explained; an end of file in the
+    /// middle of a message (a connection lost during a query) keeps sqlx's own words.
+    #[test]
+    fn an_end_of_file_mid_message_is_not_taken_for_an_unanswered_request() {
+        let mid_message = StoreError::from(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "expected to read 5 bytes, got 0 bytes at EOF",
+        )));
+        let text = chain(&mid_message);
+        assert!(text.contains("expected to read 5 bytes"), "{text}");
+        assert!(!text.contains("before answering"), "{text}");
+        let unanswered =
+            StoreError::from(sqlx::Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        assert!(chain(&unanswered).contains("before answering"));
     }
 }
