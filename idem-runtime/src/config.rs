@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::Backend;
 use crate::backend::Statements;
+use crate::{Backend, PurgePace};
 
 /// The settings of an [`IdempotencyStore`](crate::IdempotencyStore).
 ///
@@ -30,6 +30,7 @@ pub struct StoreConfig {
     acquire_timeout: Duration,
     transaction_pooling: bool,
     replica_timeout: Duration,
+    purge_pace: PurgePace,
 }
 
 /// How SQLite makes a commit durable (its `synchronous` pragma), for the pools that
@@ -61,6 +62,7 @@ impl Default for StoreConfig {
             acquire_timeout: Duration::from_secs(5),
             transaction_pooling: false,
             replica_timeout: Duration::from_secs(1),
+            purge_pace: PurgePace::default(),
         }
     }
 }
@@ -188,6 +190,18 @@ impl StoreConfig {
     pub fn with_write_timeout(mut self, write_timeout: Duration) -> Self {
         self.write_timeout = write_timeout;
         self
+    }
+
+    /// How the store's purges delete (default 1 000 rows a batch, 20 ms between batches): see
+    /// [`PurgePace`].
+    pub fn with_purge_pace(mut self, pace: PurgePace) -> Self {
+        self.purge_pace = pace;
+        self
+    }
+
+    /// The configured purge pace.
+    pub fn purge_pace(&self) -> PurgePace {
+        self.purge_pace
     }
 
     /// The configured write timeout.

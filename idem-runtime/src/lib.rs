@@ -96,7 +96,7 @@ pub use entity_id::{ENTITY_ID_NAMESPACE, entity_id};
 pub use error::{ErrorChain, StoreError, WriteError};
 pub use fingerprint::{Fingerprint, RequestPart};
 pub use key::{IdempotencyKey, KeyError, MAX_KEY_LEN};
-pub use maintenance::{Maintenance, MaintenanceReport, PURGE_BATCH};
+pub use maintenance::{Maintenance, MaintenanceReport, PurgePace};
 pub use observe::{
     AUDIT_ROWS_LOST_TOTAL, MAINTENANCE_ERRORS_TOTAL, MAINTENANCE_PURGED_ROWS_TOTAL, METRIC_NAMES,
     OUTBOX_DISPATCH_ERRORS_TOTAL, OUTBOX_EVENTS_PARKED, OUTBOX_EVENTS_PARKED_TOTAL,

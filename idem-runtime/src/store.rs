@@ -12,7 +12,6 @@ use crate::audit::AuditQueue;
 use crate::backend::{KeyRecord, KeyScope, PostgresCheck, Statements};
 use crate::clock::millis;
 use crate::in_flight::InFlightClaims;
-use crate::maintenance::{PURGE_BATCH, purge_in_batches};
 use crate::{Backend, Operation, StoreConfig, StoreError, TenantId};
 
 /// The write protocol's handle on one database: cheap to clone, shared by every handler.
@@ -149,17 +148,20 @@ impl<DB: Backend> IdempotencyStore<DB> {
         Ok(DB::postgres_findings(&self.pool, self.config.statements(), check).await?)
     }
 
-    /// Deletes the keys past their own expiry and returns how many, in batches of
-    /// [`PURGE_BATCH`] rows. Each key row carries its expiry, set at its claim from its
+    /// Deletes the keys past their own expiry and returns how many, at the configured
+    /// [`PurgePace`](crate::PurgePace). Each key row carries its expiry, set at its claim from its
     /// operation's retention, so a purge run by any binary removes only what has expired,
     /// whatever operations that binary registers. Expired keys already stopped replaying when
     /// they expired (by the database's clock); this only reclaims their rows. [`Maintenance`](crate::Maintenance)
     /// runs it on a schedule.
     pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        let purged = purge_in_batches(&mut || false, || {
-            DB::purge_expired(&self.pool, self.config.statements(), PURGE_BATCH)
-        })
-        .await?;
+        let purged = self
+            .config
+            .purge_pace()
+            .purge(&mut || false, |rows| {
+                DB::purge_expired(&self.pool, self.config.statements(), rows)
+            })
+            .await?;
         tracing::info!(purged, "purged expired idempotency keys");
         Ok(purged)
     }

@@ -80,12 +80,15 @@ const BURST: usize = 500;
 
 const USAGE: &str = "usage: bench [--postgres URL] [--mysql URL]
        bench --scale --postgres URL [--keys N] [--audit-rows N] [--pending-events N]
+                                    [--purge-batch N] [--purge-pause-ms N]
   --postgres URL   also measure PostgreSQL at URL (the database must exist)
   --mysql URL      also measure MySQL or MariaDB at URL (the database must exist)
   --scale          instead, a database loaded with --keys keys (10000000), --audit-rows
                    audit rows (50000000) and --pending-events outbox events (1000000) beside a
                    fresh one, on the server of --postgres: it creates idem_scale_fresh and
-                   idem_scale_loaded there, and keeps the loaded one
+                   idem_scale_loaded there, and keeps the loaded one; its purge while
+                   serving runs unpaced, then at --purge-batch rows a batch and
+                   --purge-pause-ms between batches (the store's defaults: 1000, 20)
   --help           this text
 SQLite always runs (with synchronous = FULL, idem's default, and again with NORMAL);
 actix-idempotent's rows need Redis on 127.0.0.1:6379.";
@@ -103,6 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         keys: 10_000_000,
         audit_rows: 50_000_000,
         pending_events: 1_000_000,
+        purge_pace: idem_actix::PurgePace::default(),
     };
     for pair in args[usize::from(scaled)..].chunks(2) {
         match pair {
@@ -112,6 +116,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             [flag, n] if flag == "--audit-rows" && scaled => scale.audit_rows = n.parse()?,
             [flag, n] if flag == "--pending-events" && scaled => {
                 scale.pending_events = n.parse()?
+            }
+            [flag, n] if flag == "--purge-batch" && scaled => {
+                scale.purge_pace = scale.purge_pace.with_batch_rows(n.parse()?)
+            }
+            [flag, n] if flag == "--purge-pause-ms" && scaled => {
+                scale.purge_pace = scale
+                    .purge_pace
+                    .with_pause(Duration::from_millis(n.parse()?))
             }
             _ => {
                 eprintln!("{USAGE}");

@@ -7,7 +7,9 @@
 //! runs: a later run tops it up to the asked size. The fresh one (`idem_scale_fresh`) is made
 //! again on every run.
 
+use idem_actix::PurgePace;
 use sqlx::Connection as _;
+use sqlx::Postgres;
 use sqlx::postgres::PgConnection;
 
 use super::*;
@@ -20,6 +22,8 @@ pub(crate) struct Scale {
     pub(crate) audit_rows: u64,
     /// Events of the outbox waiting for the dispatcher (none runs during the measurement).
     pub(crate) pending_events: u64,
+    /// The pace of the purge measured beside an unpaced one.
+    pub(crate) purge_pace: PurgePace,
 }
 
 /// The audit rows of one loaded seal.
@@ -72,7 +76,11 @@ pub(crate) async fn measure_scale(
     load(&mut conn, scale).await?;
 
     let pairs = drive_side_by_side(&fresh, &loaded).await;
-    let purge = purge_while_serving(&loaded, &mut conn).await?;
+    let unpaced = scale.purge_pace.with_pause(Duration::ZERO);
+    let mut purges = Vec::new();
+    for pace in [unpaced, scale.purge_pace] {
+        purges.push(purge_while_serving(&loaded, &loaded_url, pace, &mut conn).await?);
+    }
     fresh_handle.stop(true).await;
     loaded_handle.stop(true).await;
 
@@ -105,23 +113,34 @@ pub(crate) async fn measure_scale(
             loaded.p(0.99) / fresh.p(0.99),
         );
     }
-    let PurgeWhileServing {
+    let _ = writeln!(
+        markdown,
+        "\nThe purge while serving: {PURGED} keys of the loaded database expired, then purged by `IdempotencyStore::purge_expired` at a pace, while new writes ran beside it; the writes of as many rounds after it are the baseline. Unpaced first, then the pace asked for; every request succeeded (none waited past the lock timeout):\n\n\
+         | purge pace | keys purged | seconds | rows/s | writes beside (req/s) | after (req/s) | beside ÷ after | p99 beside (ms) | p99 after (ms) | p99 beside ÷ after |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    for PurgeWhileServing {
+        pace,
         alone,
         beside,
         purged,
         seconds,
-    } = purge;
-    let _ = writeln!(
-        markdown,
-        "\nThe purge while serving: {purged} expired keys purged from the loaded database in {seconds:.1} s ({:.0} rows/s) by `IdempotencyStore::purge_expired`, while new writes ran beside it at {:.0} req/s (p99 {:.2} ms), against {:.0} req/s (p99 {:.2} ms) in as many rounds after it: {:.2}× the throughput, p99 {:.2}×. Every request succeeded: none waited past the lock timeout.",
-        purged as f64 / seconds,
-        beside.throughput(),
-        beside.p(0.99),
-        alone.throughput(),
-        alone.p(0.99),
-        beside.throughput() / alone.throughput(),
-        beside.p(0.99) / alone.p(0.99),
-    );
+    } in &purges
+    {
+        let _ = writeln!(
+            markdown,
+            "| {} rows, {} ms pause | {purged} | {seconds:.1} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            pace.batch_rows(),
+            pace.pause().as_millis(),
+            *purged as f64 / seconds,
+            beside.throughput(),
+            alone.throughput(),
+            beside.throughput() / alone.throughput(),
+            beside.p(0.99),
+            alone.p(0.99),
+            beside.p(0.99) / alone.p(0.99),
+        );
+    }
     markdown.push_str("\nThe loaded tables:\n\n| table | rows | table (MiB) | indexes (MiB) |\n| --- | ---: | ---: | ---: |\n");
     let sizes: Vec<(String, i64, i64, i64)> = sqlx::query_as(
         "SELECT c.relname::text, c.reltuples::bigint, pg_table_size(c.oid), pg_indexes_size(c.oid)
@@ -331,6 +350,7 @@ const PURGED: i64 = 1_000_000;
 
 /// New writes on the loaded database beside the purge of expired keys, and without it.
 struct PurgeWhileServing {
+    pace: PurgePace,
     /// The rounds after the purge.
     alone: Row,
     /// The rounds while the purge ran.
@@ -340,10 +360,13 @@ struct PurgeWhileServing {
 }
 
 /// Expires the [`PURGED`] oldest loaded keys, then drives rounds of new writes on the loaded
-/// database while `IdempotencyStore::purge_expired` deletes them, and as many rounds after it.
-/// The loaded database loses those keys; the next run's load adds new ones.
+/// database while `IdempotencyStore::purge_expired` deletes them at `pace` (from a store of its
+/// own, as a maintenance process would), and as many rounds after it. The loaded database
+/// loses those keys; the next run's load adds new ones.
 async fn purge_while_serving(
     loaded: &Target,
+    loaded_url: &str,
+    pace: PurgePace,
     conn: &mut PgConnection,
 ) -> Result<PurgeWhileServing, Box<dyn std::error::Error>> {
     sqlx::query(
@@ -356,7 +379,11 @@ async fn purge_while_serving(
     .await?;
     let run = format!("{:x}", std::process::id());
     let per_round = REQUESTS / ROUNDS;
-    let store = loaded.store.clone();
+    let store = IdempotencyStore::<Postgres>::connect(
+        loaded_url,
+        StoreConfig::default().with_purge_pace(pace),
+    )
+    .await?;
     let started = Instant::now();
     let purge = actix_web::rt::spawn(async move { store.purge_expired().await });
     let (mut beside, mut rounds) = (None, 0);
@@ -395,6 +422,7 @@ async fn purge_while_serving(
         );
     }
     Ok(PurgeWhileServing {
+        pace,
         alone: alone.expect("at least one round"),
         beside: beside.expect("at least one round"),
         purged,

@@ -7,7 +7,6 @@ use sqlx::error::ErrorKind;
 
 use super::{AuditRecord, Queued};
 use crate::clock::millis;
-use crate::maintenance::{PURGE_BATCH, purge_in_batches};
 use crate::observe::record_lost_audit_rows;
 use crate::{Backend, IdempotencyStore, StoreError};
 
@@ -98,15 +97,13 @@ impl<DB: Backend> IdempotencyStore<DB> {
     /// evidence: archive the rows first if the law asks you to keep them longer.
     pub async fn purge_audit_older_than(&self, age: Duration) -> Result<u64, StoreError> {
         let older_than_ms = millis(age);
-        let purged = purge_in_batches(&mut || false, || {
-            DB::purge_audit(
-                &self.pool,
-                self.config.statements(),
-                older_than_ms,
-                PURGE_BATCH,
-            )
-        })
-        .await?;
+        let purged = self
+            .config
+            .purge_pace()
+            .purge(&mut || false, |rows| {
+                DB::purge_audit(&self.pool, self.config.statements(), older_than_ms, rows)
+            })
+            .await?;
         tracing::warn!(
             purged,
             older_than_ms,

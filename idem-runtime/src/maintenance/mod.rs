@@ -12,8 +12,7 @@ use crate::clock::millis;
 use crate::observe::{MAINTENANCE_ERRORS_TOTAL, MAINTENANCE_PURGED_ROWS_TOTAL};
 use crate::{Backend, ErrorChain, IdempotencyStore, StoreError};
 
-pub use batches::PURGE_BATCH;
-pub(crate) use batches::purge_in_batches;
+pub use batches::PurgePace;
 
 /// What one maintenance run deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,8 +33,8 @@ pub struct MaintenanceReport {
 /// batches of concurrent instances do not conflict.
 ///
 /// Each run first seals the audit rows inserted since its last seal and at least
-/// [`Self::with_seal_delay`] ago ([`IdempotencyStore::seal_audit_log`]), then deletes, in
-/// batches of [`PURGE_BATCH`] rows:
+/// [`Self::with_seal_delay`] ago ([`IdempotencyStore::seal_audit_log`]), then deletes, at the
+/// store's [`PurgePace`] (batches of 1 000 rows with a pause between, by default):
 /// - idempotency keys past their own expiry, by the database's clock: each row's expiry is set
 ///   at its claim from its operation's retention (the store's
 ///   [retention](crate::StoreConfig::with_retention), 24 h by default, or the operation's own
@@ -161,25 +160,29 @@ impl<DB: Backend> Maintenance<DB> {
     ) -> Result<MaintenanceReport, StoreError> {
         let started = Instant::now();
         let (pool, statements) = (&self.store.pool, self.store.config.statements());
+        let pace = self.store.config.purge_pace();
         let mut report = MaintenanceReport {
             sealed_rows: self.store.seal_stoppable(self.seal_delay, stop).await?,
             ..MaintenanceReport::default()
         };
-        report.expired_keys =
-            purge_in_batches(stop, || DB::purge_expired(pool, statements, PURGE_BATCH)).await?;
+        report.expired_keys = pace
+            .purge(stop, |rows| DB::purge_expired(pool, statements, rows))
+            .await?;
         metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => "keys")
             .increment(report.expired_keys);
-        report.delivered_events = purge_in_batches(stop, || {
-            DB::purge_delivered(pool, statements, millis(self.outbox_retention), PURGE_BATCH)
-        })
-        .await?;
+        report.delivered_events = pace
+            .purge(stop, |rows| {
+                DB::purge_delivered(pool, statements, millis(self.outbox_retention), rows)
+            })
+            .await?;
         metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => "outbox")
             .increment(report.delivered_events);
         if let Some(retention) = self.audit_retention {
-            report.audit_rows = purge_in_batches(stop, || {
-                DB::purge_audit(pool, statements, millis(retention), PURGE_BATCH)
-            })
-            .await?;
+            report.audit_rows = pace
+                .purge(stop, |rows| {
+                    DB::purge_audit(pool, statements, millis(retention), rows)
+                })
+                .await?;
             metrics::counter!(MAINTENANCE_PURGED_ROWS_TOTAL, "table" => "audit")
                 .increment(report.audit_rows);
         }

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, join_all};
 use idem_runtime::{
-    Fingerprint, IdempotencyKey, IdempotencyStore, OutboxDispatcher, Outcome, RequestPart,
-    StoreConfig, StoredResponse, TenantId, WriteContext, WriteError, WriteRequest,
+    Fingerprint, IdempotencyKey, IdempotencyStore, OutboxDispatcher, Outcome, PurgePace,
+    RequestPart, StoreConfig, StoredResponse, TenantId, WriteContext, WriteError, WriteRequest,
 };
 use idem_tests::{TestDb, TestStore};
 use tokio::sync::Notify;
@@ -164,6 +164,7 @@ idem_tests::per_backend!(protocol_test! for [
     twin_in_this_process_past_the_lock_timeout_is_in_flight,
     twins_across_processes_write_once { threads: 4 },
     expired_keys_stop_replaying_and_are_purged,
+    the_purge_deletes_in_batches_with_a_pause_between,
     one_event_per_new_write_none_per_replay_or_refusal,
     events_survive_a_crash_between_commit_and_dispatch,
     a_running_dispatcher_delivers_after_the_commit,

@@ -305,6 +305,49 @@ pub(crate) async fn expired_keys_stop_replaying_and_are_purged<DB: TestDb>() {
     );
 }
 
+/// The purge deletes at most the pace's batch of rows per statement and pauses after each full
+/// batch: 25 expired keys in batches of 10 are 10, then 15 left for the whole pause.
+pub(crate) async fn the_purge_deletes_in_batches_with_a_pause_between<DB: TestDb>() {
+    let retention = Duration::from_millis(200);
+    let pause = Duration::from_millis(1500);
+    let pace = PurgePace::default().with_batch_rows(10).with_pause(pause);
+    let db = DB::fresh(
+        StoreConfig::default()
+            .with_retention(retention)
+            .with_purge_pace(pace),
+    )
+    .await;
+    let t = tenant("acme");
+    for i in 0..25 {
+        let outcome = execute(&db.store, &t, &key(&format!("k-{i}")), "{}", pay::<DB>(1)).await;
+        assert!(matches!(outcome, Ok(Outcome::New { .. })), "{outcome:?}");
+    }
+    tokio::time::sleep(retention * 2).await;
+
+    let started = tokio::time::Instant::now();
+    let purge = tokio::spawn({
+        let store = db.store.clone();
+        async move { store.purge_expired().await }
+    });
+    while db.count(KEYS, &[]).await == 25 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(db.count(KEYS, &[]).await, 15, "one batch of 10 rows");
+    tokio::time::sleep(pause / 4).await;
+    assert_eq!(
+        db.count(KEYS, &[]).await,
+        15,
+        "the pause after a full batch"
+    );
+    assert_eq!(purge.await.unwrap().unwrap(), 25);
+    assert!(
+        started.elapsed() >= pause * 2,
+        "two full batches, each followed by a pause: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(db.count(KEYS, &[]).await, 0);
+}
+
 pub(crate) async fn migrations_are_idempotent_and_kept_apart<DB: TestDb>()
 where
     DB::Connection: sqlx::migrate::Migrate,
