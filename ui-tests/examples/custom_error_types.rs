@@ -4,7 +4,7 @@
 use std::fmt;
 
 use actix_web::{HttpResponse, ResponseError};
-use idem_actix::{IdempotencyKey, Idempotency, ProtectedRoutes, WriteContext, financial_mutation};
+use idem_actix::{Idempotency, IdempotencyKey, ProtectedRoutes, WriteContext, financial_mutation};
 use sqlx::Sqlite;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,9 +1,7 @@
 //! Every kind of actix-web extractor may stand beside the key and the write context.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use idem_actix::{
-    Idempotency, IdempotencyKey, ProtectedRoutes, WriteContext, high_risk_mutation,
-};
+use idem_actix::{Idempotency, IdempotencyKey, ProtectedRoutes, WriteContext, high_risk_mutation};
 use sqlx::Sqlite;
 
 #[derive(serde::Deserialize)]
@@ -33,7 +31,16 @@ async fn every_extractor(
     write: &mut WriteContext<'_, Sqlite>,
     maybe: Option<web::Header<actix_web::http::header::ContentType>>,
 ) -> actix_web::Result<HttpResponse> {
-    let _ = (id, query.dry_run, &line.sku, request, settings.currency, key, write, maybe);
+    let _ = (
+        id,
+        query.dry_run,
+        &line.sku,
+        request,
+        settings.currency,
+        key,
+        write,
+        maybe,
+    );
     Ok(HttpResponse::Ok().finish())
 }
 

@@ -1,7 +1,9 @@
 //! The handler's own extractors work as in any actix-web handler, on either database.
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use idem_actix::{IdempotencyKey, Idempotency, ProtectedRoutes, Tenant, WriteContext, financial_mutation};
+use idem_actix::{
+    Idempotency, IdempotencyKey, ProtectedRoutes, Tenant, WriteContext, financial_mutation,
+};
 use serde::Deserialize;
 use sqlx::Postgres;
 
@@ -27,7 +29,15 @@ pub async fn finalize_invoice(
     write: &mut WriteContext<'_, Postgres>,
 ) -> HttpResponse {
     let total: i64 = lines.iter().map(|line| line.amount_cents).sum();
-    let _ = (id, query.dry_run, key, tenant, request.path(), write.entity_id(), total);
+    let _ = (
+        id,
+        query.dry_run,
+        key,
+        tenant,
+        request.path(),
+        write.entity_id(),
+        total,
+    );
     HttpResponse::Ok().finish()
 }
 

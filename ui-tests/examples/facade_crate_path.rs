@@ -7,7 +7,9 @@ mod platform {
 }
 
 use actix_web::HttpResponse;
-use platform::idem::{IdempotencyKey, Idempotency, ProtectedRoutes, WriteContext, financial_mutation};
+use platform::idem::{
+    Idempotency, IdempotencyKey, ProtectedRoutes, WriteContext, financial_mutation,
+};
 use sqlx::Sqlite;
 
 #[financial_mutation("chargeThroughFacade", post = "/charges", crate = platform::idem)]

@@ -19,14 +19,18 @@ async fn charge_late_fees(
     let key = IdempotencyKey::parse(&format!("late-fees:{day}")).expect("a valid key");
     let fingerprint = Fingerprint::of_request("chargeLateFees", "JOB", "late-fees", day, b"");
     store
-        .execute(ChargeLateFees, WriteRequest::new(company, &key, fingerprint), |write| {
-            Box::pin(async move {
-                sqlx::query("UPDATE invoices SET late_fee_cents = 500 WHERE overdue")
-                    .execute(write.tx())
-                    .await?;
-                Ok(StoredResponse::new(200, "charged"))
-            })
-        })
+        .execute(
+            ChargeLateFees,
+            WriteRequest::new(company, &key, fingerprint),
+            |write| {
+                Box::pin(async move {
+                    sqlx::query("UPDATE invoices SET late_fee_cents = 500 WHERE overdue")
+                        .execute(write.tx())
+                        .await?;
+                    Ok(StoredResponse::new(200, "charged"))
+                })
+            },
+        )
         .await
 }
 

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpResponse, web};
 use idem_actix::{
-    IdempotencyKey, Idempotency, ProtectedRoutes, WriteContext, financial_mutation,
+    Idempotency, IdempotencyKey, ProtectedRoutes, WriteContext, financial_mutation,
     high_risk_mutation,
 };
 use sqlx::Sqlite;

@@ -34,7 +34,10 @@ async fn create_payment(
 }
 
 #[high_risk_mutation("createCustomer", post = "/customers")]
-async fn create_customer(write: &mut WriteContext<'_, MySql>, _key: IdempotencyKey) -> HttpResponse {
+async fn create_customer(
+    write: &mut WriteContext<'_, MySql>,
+    _key: IdempotencyKey,
+) -> HttpResponse {
     let _ = write;
     HttpResponse::Created().finish()
 }

@@ -2,7 +2,7 @@
 //! actix-web can answer with is an answer; behind a `Result`, the answer may be opaque.
 
 use actix_web::{HttpResponse, Responder, web};
-use idem_actix::{IdempotencyKey, Idempotency, ProtectedRoutes, WriteContext, high_risk_mutation};
+use idem_actix::{Idempotency, IdempotencyKey, ProtectedRoutes, WriteContext, high_risk_mutation};
 use sqlx::Sqlite;
 
 #[high_risk_mutation("plainResponse", post = "/plain")]
