@@ -864,32 +864,42 @@ pub async fn test_server_database(server: TestServer) -> String {
     }
     let name = format!("{TEST_DATABASE_PREFIX}{now}_{}", fastrand::u32(..));
     let create = format!("CREATE DATABASE {name}");
-    let mut tries = 0;
     // Right after a promotion HAProxy may route to a node that is still read-only for a moment.
-    while let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(create.clone()))
-        .execute(&admin)
-        .await
-    {
-        let read_only = error
-            .as_database_error()
-            .is_some_and(|error| error.code().as_deref() == Some("25006"));
-        tries += 1;
-        assert!(read_only && tries < 40, "{create}: {error}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    retry_while_sqlstate("25006", &create, || {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create.clone())).execute(&admin)
+    })
+    .await;
     let url = format!("postgres://postgres@127.0.0.1:{}/{name}", server.port());
     // Right after a switchover HAProxy may also route a new connection to a standby that has
     // not replayed the CREATE DATABASE yet (3D000): the database is ready once it is seen.
-    let mut tries = 0;
-    while let Err(error) = sqlx::PgConnection::connect(&url).await {
-        let missing = error
-            .as_database_error()
-            .is_some_and(|error| error.code().as_deref() == Some("3D000"));
-        tries += 1;
-        assert!(missing && tries < 40, "{url}: {error}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    retry_while_sqlstate("3D000", &url, || sqlx::PgConnection::connect(&url)).await;
     url
+}
+
+/// Runs `attempt` again, every 250 ms for up to 10 s, while it fails with SQLSTATE `code` (a
+/// failover's passing state); panics, naming `what`, on any other failure or past that time.
+async fn retry_while_sqlstate<T, Attempt>(
+    code: &str,
+    what: &str,
+    mut attempt: impl FnMut() -> Attempt,
+) -> T
+where
+    Attempt: Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut tries = 0;
+    loop {
+        match attempt().await {
+            Ok(done) => return done,
+            Err(error) => {
+                let passing = error
+                    .as_database_error()
+                    .is_some_and(|error| error.code().as_deref() == Some(code));
+                tries += 1;
+                assert!(passing && tries < 40, "{what}: {error}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
 }
 
 /// A new database behind PgBouncer for a new application role (neither a superuser nor

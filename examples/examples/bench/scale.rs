@@ -384,42 +384,29 @@ async fn purge_while_serving(
         StoreConfig::default().with_purge_pace(pace),
     )
     .await?;
+    // One round of new writes named `name`, merged into `into`, its keys after `when` and the
+    // round.
+    let round = async |into: &mut Option<Row>, name, when: &str, round: usize| {
+        let key = |i| Some(format!("purge-{when}-{run}-{round}-{i}"));
+        merge(
+            into,
+            loaded
+                .drive(name, "/api/customers", per_round, CONCURRENCY, key)
+                .await,
+        );
+    };
     let started = Instant::now();
     let purge = actix_web::rt::spawn(async move { store.purge_expired().await });
     let (mut beside, mut rounds) = (None, 0);
     while !purge.is_finished() {
-        let key = |i| Some(format!("purge-beside-{run}-{rounds}-{i}"));
-        merge(
-            &mut beside,
-            loaded
-                .drive(
-                    "new writes beside the purge",
-                    "/api/customers",
-                    per_round,
-                    CONCURRENCY,
-                    key,
-                )
-                .await,
-        );
+        round(&mut beside, "new writes beside the purge", "beside", rounds).await;
         rounds += 1;
     }
     let purged = purge.await??;
     let seconds = started.elapsed().as_secs_f64();
     let mut alone = None;
-    for round in 0..rounds {
-        let key = |i| Some(format!("purge-after-{run}-{round}-{i}"));
-        merge(
-            &mut alone,
-            loaded
-                .drive(
-                    "new writes after the purge",
-                    "/api/customers",
-                    per_round,
-                    CONCURRENCY,
-                    key,
-                )
-                .await,
-        );
+    for after in 0..rounds {
+        round(&mut alone, "new writes after the purge", "after", after).await;
     }
     Ok(PurgeWhileServing {
         pace,

@@ -513,7 +513,7 @@ async fn the_runtime_role_cannot_empty_the_audit_log() {
 /// weighs its choices (200 000 keys over 100 tenants, 200 000 audit rows, 100 000 outbox events
 /// of which 54 000 are due, a backlog, 5 000 seals), each statement's generic plan, the one a
 /// prepared statement runs with any parameters, has no sequential scan, and the outbox claim
-/// reads its batch in index order, without sorting the backlog.
+/// and both purges read their batch in index order, without sorting the backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_protocol_statement_scans_a_whole_table() {
     let db = sqlx::Postgres::fresh(StoreConfig::default()).await;
@@ -567,10 +567,7 @@ async fn no_protocol_statement_scans_a_whole_table() {
     // sort would read the whole backlog for each batch (a million due events, in the scale
     // benchmark).
     for batched in ["claim_events", "purge_delivered", "purge_expired"] {
-        let (_, plan) = plans
-            .iter()
-            .find(|(name, _)| name == batched)
-            .expect("the statement is planned");
+        let plan = plan_of(&plans, batched);
         assert!(!plan.contains("Sort"), "{batched} sorts:\n{plan}");
     }
     assert!(
@@ -580,13 +577,22 @@ async fn no_protocol_statement_scans_a_whole_table() {
     );
 }
 
+/// The generic plan of the statement named `name`, from `postgres_generic_plans`.
+fn plan_of<'a>(plans: &'a [(String, String)], name: &str) -> &'a str {
+    plans
+        .iter()
+        .find(|(planned, _)| planned == name)
+        .map(|(_, plan)| plan.as_str())
+        .unwrap_or_else(|| panic!("{name} is not planned"))
+}
+
 /// Keys that expired in a mass after the statistics were gathered (a purge that was off for a
 /// while, a retention shortened), and the first of them purged: the planner's look at the
 /// expiry index's true lowest value stops at the purged rows' entries, so it believes almost
-/// no key expired. The purge still
-/// finds each batch's rows by their `ctid`, not by walking every expired key through the
-/// expiry index for each batch of 1 000 (which made a million-key backlog purge at about a
-/// hundred rows a second in the scale benchmark), and deletes them all.
+/// no key expired. The purge still finds each batch's rows by their `ctid`, not by walking
+/// every expired key through the expiry index for each batch of 1 000 (which made a
+/// million-key backlog purge at about a hundred rows a second in the scale benchmark), and
+/// deletes them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_purge_finds_its_batch_by_row_however_stale_the_statistics() {
     let pace = PurgePace::default().with_pause(Duration::ZERO);
@@ -610,10 +616,7 @@ async fn the_purge_finds_its_batch_by_row_however_stale_the_statistics() {
         .await
         .expect("plan every statement");
     drop(conn);
-    let (_, purge) = plans
-        .iter()
-        .find(|(name, _)| name == "purge_expired")
-        .expect("the purge is planned");
+    let purge = plan_of(&plans, "purge_expired");
     assert!(
         purge.contains("Tid Scan on idempotency_keys"),
         "the purge does not find its batch by row:\n{purge}"
